@@ -1,0 +1,103 @@
+//! The manager's settings.
+
+use std::time::Duration;
+
+use crate::{ExpiryPolicy, RecordWrite};
+
+/// Settings of a [`SessionManager`](crate::SessionManager).
+///
+/// Start from [`ManagerConfig::default`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::ManagerConfig;
+///
+/// let config = ManagerConfig::default()
+///     .idle_timeout(Duration::from_secs(600))
+///     .max_sessions(Some(50_000));
+/// assert_eq!(config.expiry.idle_timeout, Duration::from_secs(600));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ManagerConfig {
+    /// Default expiry of new sessions (30 minutes idle, no absolute lifetime).
+    pub expiry: ExpiryPolicy,
+    /// How long a session may stay `Initializing` (10 s).
+    pub handshake_timeout: Duration,
+    /// Cap on live sessions; `None` for no cap (100,000).
+    pub max_sessions: Option<usize>,
+    /// Largest serialized state in bytes (1 MiB).
+    pub max_state_bytes: usize,
+    /// How long a closed or expired record is kept, so that a late request
+    /// learns the session was closed or expired rather than never existed (5 min).
+    pub retention: Duration,
+    /// A read records activity only if the last one is at least this old
+    /// (1 s), and never less often than a tenth of the session's idle timeout.
+    /// A session may therefore expire up to this much earlier than its last
+    /// read plus its idle timeout; writes always record activity.
+    pub touch_interval: Duration,
+    /// Records removed per store call when sweeping (1,000).
+    pub sweep_batch: usize,
+    /// Compare-and-swap attempts before an update gives up with
+    /// [`Error::Conflict`](crate::Error::Conflict) (10,000).
+    pub max_write_attempts: u32,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            expiry: ExpiryPolicy::default(),
+            handshake_timeout: Duration::from_secs(10),
+            max_sessions: Some(100_000),
+            max_state_bytes: 1 << 20,
+            retention: RecordWrite::DEFAULT_RETENTION,
+            touch_interval: Duration::from_secs(1),
+            sweep_batch: 1_000,
+            max_write_attempts: 10_000,
+        }
+    }
+}
+
+impl ManagerConfig {
+    /// Sets the default idle timeout.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.expiry.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the default absolute lifetime.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.expiry.max_lifetime = lifetime;
+        self
+    }
+
+    /// Sets the handshake timeout.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets the cap on live sessions.
+    pub fn max_sessions(mut self, max: Option<usize>) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// Sets the largest serialized state.
+    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
+        self.max_state_bytes = bytes;
+        self
+    }
+
+    /// Sets how long terminal records are kept.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets the touch interval.
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = interval;
+        self
+    }
+}
