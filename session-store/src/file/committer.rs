@@ -1,0 +1,264 @@
+//! Group commit: one thread appends every accepted write to the log, syncs
+//! once per batch, then makes the batch visible and acknowledges it.
+//!
+//! Writers queue while a sync is in progress, and the next batch takes all of
+//! them: with one writer every write costs one sync, with 64 writers a sync
+//! carries up to 64 writes.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use session_core::{Error, SessionId, SessionRecord};
+use tokio::sync::oneshot;
+
+use super::compact;
+use super::dir;
+use super::frame::{self, FileKind, FrameKind};
+use super::index::{Durable, Index, Shard};
+
+/// A write accepted into the queue.
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// Store this record; `payload` is its JSON and `crc` the payload's CRC-32.
+    Put {
+        record: SessionRecord,
+        payload: Vec<u8>,
+        crc: u32,
+    },
+    /// Forget the record.
+    Delete,
+}
+
+#[derive(Debug)]
+struct Op {
+    seq: u64,
+    id: SessionId,
+    write: Write,
+    ack: oneshot::Sender<Result<(), Error>>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ops: Vec<Op>,
+    next_seq: u64,
+    stopping: bool,
+}
+
+/// Set once, on the first I/O failure; after it the store refuses writes.
+pub(crate) type Poison = OnceLock<Arc<str>>;
+
+/// The queue between writers and the committer thread.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    pub(crate) poison: Poison,
+}
+
+impl Queue {
+    /// Queues `write` for `id` and marks it pending in `shard`, which the
+    /// caller holds locked: so the log order of one session's writes is the
+    /// order in which they were validated.
+    pub(crate) fn push(
+        &self,
+        shard: &mut Shard,
+        id: &SessionId,
+        write: Write,
+    ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+        self.check_poison()?;
+        let (ack, done) = oneshot::channel();
+        let mut state = self.state.lock();
+        if state.stopping {
+            return Err(Error::backend_msg("the file store is shutting down"));
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let pending = match &write {
+            Write::Put { record, .. } => Some(record.clone()),
+            Write::Delete => None,
+        };
+        shard.set_pending(id, seq, pending);
+        state.ops.push(Op {
+            seq,
+            id: id.clone(),
+            write,
+            ack,
+        });
+        drop(state);
+        self.ready.notify_one();
+        Ok(done)
+    }
+
+    pub(crate) fn check_poison(&self) -> Result<(), Error> {
+        match self.poison.get() {
+            Some(reason) => Err(Error::backend_msg(format!(
+                "the file store refuses writes after an I/O failure: {reason}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the committer to finish what is queued and stop.
+    pub(crate) fn stop(&self) {
+        self.state.lock().stopping = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for work; `None` once stopping and drained.
+    fn take(&self) -> Option<Vec<Op>> {
+        let mut state = self.state.lock();
+        while state.ops.is_empty() && !state.stopping {
+            self.ready.wait(&mut state);
+        }
+        if state.ops.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut state.ops))
+    }
+}
+
+/// Settings the committer needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) dir: PathBuf,
+    /// Compact once the log exceeds this, and twice the live data.
+    pub(crate) compact_min_bytes: u64,
+}
+
+/// The committer thread's state.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    pub(crate) settings: Settings,
+    pub(crate) index: Arc<Index>,
+    pub(crate) queue: Arc<Queue>,
+    pub(crate) log: File,
+    pub(crate) log_seq: u64,
+    pub(crate) log_bytes: u64,
+    pub(crate) last_batch: u64,
+    pub(crate) compaction: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Runs until the queue stops, then waits for a compaction in progress.
+    pub(crate) fn run(mut self) {
+        let mut buf = Vec::with_capacity(64 << 10);
+        while let Some(ops) = self.queue.take() {
+            if let Err(e) = self.queue.check_poison() {
+                self.fail(ops, &e.to_string());
+                continue;
+            }
+            self.last_batch += 1;
+            let batch = self.last_batch;
+            buf.clear();
+            for op in &ops {
+                match &op.write {
+                    Write::Put { payload, crc, .. } => {
+                        let id = op.id.as_str();
+                        frame::encode_frame(&mut buf, FrameKind::Put, id, batch, payload, *crc);
+                    }
+                    Write::Delete => {
+                        let id = op.id.as_str();
+                        frame::encode_frame(&mut buf, FrameKind::Delete, id, batch, &[], 0);
+                    }
+                }
+            }
+            frame::encode_commit(&mut buf, batch, ops.len());
+            match self.log.write_all(&buf).and_then(|()| self.log.sync_data()) {
+                Ok(()) => {
+                    self.log_bytes += buf.len() as u64;
+                    self.apply(ops);
+                    self.maybe_compact();
+                }
+                Err(e) => {
+                    let reason = format!("writing the log failed: {e}");
+                    tracing::error!(dir = %self.settings.dir.display(), "{reason}");
+                    let _ = self.queue.poison.set(Arc::from(reason.as_str()));
+                    self.fail(ops, &reason);
+                }
+            }
+        }
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.join();
+        }
+    }
+
+    fn apply(&self, ops: Vec<Op>) {
+        for op in ops {
+            let (durable, bytes) = match op.write {
+                Write::Put {
+                    record, payload, ..
+                } => (
+                    Some(Durable::Record(record)),
+                    frame::frame_len(op.id.as_str(), payload.len()) as u64,
+                ),
+                Write::Delete => (None, 0),
+            };
+            self.index.promote(&op.id, op.seq, durable, bytes);
+            let _ = op.ack.send(Ok(()));
+        }
+    }
+
+    fn fail(&self, ops: Vec<Op>, reason: &str) {
+        for op in ops {
+            self.index.rollback(&op.id, op.seq);
+            let _ = op.ack.send(Err(Error::backend_msg(format!(
+                "the write may not be durable: {reason}"
+            ))));
+        }
+    }
+
+    /// Starts a compaction when the log holds more than twice the live data
+    /// (and at least the configured minimum), unless one is running.
+    fn maybe_compact(&mut self) {
+        let threshold = self
+            .settings
+            .compact_min_bytes
+            .max(self.index.bytes().saturating_mul(2));
+        if self.log_bytes <= threshold {
+            return;
+        }
+        if let Some(running) = &self.compaction {
+            if !running.is_finished() {
+                return;
+            }
+            if let Some(done) = self.compaction.take() {
+                let _ = done.join();
+            }
+        }
+        // Start the next log first: the snapshot then holds exactly what the
+        // earlier logs hold, because this thread is the only one promoting.
+        let next = self.log_seq + 1;
+        let path = dir::log_path(&self.settings.dir, next);
+        let log = match dir::create_synced(
+            &self.settings.dir,
+            &path,
+            &frame::file_header(FileKind::Log),
+        ) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot start a new log, compaction postponed: {e}");
+                return;
+            }
+        };
+        self.log = log;
+        self.log_seq = next;
+        self.log_bytes = frame::FILE_HEADER_LEN as u64;
+        let entries = self.index.snapshot();
+        let dir = self.settings.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("file-store-compact".into())
+            .spawn(move || {
+                if let Err(e) = compact::write_snapshot(&dir, next, &entries) {
+                    tracing::warn!(dir = %dir.display(), "compaction failed, the logs are kept: {e}");
+                }
+            });
+        match spawned {
+            Ok(handle) => self.compaction = Some(handle),
+            Err(e) => tracing::warn!("cannot start the compaction thread: {e}"),
+        }
+    }
+}

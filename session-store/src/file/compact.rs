@@ -1,0 +1,90 @@
+//! Snapshots: the whole durable state in one file, so old logs can go.
+//!
+//! A snapshot is written to a temporary file, synced, renamed into place and
+//! the directory synced, and only then are the logs it replaces removed. A
+//! crash at any point leaves either the old logs or the new snapshot (or both)
+//! to recover from.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use session_core::SessionId;
+
+use super::dir::{self, Entry};
+use super::frame::{self, FileKind, FrameKind};
+use super::index::Durable;
+
+/// Batch number of the single batch a snapshot holds.
+pub(crate) const SNAPSHOT_BATCH: u64 = 0;
+
+/// Writes `snapshot-<seq>` holding `entries`, then removes the logs and
+/// snapshots numbered below `seq`.
+pub(crate) fn write_snapshot(
+    dir: &Path,
+    seq: u64,
+    entries: &[(SessionId, Durable)],
+) -> io::Result<()> {
+    let temp = dir::snapshot_temp_path(dir, seq);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
+    out.write_all(&frame::file_header(FileKind::Snapshot))?;
+    let mut buf = Vec::with_capacity(4096);
+    for (id, durable) in entries {
+        buf.clear();
+        match durable {
+            Durable::Record(record) => {
+                let (payload, crc) = frame::record_payload(record)?;
+                frame::encode_frame(
+                    &mut buf,
+                    FrameKind::Put,
+                    id.as_str(),
+                    SNAPSHOT_BATCH,
+                    &payload,
+                    crc,
+                );
+            }
+            Durable::Corrupt(detail) => {
+                let payload = detail.as_bytes();
+                let crc = crc32fast::hash(payload);
+                frame::encode_frame(
+                    &mut buf,
+                    FrameKind::Corrupt,
+                    id.as_str(),
+                    SNAPSHOT_BATCH,
+                    payload,
+                    crc,
+                );
+            }
+        }
+        out.write_all(&buf)?;
+    }
+    buf.clear();
+    frame::encode_commit(&mut buf, SNAPSHOT_BATCH, entries.len());
+    out.write_all(&buf)?;
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, dir::snapshot_path(dir, seq))?;
+    dir::sync_dir(dir)?;
+    remove_before(dir, seq)
+}
+
+/// Removes logs and snapshots numbered below `seq`, and leftover temporary files.
+pub(crate) fn remove_before(dir: &Path, seq: u64) -> io::Result<()> {
+    let entries = dir::list(dir).map_err(io::Error::other)?;
+    let mut removed = false;
+    for (entry, path) in entries {
+        let old = match entry {
+            Entry::Log(n) | Entry::Snapshot(n) => n < seq,
+            Entry::Temp => true,
+        };
+        if old {
+            fs::remove_file(&path)?;
+            removed = true;
+        }
+    }
+    if removed {
+        dir::sync_dir(dir)?;
+    }
+    Ok(())
+}

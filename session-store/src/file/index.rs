@@ -1,0 +1,245 @@
+//! The file store's in-memory index: every session's latest durable record,
+//! plus the writes accepted but not yet durable.
+//!
+//! Reads see only the durable view, so a read never returns what a crash could
+//! still take away. Writers validate against the latest accepted write, so a
+//! compare-and-swap never has to wait for the previous write's fsync.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::{RwLock, RwLockWriteGuard};
+use session_core::{SessionId, SessionRecord, Timestamp};
+
+const SHARDS: usize = 32;
+
+/// What is durably stored for a session.
+#[derive(Debug, Clone)]
+pub(crate) enum Durable {
+    /// A readable record.
+    Record(SessionRecord),
+    /// The latest record failed its checksum at open; the text says how.
+    Corrupt(Arc<str>),
+}
+
+/// One session's entry.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub(crate) durable: Option<Durable>,
+    /// Bytes the durable entry takes in a snapshot.
+    durable_bytes: u64,
+    /// The latest accepted, not yet durable write: `Some(None)` is a delete.
+    pending: Option<(u64, Option<SessionRecord>)>,
+}
+
+impl Slot {
+    /// The latest accepted state: pending if any, else durable.
+    pub(crate) fn latest(&self) -> Option<Latest<'_>> {
+        match &self.pending {
+            Some((_, Some(record))) => Some(Latest::Record(record)),
+            Some((_, None)) => None,
+            None => match &self.durable {
+                Some(Durable::Record(record)) => Some(Latest::Record(record)),
+                Some(Durable::Corrupt(detail)) => Some(Latest::Corrupt(detail)),
+                None => None,
+            },
+        }
+    }
+}
+
+/// The latest accepted state of a session.
+#[derive(Debug)]
+pub(crate) enum Latest<'a> {
+    Record(&'a SessionRecord),
+    Corrupt(&'a str),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Shard {
+    slots: HashMap<SessionId, Slot>,
+    by_expiry: BTreeSet<(Timestamp, SessionId)>,
+}
+
+impl Shard {
+    pub(crate) fn slot(&self, id: &SessionId) -> Option<&Slot> {
+        self.slots.get(id)
+    }
+
+    /// Records an accepted write with log sequence `seq`.
+    pub(crate) fn set_pending(&mut self, id: &SessionId, seq: u64, write: Option<SessionRecord>) {
+        self.slots.entry(id.clone()).or_default().pending = Some((seq, write));
+    }
+}
+
+/// The sharded index.
+#[derive(Debug)]
+pub(crate) struct Index {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: RandomState,
+    live: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+fn is_live(durable: Option<&Durable>) -> bool {
+    matches!(durable, Some(Durable::Record(r)) if !r.stored_status().is_terminal())
+}
+
+fn expiry_key(durable: Option<&Durable>) -> Option<Timestamp> {
+    match durable {
+        Some(Durable::Record(r)) => Some(r.expires_at()),
+        _ => None,
+    }
+}
+
+impl Index {
+    pub(crate) fn new() -> Self {
+        Index {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+            live: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, id: &SessionId) -> &RwLock<Shard> {
+        &self.shards[(self.hasher.hash_one(id.as_str()) as usize) % SHARDS]
+    }
+
+    /// Locks the shard of `id` for validating and staging a write.
+    pub(crate) fn lock(&self, id: &SessionId) -> RwLockWriteGuard<'_, Shard> {
+        self.shard(id).write()
+    }
+
+    /// The durable entry of `id`.
+    pub(crate) fn durable(&self, id: &SessionId) -> Option<Durable> {
+        self.shard(id).read().slots.get(id)?.durable.clone()
+    }
+
+    /// Makes a write durable in the view: called in log order once its batch
+    /// is synced. Clears the pending mark if no later write replaced it.
+    pub(crate) fn promote(&self, id: &SessionId, seq: u64, durable: Option<Durable>, bytes: u64) {
+        let mut shard = self.shard(id).write();
+        let shard = &mut *shard;
+        let slot = shard.slots.entry(id.clone()).or_default();
+        if slot.pending.as_ref().is_some_and(|(s, _)| *s == seq) {
+            slot.pending = None;
+        }
+        let before = slot.durable.take();
+        if let Some(at) = expiry_key(before.as_ref()) {
+            shard.by_expiry.remove(&(at, id.clone()));
+        }
+        if let Some(at) = expiry_key(durable.as_ref()) {
+            shard.by_expiry.insert((at, id.clone()));
+        }
+        match (is_live(before.as_ref()), is_live(durable.as_ref())) {
+            (false, true) => {
+                self.live.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.live.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.bytes.fetch_sub(slot.durable_bytes, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        slot.durable_bytes = bytes;
+        slot.durable = durable;
+        if slot.durable.is_none() && slot.pending.is_none() {
+            shard.slots.remove(id);
+        }
+    }
+
+    /// Forgets a write that failed to become durable.
+    pub(crate) fn rollback(&self, id: &SessionId, seq: u64) {
+        let mut shard = self.shard(id).write();
+        if let Some(slot) = shard.slots.get_mut(id)
+            && slot.pending.as_ref().is_some_and(|(s, _)| *s == seq)
+        {
+            slot.pending = None;
+            if slot.durable.is_none() {
+                shard.slots.remove(id);
+            }
+        }
+    }
+
+    /// Live durable records.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the durable entries take in a snapshot.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Durable records past `now`, oldest deadline first, at most `limit`,
+    /// skipping sessions with a write in flight.
+    pub(crate) fn due(&self, now: Timestamp, limit: usize) -> Vec<SessionRecord> {
+        let mut due = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for (at, id) in &shard.by_expiry {
+                if *at > now || due.len() >= limit {
+                    break;
+                }
+                if let Some(Slot {
+                    durable: Some(Durable::Record(record)),
+                    pending: None,
+                    ..
+                }) = shard.slots.get(id)
+                {
+                    due.push(record.clone());
+                }
+            }
+            if due.len() >= limit {
+                break;
+            }
+        }
+        due
+    }
+
+    /// Up to `limit` durable records with ids above `after`, in id order.
+    pub(crate) fn page(&self, after: &str, limit: usize) -> Vec<SessionRecord> {
+        let mut smallest: BinaryHeap<SessionId> = BinaryHeap::with_capacity(limit + 1);
+        for shard in self.shards.iter() {
+            for (id, slot) in &shard.read().slots {
+                if matches!(slot.durable, Some(Durable::Record(_)))
+                    && id.as_str() > after
+                    && (smallest.len() < limit || smallest.peek().is_some_and(|max| id < max))
+                {
+                    smallest.push(id.clone());
+                    if smallest.len() > limit {
+                        smallest.pop();
+                    }
+                }
+            }
+        }
+        smallest
+            .into_sorted_vec()
+            .iter()
+            .filter_map(|id| match self.durable(id) {
+                Some(Durable::Record(record)) => Some(record),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every durable entry. Consistent as of the last promotion only when
+    /// called from the thread that promotes.
+    pub(crate) fn snapshot(&self) -> Vec<(SessionId, Durable)> {
+        let mut all = Vec::with_capacity(self.live());
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            all.extend(
+                shard
+                    .slots
+                    .iter()
+                    .filter_map(|(id, slot)| Some((id.clone(), slot.durable.clone()?))),
+            );
+        }
+        all
+    }
+}

@@ -1,0 +1,390 @@
+//! [`FileStore`]: sessions in a directory, durable across crashes.
+
+mod committer;
+mod compact;
+mod dir;
+mod frame;
+mod index;
+mod recovery;
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use session_core::{Cas, Page, Result, SessionId, SessionRecord, SessionStore, Timestamp};
+use tokio::sync::oneshot;
+
+use crate::Error;
+use committer::{Committer, Queue, Settings, Write as LogWrite};
+use index::{Durable, Index, Latest};
+
+pub(crate) use dir::LOCK_FILE;
+pub use recovery::RecoveryReport;
+
+/// Settings of a [`FileStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FileStoreOptions {
+    /// The log is compacted into a snapshot once it is larger than this and
+    /// than twice the live data (16 MiB).
+    pub compact_min_bytes: u64,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        FileStoreOptions {
+            compact_min_bytes: 16 << 20,
+        }
+    }
+}
+
+impl FileStoreOptions {
+    /// Sets the minimum log size before compaction.
+    pub fn compact_min_bytes(mut self, bytes: u64) -> Self {
+        self.compact_min_bytes = bytes;
+        self
+    }
+}
+
+/// A session store in a directory: the embedded default.
+///
+/// Every record is also held in memory, so reads never touch the disk; writes
+/// are appended to a log and made durable by group commit.
+///
+/// # Durability
+///
+/// - **When a write is acknowledged.** `insert`, `compare_and_swap`, `delete`
+///   and `remove_expired` return `Ok` only after the write's frame, and every
+///   frame before it, has been written to the log and `fdatasync` has returned.
+///   Nothing acknowledged is lost when the process is killed, or the machine
+///   loses power, afterwards.
+/// - **What reads see.** Only acknowledged state: a read never returns a write
+///   that a crash could still take away. (A compare-and-swap is checked against
+///   the latest accepted write, so writers never wait on each other's sync.)
+/// - **Group commit.** One thread writes every queued write in one batch and
+///   syncs once: one writer pays one sync per write, 64 concurrent writers
+///   share a sync between them.
+/// - **What a crash can lose.** Writes not yet acknowledged: on open, a final
+///   batch without its commit frame is dropped and the log truncated. A write
+///   whose future was dropped, or that returned an error, may or may not have
+///   been applied.
+/// - **Damage.** Every frame carries CRC-32 checksums of its header and of its
+///   record. A record that fails its check is reported for that session only:
+///   loading it returns [`session_core::Error::Corrupt`], it is listed in
+///   [`RecoveryReport::corrupt`], and every other session loads. Damage that
+///   names no session is listed in [`RecoveryReport::damage`].
+/// - **After an I/O error** the store refuses all further writes (reads go
+///   on), because a failed `fsync` may have dropped data the kernel will not
+///   write again. Reopen the directory to recover.
+/// - **Assumptions.** `fsync` and `fdatasync` make written data durable; a
+///   rename followed by an `fsync` of the directory is atomic and durable.
+///
+/// The log is compacted into a snapshot (temporary file, `fsync`, rename,
+/// `fsync` of the directory, then removal of the old logs) once it outgrows
+/// twice the live data. Only one `FileStore` may have a directory open at a
+/// time: the lock file `LOCK` is held for the store's lifetime, and a second
+/// open fails with [`Error::Locked`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use session_core::{ManagerConfig, NewSession, SessionManager};
+/// use session_store::{FileStore, SystemClock};
+///
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let id = {
+///     let store = Arc::new(FileStore::open(dir)?);
+///     let manager = SessionManager::new(store, Arc::new(SystemClock), ManagerConfig::default());
+///     let session = manager.create(NewSession::new()).await?;
+///     session.id().clone()
+/// }; // the store closes here, as at a restart
+/// let store = Arc::new(FileStore::open(dir)?);
+/// let manager = SessionManager::new(store, Arc::new(SystemClock), ManagerConfig::default());
+/// assert!(manager.get(&id).await.is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct FileStore {
+    index: Arc<Index>,
+    queue: Arc<Queue>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    report: RecoveryReport,
+    dir: PathBuf,
+    /// Held for the store's lifetime; closing it releases the lock.
+    _lock: File,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    ///
+    /// Opening reads the whole store, so call it from a blocking context
+    /// (`tokio::task::spawn_blocking`) if the runtime must not stall.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another store has the directory open,
+    /// [`Error::Format`] for files of another format version, [`Error::Io`] if
+    /// the directory cannot be created, read or written.
+    pub fn open(dir: impl AsRef<Path>) -> std::result::Result<Self, Error> {
+        Self::open_with(dir, FileStoreOptions::default())
+    }
+
+    /// Opens the store in `dir` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: FileStoreOptions,
+    ) -> std::result::Result<Self, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = lock(&dir)?;
+        let recovered = recovery::recover(&dir)?;
+        if let Some(snapshot) = recovered.snapshot {
+            compact::remove_before(&dir, snapshot)
+                .map_err(|e| Error::io("remove old logs in", &dir, e))?;
+        }
+        let (log, log_seq, log_bytes) = open_log(&dir, recovered.log, recovered.snapshot)?;
+        let index = Arc::new(Index::new());
+        for (id, (durable, bytes)) in recovered.entries {
+            index.promote(&id, 0, Some(durable), bytes);
+        }
+        let queue = Arc::new(Queue::default());
+        let committer = Committer {
+            settings: Settings {
+                dir: dir.clone(),
+                compact_min_bytes: options.compact_min_bytes,
+            },
+            index: index.clone(),
+            queue: queue.clone(),
+            log,
+            log_seq,
+            log_bytes,
+            last_batch: recovered.last_batch,
+            compaction: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("file-store-commit".into())
+            .spawn(move || committer.run())
+            .map_err(|e| Error::io("start the commit thread for", &dir, e))?;
+        Ok(FileStore {
+            index,
+            queue,
+            committer: Mutex::new(Some(handle)),
+            report: recovered.report,
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What opening the directory found: sessions loaded, damage, time taken.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Validates a write against the latest accepted state of `id` under its
+    /// shard lock and, if `decide` accepts, queues it. `decide` returns
+    /// `Err(outcome)` to answer without writing.
+    fn stage<T>(
+        &self,
+        id: &SessionId,
+        decide: impl FnOnce(Option<Latest<'_>>) -> std::result::Result<LogWrite, Result<T>>,
+    ) -> std::result::Result<oneshot::Receiver<Result<()>>, Result<T>> {
+        let mut shard = self.index.lock(id);
+        let write = decide(shard.slot(id).and_then(|slot| slot.latest()))?;
+        self.queue.push(&mut shard, id, write).map_err(Err)
+    }
+}
+
+/// Waits for a queued write to become durable.
+async fn durable(done: oneshot::Receiver<Result<()>>) -> Result<()> {
+    done.await.unwrap_or_else(|_| {
+        Err(session_core::Error::backend_msg(
+            "the file store stopped before the write was durable",
+        ))
+    })
+}
+
+fn put(record: &SessionRecord) -> Result<LogWrite> {
+    let (payload, crc) = frame::record_payload(record)
+        .map_err(|e| session_core::Error::backend("cannot encode the session record", e))?;
+    Ok(LogWrite::Put {
+        record: record.clone(),
+        payload,
+        crc,
+    })
+}
+
+fn corrupt(id: &SessionId, detail: &str) -> session_core::Error {
+    session_core::Error::Corrupt {
+        id: id.clone(),
+        detail: detail.to_owned(),
+    }
+}
+
+#[async_trait]
+impl SessionStore for FileStore {
+    async fn insert(&self, record: &SessionRecord) -> Result<()> {
+        let write = put(record)?;
+        let staged = self.stage(record.id(), |latest| match latest {
+            Some(_) => Err(Err(session_core::Error::AlreadyExists)),
+            None => Ok(write),
+        });
+        match staged {
+            Ok(done) => durable(done).await,
+            Err(outcome) => outcome,
+        }
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
+        match self.index.durable(id) {
+            Some(Durable::Record(record)) => Ok(Some(record)),
+            Some(Durable::Corrupt(detail)) => Err(corrupt(id, &detail)),
+            None => Ok(None),
+        }
+    }
+
+    async fn compare_and_swap(&self, record: &SessionRecord, expected_version: u64) -> Result<Cas> {
+        let write = put(record)?;
+        let staged = self.stage(record.id(), |latest| match latest {
+            None => Err(Ok(Cas::Conflict { current: None })),
+            Some(Latest::Corrupt(detail)) => Err(Err(corrupt(record.id(), detail))),
+            Some(Latest::Record(current)) if current.stored_status().is_terminal() => {
+                Err(Err(session_core::terminal_error(current.stored_status())))
+            }
+            Some(Latest::Record(current)) if current.version() != expected_version => {
+                Err(Ok(Cas::Conflict {
+                    current: Some(current.clone()),
+                }))
+            }
+            Some(Latest::Record(_)) => Ok(write),
+        });
+        match staged {
+            Ok(done) => durable(done).await.map(|()| Cas::Swapped),
+            Err(outcome) => outcome,
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        match self.stage(id, |latest| match latest {
+            None => Err(Ok(false)),
+            Some(_) => Ok(LogWrite::Delete),
+        }) {
+            Ok(done) => durable(done).await.map(|()| true),
+            Err(outcome) => outcome,
+        }
+    }
+
+    async fn count(&self) -> Result<usize> {
+        Ok(self.index.live())
+    }
+
+    /// Lists in id order; the cursor is the last id of the previous page.
+    /// Corrupt records are not listed (see [`FileStore::recovery`]).
+    async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        let records = self.index.page(cursor.unwrap_or(""), limit);
+        let next = (records.len() == limit && limit > 0)
+            .then(|| records.last().map(|r| r.id().to_string()))
+            .flatten();
+        Ok(Page { records, next })
+    }
+
+    async fn remove_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionRecord>> {
+        let mut staged = Vec::new();
+        for record in self.index.due(now, limit) {
+            // Skip a record written since `due` looked at it.
+            let outcome = self.stage(record.id(), |latest| match latest {
+                Some(Latest::Record(current)) if current.version() == record.version() => {
+                    Ok(LogWrite::Delete)
+                }
+                _ => Err(Ok(())),
+            });
+            match outcome {
+                Ok(done) => staged.push((record, done)),
+                Err(Ok(())) => {}
+                Err(Err(e)) => return Err(e),
+            }
+        }
+        let mut removed = Vec::with_capacity(staged.len());
+        for (record, done) in staged {
+            durable(done).await?;
+            removed.push(record);
+        }
+        Ok(removed)
+    }
+}
+
+impl Drop for FileStore {
+    /// Finishes the writes already queued, then releases the directory.
+    fn drop(&mut self) {
+        self.queue.stop();
+        if let Some(handle) = self.committer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn lock(dir: &Path) -> std::result::Result<File, Error> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
+/// Opens the log to append to: the newest one cut back to its last commit, or
+/// a new one. Returns the file, its number and its length.
+fn open_log(
+    dir: &Path,
+    newest: Option<(u64, u64)>,
+    snapshot: Option<u64>,
+) -> std::result::Result<(File, u64, u64), Error> {
+    let header = frame::file_header(frame::FileKind::Log);
+    let Some((seq, valid)) = newest else {
+        let seq = snapshot.unwrap_or(1);
+        let path = dir::log_path(dir, seq);
+        let file = dir::create_synced(dir, &path, &header)
+            .map_err(|e| Error::io("create log", &path, e))?;
+        return Ok((file, seq, header.len() as u64));
+    };
+    let path = dir::log_path(dir, seq);
+    let io = |e| Error::io("open log", &path, e);
+    let mut file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let valid = if valid < header.len() as u64 {
+        // The header itself never made it to disk: start the file again.
+        file.set_len(0).map_err(io)?;
+        file.write_all(&header).map_err(io)?;
+        header.len() as u64
+    } else {
+        valid
+    };
+    if len != valid {
+        file.set_len(valid).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    file.seek(SeekFrom::Start(valid)).map_err(io)?;
+    Ok((file, seq, valid))
+}

@@ -1,0 +1,291 @@
+//! Opening a directory: load the newest intact snapshot, replay the logs after
+//! it, drop an unacknowledged tail, and report damage per session.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_core::{SessionId, SessionRecord};
+
+use super::dir::{self, Entry};
+use super::frame::{self, FileKind, FrameKind, HeaderError, Read};
+use super::index::Durable;
+use crate::Error;
+
+/// What opening a [`FileStore`](crate::FileStore) directory found.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Sessions loaded, including damaged ones.
+    pub sessions: usize,
+    /// Sessions whose latest record failed its checksum or did not decode.
+    /// Loading them returns [`session_core::Error::Corrupt`]; the rest load.
+    pub corrupt: Vec<SessionId>,
+    /// Damage that could not be tied to one session, as readable lines.
+    pub damage: Vec<String>,
+    /// Bytes of an unacknowledged batch at the end of the log, dropped.
+    pub torn_bytes: u64,
+    /// Log and snapshot files read.
+    pub files: usize,
+    /// Time spent recovering.
+    pub elapsed: Duration,
+}
+
+/// The recovered state, ready to build the index from.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) entries: HashMap<SessionId, (Durable, u64)>,
+    pub(crate) report: RecoveryReport,
+    /// Number of the snapshot used, if any.
+    pub(crate) snapshot: Option<u64>,
+    /// Number and valid length of the newest log, if any.
+    pub(crate) log: Option<(u64, u64)>,
+    pub(crate) last_batch: u64,
+}
+
+/// One frame's effect on the state.
+#[derive(Debug)]
+enum Effect {
+    Put(SessionId, SessionRecord, u64),
+    Delete(SessionId),
+    Corrupt(SessionId, String, u64),
+}
+
+#[derive(Debug, Default)]
+struct Replay {
+    entries: HashMap<SessionId, (Durable, u64)>,
+    report: RecoveryReport,
+    last_batch: u64,
+}
+
+/// Reads the directory's snapshot and logs.
+pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
+    let started = Instant::now();
+    let mut snapshots = Vec::new();
+    let mut logs = Vec::new();
+    for (entry, path) in dir::list(dir)? {
+        match entry {
+            Entry::Snapshot(n) => snapshots.push((n, path)),
+            Entry::Log(n) => logs.push((n, path)),
+            Entry::Temp => {}
+        }
+    }
+    let mut replay = Replay::default();
+    let mut snapshot = None;
+    for (n, path) in snapshots.iter().rev() {
+        let bytes = read(path)?;
+        check_header(&bytes, path, FileKind::Snapshot)?;
+        let mut attempt = Replay::default();
+        let outcome = attempt.file(&bytes, path, true);
+        attempt.report.files += 1;
+        if outcome.complete {
+            replay = attempt;
+            snapshot = Some(*n);
+            break;
+        }
+        replay.report.damage.push(format!(
+            "{}: snapshot incomplete, an older state is used",
+            path.display()
+        ));
+    }
+    let base = snapshot.unwrap_or(0);
+    let logs: Vec<_> = logs.into_iter().filter(|(n, _)| *n >= base).collect();
+    let mut log = None;
+    for (i, (n, path)) in logs.iter().enumerate() {
+        let bytes = read(path)?;
+        check_header(&bytes, path, FileKind::Log)?;
+        let last = i + 1 == logs.len();
+        let outcome = replay.file(&bytes, path, last);
+        replay.report.files += 1;
+        if last {
+            replay.report.torn_bytes = (bytes.len() - outcome.valid_end) as u64;
+            log = Some((*n, outcome.valid_end as u64));
+        }
+    }
+    let mut report = replay.report;
+    report.sessions = replay.entries.len();
+    report.corrupt = replay
+        .entries
+        .iter()
+        .filter(|(_, (d, _))| matches!(d, Durable::Corrupt(_)))
+        .map(|(id, _)| id.clone())
+        .collect();
+    report.corrupt.sort();
+    report.elapsed = started.elapsed();
+    Ok(Recovered {
+        entries: replay.entries,
+        report,
+        snapshot,
+        log,
+        last_batch: replay.last_batch,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(path).map_err(|e| Error::io("read", path, e))
+}
+
+/// Refuses files of another format version; damage to a header is left to the
+/// frame scan, which does not depend on it.
+fn check_header(bytes: &[u8], path: &Path, kind: FileKind) -> Result<(), Error> {
+    match frame::check_file_header(bytes, kind) {
+        Err(HeaderError::Version(v)) => Err(Error::Format {
+            path: path.to_path_buf(),
+            detail: format!(
+                "written in format version {v}; this build reads version {}",
+                frame::FORMAT_VERSION
+            ),
+        }),
+        Err(HeaderError::Kind) => Err(Error::Format {
+            path: path.to_path_buf(),
+            detail: "file kind does not match its name".into(),
+        }),
+        Err(HeaderError::Damaged) | Ok(()) => Ok(()),
+    }
+}
+
+/// How a file ended.
+struct Outcome {
+    /// Offset just past the last applied batch.
+    valid_end: usize,
+    /// Whether the file ended exactly at a commit.
+    complete: bool,
+}
+
+impl Replay {
+    /// Replays one file. In the `last` file a batch without its commit at the
+    /// end was never acknowledged: it is dropped. Elsewhere a later batch
+    /// proves the earlier ones were acknowledged, so they are applied.
+    fn file(&mut self, bytes: &[u8], path: &Path, last: bool) -> Outcome {
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut pos = frame::FILE_HEADER_LEN.min(bytes.len());
+        let mut valid_end = pos;
+        let mut batch: Vec<Effect> = Vec::new();
+        let mut batch_id: Option<u64> = None;
+        // Damage noticed since the last commit; reported only if the batch is.
+        let mut damage: Vec<String> = Vec::new();
+        while pos < bytes.len() {
+            match frame::read_frame(bytes, pos) {
+                Read::Frame(f, next) if f.kind == FrameKind::Commit => {
+                    let count = <[u8; 4]>::try_from(f.payload)
+                        .ok()
+                        .filter(|_| f.payload_ok)
+                        .map(u32::from_le_bytes);
+                    if batch_id.is_some_and(|b| b != f.batch) {
+                        damage.push(format!("{name}@{pos}: commit of batch {} missing", f.batch));
+                    } else if count != Some(batch.len() as u32) {
+                        damage.push(format!(
+                            "{name}@{pos}: batch {} holds {} readable frames, its commit says {count:?}; the others could not be tied to a session",
+                            f.batch,
+                            batch.len()
+                        ));
+                    }
+                    self.last_batch = self.last_batch.max(f.batch);
+                    self.apply(&mut batch, &mut damage);
+                    batch_id = None;
+                    valid_end = next;
+                    pos = next;
+                }
+                Read::Frame(f, next) => {
+                    if let Some(previous) = batch_id.filter(|b| *b != f.batch) {
+                        damage.push(format!(
+                            "{name}@{pos}: commit of batch {previous} missing, applied since later batches follow"
+                        ));
+                        self.last_batch = self.last_batch.max(previous);
+                        self.apply(&mut batch, &mut damage);
+                    }
+                    batch_id = Some(f.batch);
+                    if let Some(effect) = effect(&f, &name, pos, next, &mut damage) {
+                        batch.push(effect);
+                    }
+                    pos = next;
+                }
+                Read::Truncated => break,
+                Read::Damaged => match frame::resync(bytes, pos) {
+                    Some(next) => {
+                        damage.push(format!(
+                            "{name}@{pos}: {} unreadable bytes skipped",
+                            next - pos
+                        ));
+                        pos = next;
+                    }
+                    None => break,
+                },
+            }
+        }
+        let complete = batch.is_empty() && pos == bytes.len();
+        if !complete && !last {
+            damage.push(format!(
+                "{name}: ends without a commit, applied since later logs follow"
+            ));
+            if let Some(b) = batch_id {
+                self.last_batch = self.last_batch.max(b);
+            }
+            self.apply(&mut batch, &mut damage);
+            valid_end = bytes.len();
+        }
+        Outcome {
+            valid_end,
+            complete,
+        }
+    }
+
+    fn apply(&mut self, batch: &mut Vec<Effect>, damage: &mut Vec<String>) {
+        for effect in batch.drain(..) {
+            match effect {
+                Effect::Put(id, record, bytes) => {
+                    self.entries.insert(id, (Durable::Record(record), bytes));
+                }
+                Effect::Delete(id) => {
+                    self.entries.remove(&id);
+                }
+                Effect::Corrupt(id, detail, bytes) => {
+                    tracing::warn!(session = %id, "{detail}");
+                    self.entries
+                        .insert(id, (Durable::Corrupt(Arc::from(detail.as_str())), bytes));
+                }
+            }
+        }
+        for line in damage.drain(..) {
+            tracing::warn!("{line}");
+            self.report.damage.push(line);
+        }
+    }
+}
+
+/// What a frame does, or `None` (with a damage note) if it names no session.
+fn effect(
+    f: &frame::Frame<'_>,
+    file: &str,
+    at: usize,
+    next: usize,
+    damage: &mut Vec<String>,
+) -> Option<Effect> {
+    let Some(id) = std::str::from_utf8(f.id)
+        .ok()
+        .and_then(|s| SessionId::parse(s).ok())
+    else {
+        damage.push(format!("{file}@{at}: frame with an invalid session id"));
+        return None;
+    };
+    let bytes = (next - at) as u64;
+    let corrupt = |why: String| Effect::Corrupt(id.clone(), format!("{file}@{at}: {why}"), bytes);
+    Some(match f.kind {
+        FrameKind::Put if !f.payload_ok => corrupt("record checksum mismatch".into()),
+        FrameKind::Put => match serde_json::from_slice::<SessionRecord>(f.payload) {
+            Ok(record) if record.id() == &id => Effect::Put(id, record, bytes),
+            Ok(_) => corrupt("record holds another session's id".into()),
+            Err(e) => corrupt(format!("record does not decode: {e}")),
+        },
+        FrameKind::Delete => Effect::Delete(id),
+        FrameKind::Corrupt => {
+            Effect::Corrupt(id, String::from_utf8_lossy(f.payload).into_owned(), bytes)
+        }
+        FrameKind::Commit => return None,
+    })
+}
