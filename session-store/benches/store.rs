@@ -1,1 +1,380 @@
-fn main() {}
+//! Store benchmarks: create, get, update and sweep for each store, on one task
+//! and on 64 concurrent tasks; the file store's durable update throughput
+//! beside one fsync per write; reopening 100,000 sessions; and the resident
+//! bytes per idle session of `MemoryStore`.
+//!
+//! Run with `cargo xtask bench` (or `cargo bench -p session-store --bench store`).
+
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use session_core::{ExpiryPolicy, NewSession, SessionId, SessionRecord, SessionStore, Timestamp};
+use session_store::{FileStore, MemoryStore};
+use tokio::runtime::Runtime;
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+const PREFILL: usize = 10_000;
+const TASKS: u64 = 64;
+
+fn record(now: Timestamp) -> SessionRecord {
+    SessionRecord::create(
+        SessionId::generate(),
+        NewSession::new(),
+        now,
+        ExpiryPolicy::default(),
+    )
+}
+
+fn single() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn multi() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A store of one kind, with `PREFILL` sessions already in it.
+struct Subject {
+    name: &'static str,
+    store: Arc<dyn SessionStore>,
+    ids: Vec<SessionId>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn subjects(rt: &Runtime) -> Vec<Subject> {
+    let dir = tempfile::tempdir().unwrap();
+    let file: Arc<dyn SessionStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+    vec![
+        prefill(rt, "memory", Arc::new(MemoryStore::new()), None),
+        prefill(rt, "file", file, Some(dir)),
+    ]
+}
+
+fn prefill(
+    rt: &Runtime,
+    name: &'static str,
+    store: Arc<dyn SessionStore>,
+    dir: Option<tempfile::TempDir>,
+) -> Subject {
+    let records: Vec<_> = (0..PREFILL).map(|_| record(T0)).collect();
+    let ids = records.iter().map(|r| r.id().clone()).collect();
+    rt.block_on(concurrently(
+        records,
+        |r, store: Arc<dyn SessionStore>| async move {
+            store.insert(&r).await.unwrap();
+        },
+        store.clone(),
+    ));
+    Subject {
+        name,
+        store,
+        ids,
+        _dir: dir,
+    }
+}
+
+/// Runs `op` on every item, spread over `TASKS` tasks.
+async fn concurrently<T, F, Fut>(items: Vec<T>, op: F, store: Arc<dyn SessionStore>)
+where
+    T: Send + 'static,
+    F: Fn(T, Arc<dyn SessionStore>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut chunks: Vec<Vec<T>> = (0..TASKS).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        chunks[i % TASKS as usize].push(item);
+    }
+    let tasks: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for item in chunk {
+                    op(item, store.clone()).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>, name: &str) {
+    group.throughput(Throughput::Elements(1));
+    if name == "file" {
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(4));
+        group.warm_up_time(Duration::from_millis(500));
+    } else {
+        group.measurement_time(Duration::from_secs(3));
+    }
+}
+
+/// One benchmark per operation, on one task and on 64 tasks.
+fn operations(c: &mut Criterion) {
+    for (mode, rt) in [("1-task", single()), ("64-tasks", multi())] {
+        for subject in subjects(&rt) {
+            let mut group = c.benchmark_group(format!("{}/{mode}", subject.name));
+            configure(&mut group, subject.name);
+            let store = &subject.store;
+            let ids = &subject.ids;
+            let parallel = mode == "64-tasks";
+
+            group.bench_function("create", |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let store = store.clone();
+                    async move {
+                        let records: Vec<_> = (0..iters).map(|_| record(T0)).collect();
+                        let ids: Vec<_> = records.iter().map(|r| r.id().clone()).collect();
+                        let start = Instant::now();
+                        if parallel {
+                            concurrently(
+                                records,
+                                |r, s| async move { s.insert(&r).await.unwrap() },
+                                store.clone(),
+                            )
+                            .await;
+                        } else {
+                            for r in &records {
+                                store.insert(r).await.unwrap();
+                            }
+                        }
+                        let elapsed = start.elapsed();
+                        concurrently(
+                            ids,
+                            |id, s| async move {
+                                s.delete(&id).await.unwrap();
+                            },
+                            store,
+                        )
+                        .await;
+                        elapsed
+                    }
+                })
+            });
+
+            group.bench_function("get", |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (store, ids) = (store.clone(), ids.clone());
+                    async move {
+                        let picks: Vec<_> = (0..iters as usize).map(|i| ids[(i * 7919) % ids.len()].clone()).collect();
+                        let start = Instant::now();
+                        if parallel {
+                            concurrently(picks, |id, s| async move { assert!(s.load(&id).await.unwrap().is_some()) }, store).await;
+                        } else {
+                            for id in &picks {
+                                assert!(store.load(id).await.unwrap().is_some());
+                            }
+                        }
+                        start.elapsed()
+                    }
+                })
+            });
+
+            group.bench_function("update", |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (store, ids) = (store.clone(), ids.clone());
+                    async move {
+                        // Each task rewrites its own sessions, so no write conflicts.
+                        let per_session = iters.div_ceil(ids.len() as u64).max(1);
+                        let work: Vec<_> = ids.iter().take(iters as usize).cloned().map(|id| (id, per_session)).collect();
+                        let total = work.len() as u64 * per_session;
+                        let start = Instant::now();
+                        let update = |(id, n): (SessionId, u64), s: Arc<dyn SessionStore>| async move {
+                            let mut current = s.load(&id).await.unwrap().unwrap();
+                            for _ in 0..n {
+                                let next = current.begin_write(T0).unwrap().finish();
+                                s.compare_and_swap(&next, current.version()).await.unwrap();
+                                current = next;
+                            }
+                        };
+                        if parallel {
+                            concurrently(work, update, store).await;
+                        } else {
+                            for item in work {
+                                update(item, store.clone()).await;
+                            }
+                        }
+                        // Scale to the iterations asked for.
+                        start.elapsed().mul_f64(iters as f64 / total as f64)
+                    }
+                })
+            });
+
+            group.bench_function("sweep", |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let store = store.clone();
+                    async move {
+                        // `iters` sessions already past their deadline among the live ones.
+                        let past = Timestamp::from_millis(1);
+                        let records: Vec<_> = (0..iters).map(|_| record(past)).collect();
+                        concurrently(
+                            records,
+                            |r, s| async move { s.insert(&r).await.unwrap() },
+                            store.clone(),
+                        )
+                        .await;
+                        let now = Timestamp::from_millis(T0.as_millis() - 1);
+                        let start = Instant::now();
+                        let mut removed = 0;
+                        loop {
+                            let batch = store.remove_expired(now, 1000).await.unwrap().len();
+                            removed += batch;
+                            if batch < 1000 {
+                                break;
+                            }
+                        }
+                        assert_eq!(removed as u64, iters);
+                        start.elapsed()
+                    }
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+/// Durable update throughput of the file store with 1 and with 64 concurrent
+/// writers, beside appending a record and calling fdatasync once per write.
+fn durability(c: &mut Criterion) {
+    let rt = multi();
+    let mut group = c.benchmark_group("file/durable-update");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+
+    let dir = tempfile::tempdir().unwrap();
+    let frame = vec![b'x'; 320];
+    group.bench_function("fsync-per-write", |b| {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("baseline.log"))
+            .unwrap();
+        b.iter(|| {
+            file.write_all(&frame).unwrap();
+            file.sync_data().unwrap();
+        })
+    });
+
+    let subject = prefill(
+        &rt,
+        "file",
+        Arc::new(FileStore::open(dir.path().join("store")).unwrap()),
+        None,
+    );
+    for writers in [1u64, 64] {
+        group.bench_function(format!("writers={writers}"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let store = subject.store.clone();
+                let ids = subject.ids.clone();
+                async move {
+                    let per_writer = iters.div_ceil(writers).max(1);
+                    let start = Instant::now();
+                    let tasks: Vec<_> = (0..writers as usize)
+                        .map(|w| {
+                            let store = store.clone();
+                            let id = ids[w].clone();
+                            tokio::spawn(async move {
+                                let mut current = store.load(&id).await.unwrap().unwrap();
+                                for _ in 0..per_writer {
+                                    let next = current.begin_write(T0).unwrap().finish();
+                                    store
+                                        .compare_and_swap(&next, current.version())
+                                        .await
+                                        .unwrap();
+                                    current = next;
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    start
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per_writer * writers) as f64)
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Opening a directory that holds 100,000 sessions.
+fn reopen(c: &mut Criterion) {
+    let rt = multi();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store: Arc<dyn SessionStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+        let records: Vec<_> = (0..100_000).map(|_| record(T0)).collect();
+        rt.block_on(concurrently(
+            records,
+            |r, s| async move { s.insert(&r).await.unwrap() },
+            store,
+        ));
+    }
+    let mut group = c.benchmark_group("file/reopen");
+    group.sample_size(10);
+    group.bench_function("100k-sessions", |b| {
+        b.iter(|| {
+            let store = FileStore::open(dir.path()).unwrap();
+            assert_eq!(store.recovery().sessions, 100_000);
+        })
+    });
+    group.finish();
+}
+
+/// Resident bytes per idle session in a `MemoryStore`, from the growth of the
+/// process's resident set over 100,000 sessions with empty state.
+fn memory_per_session() {
+    const N: usize = 100_000;
+    let rt = single();
+    let store = MemoryStore::new();
+    let before = resident_bytes();
+    rt.block_on(async {
+        for _ in 0..N {
+            store.insert(&record(T0)).await.unwrap();
+        }
+    });
+    let after = resident_bytes();
+    let per_session = (after - before) as f64 / N as f64;
+    let fields = std::mem::size_of::<SessionRecord>() + 32;
+    println!(
+        "memory/bytes-per-idle-session: {per_session:.0} bytes resident per session \
+         ({:.0} beyond the {fields} bytes of id and record fields), over {N} sessions",
+        per_session - fields as f64
+    );
+    drop(store);
+}
+
+fn resident_bytes() -> i64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: i64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn main() {
+    memory_per_session();
+    let mut c = Criterion::default().configure_from_args();
+    operations(&mut c);
+    durability(&mut c);
+    reopen(&mut c);
+    c.final_summary();
+}

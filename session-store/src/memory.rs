@@ -197,12 +197,12 @@ impl SessionStore for MemoryStore {
             if removed.len() >= limit {
                 break;
             }
-            if !shard
+            let due = shard
                 .read()
                 .by_expiry
                 .first()
-                .is_some_and(|(at, _)| *at <= now)
-            {
+                .is_some_and(|(at, _)| *at <= now);
+            if !due {
                 continue;
             }
             let mut shard = shard.write();
