@@ -46,27 +46,21 @@ fn multi() -> Runtime {
 
 /// A store of one kind, with `PREFILL` sessions already in it.
 struct Subject {
-    name: &'static str,
     store: Arc<dyn SessionStore>,
     ids: Vec<SessionId>,
     _dir: Option<tempfile::TempDir>,
 }
 
-fn subjects(rt: &Runtime) -> Vec<Subject> {
+fn fresh(rt: &Runtime, kind: &'static str) -> Subject {
+    if kind == "memory" {
+        return prefill(rt, Arc::new(MemoryStore::new()), None);
+    }
     let dir = tempfile::tempdir().unwrap();
     let file: Arc<dyn SessionStore> = Arc::new(FileStore::open(dir.path()).unwrap());
-    vec![
-        prefill(rt, "memory", Arc::new(MemoryStore::new()), None),
-        prefill(rt, "file", file, Some(dir)),
-    ]
+    prefill(rt, file, Some(dir))
 }
 
-fn prefill(
-    rt: &Runtime,
-    name: &'static str,
-    store: Arc<dyn SessionStore>,
-    dir: Option<tempfile::TempDir>,
-) -> Subject {
+fn prefill(rt: &Runtime, store: Arc<dyn SessionStore>, dir: Option<tempfile::TempDir>) -> Subject {
     let records: Vec<_> = (0..PREFILL).map(|_| record(T0)).collect();
     let ids = records.iter().map(|r| r.id().clone()).collect();
     rt.block_on(concurrently(
@@ -77,7 +71,6 @@ fn prefill(
         store.clone(),
     ));
     Subject {
-        name,
         store,
         ids,
         _dir: dir,
@@ -125,12 +118,14 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, name: &str) {
 /// One benchmark per operation, on one task and on 64 tasks.
 fn operations(c: &mut Criterion) {
     for (mode, rt) in [("1-task", single()), ("64-tasks", multi())] {
-        for subject in subjects(&rt) {
-            let mut group = c.benchmark_group(format!("{}/{mode}", subject.name));
-            configure(&mut group, subject.name);
-            let store = &subject.store;
-            let ids = &subject.ids;
+        for kind in ["memory", "file"] {
+            let mut group = c.benchmark_group(format!("{kind}/{mode}"));
+            configure(&mut group, kind);
             let parallel = mode == "64-tasks";
+            // A fresh store for each operation, so one benchmark's leftovers
+            // (a table grown by millions of inserts) do not slow the next.
+            let subject = fresh(&rt, kind);
+            let store = &subject.store;
 
             group.bench_function("create", |b| {
                 b.to_async(&rt).iter_custom(|iters| {
@@ -165,6 +160,8 @@ fn operations(c: &mut Criterion) {
                 })
             });
 
+            let subject = fresh(&rt, kind);
+            let (store, ids) = (&subject.store, &subject.ids);
             group.bench_function("get", |b| {
                 b.to_async(&rt).iter_custom(|iters| {
                     let (store, ids) = (store.clone(), ids.clone());
@@ -183,6 +180,8 @@ fn operations(c: &mut Criterion) {
                 })
             });
 
+            let subject = fresh(&rt, kind);
+            let (store, ids) = (&subject.store, &subject.ids);
             group.bench_function("update", |b| {
                 b.to_async(&rt).iter_custom(|iters| {
                     let (store, ids) = (store.clone(), ids.clone());
@@ -213,6 +212,8 @@ fn operations(c: &mut Criterion) {
                 })
             });
 
+            let subject = fresh(&rt, kind);
+            let store = &subject.store;
             group.bench_function("sweep", |b| {
                 b.to_async(&rt).iter_custom(|iters| {
                     let store = store.clone();
@@ -271,7 +272,6 @@ fn durability(c: &mut Criterion) {
 
     let subject = prefill(
         &rt,
-        "file",
         Arc::new(FileStore::open(dir.path().join("store")).unwrap()),
         None,
     );

@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use session_core::{Error, SessionId, SessionRecord};
@@ -46,7 +47,13 @@ struct QueueState {
     ops: Vec<Op>,
     next_seq: u64,
     stopping: bool,
+    /// How many queued writes the committer is waiting for; writers wake it
+    /// only on the first write and on reaching this, not on every write.
+    wanted: usize,
 }
+
+/// The longest a batch waits for writers it expects.
+const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// Set once, on the first I/O failure; after it the store refuses writes.
 pub(crate) type Poison = OnceLock<Arc<str>>;
@@ -88,8 +95,11 @@ impl Queue {
             write,
             ack,
         });
+        let wake = state.ops.len() == 1 || state.ops.len() == state.wanted;
         drop(state);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         Ok(done)
     }
 
@@ -109,10 +119,25 @@ impl Queue {
     }
 
     /// Waits for work; `None` once stopping and drained.
-    fn take(&self) -> Option<Vec<Op>> {
+    ///
+    /// Once there is work, waits up to `linger` for `expected` writes in all:
+    /// writers acknowledged by the previous batch are usually about to queue
+    /// their next write, and a batch that leaves without them costs them a
+    /// whole extra sync.
+    fn take(&self, expected: usize, linger: Duration) -> Option<Vec<Op>> {
         let mut state = self.state.lock();
         while state.ops.is_empty() && !state.stopping {
             self.ready.wait(&mut state);
+        }
+        if state.ops.len() < expected && !state.stopping {
+            state.wanted = expected;
+            let deadline = Instant::now() + linger;
+            while state.ops.len() < expected && !state.stopping {
+                if self.ready.wait_until(&mut state, deadline).timed_out() {
+                    break;
+                }
+            }
+            state.wanted = 0;
         }
         if state.ops.is_empty() {
             return None;
@@ -146,7 +171,8 @@ impl Committer {
     /// Runs until the queue stops, then waits for a compaction in progress.
     pub(crate) fn run(mut self) {
         let mut buf = Vec::with_capacity(64 << 10);
-        while let Some(ops) = self.queue.take() {
+        let (mut expected, mut linger) = (1, Duration::ZERO);
+        while let Some(ops) = self.queue.take(expected, linger) {
             if let Err(e) = self.queue.check_poison() {
                 self.fail(ops, &e.to_string());
                 continue;
@@ -167,8 +193,13 @@ impl Committer {
                 }
             }
             frame::encode_commit(&mut buf, batch, ops.len());
+            let started = Instant::now();
             match self.log.write_all(&buf).and_then(|()| self.log.sync_data()) {
                 Ok(()) => {
+                    // Wait for at most half a sync for as many writes as this
+                    // batch carried.
+                    expected = ops.len();
+                    linger = started.elapsed().min(MAX_LINGER * 2) / 2;
                     self.log_bytes += buf.len() as u64;
                     self.apply(ops);
                     self.maybe_compact();

@@ -122,17 +122,23 @@ impl Index {
     /// is synced. Clears the pending mark if no later write replaced it.
     pub(crate) fn promote(&self, id: &SessionId, seq: u64, durable: Option<Durable>, bytes: u64) {
         let mut shard = self.shard(id).write();
-        let shard = &mut *shard;
-        let slot = shard.slots.entry(id.clone()).or_default();
+        let Shard { slots, by_expiry } = &mut *shard;
+        let slot = match slots.get_mut(id) {
+            Some(slot) => slot,
+            None => slots.entry(id.clone()).or_default(),
+        };
         if slot.pending.as_ref().is_some_and(|(s, _)| *s == seq) {
             slot.pending = None;
         }
         let before = slot.durable.take();
-        if let Some(at) = expiry_key(before.as_ref()) {
-            shard.by_expiry.remove(&(at, id.clone()));
-        }
-        if let Some(at) = expiry_key(durable.as_ref()) {
-            shard.by_expiry.insert((at, id.clone()));
+        let (old_at, new_at) = (expiry_key(before.as_ref()), expiry_key(durable.as_ref()));
+        if old_at != new_at {
+            if let Some(at) = old_at {
+                by_expiry.remove(&(at, id.clone()));
+            }
+            if let Some(at) = new_at {
+                by_expiry.insert((at, id.clone()));
+            }
         }
         match (is_live(before.as_ref()), is_live(durable.as_ref())) {
             (false, true) => {
@@ -143,13 +149,17 @@ impl Index {
             }
             _ => {}
         }
-        self.bytes.fetch_sub(slot.durable_bytes, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        slot.durable_bytes = bytes;
+        if slot.durable_bytes != bytes {
+            self.bytes.fetch_sub(slot.durable_bytes, Ordering::Relaxed);
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            slot.durable_bytes = bytes;
+        }
         slot.durable = durable;
         if slot.durable.is_none() && slot.pending.is_none() {
-            shard.slots.remove(id);
+            slots.remove(id);
         }
+        drop(shard);
+        drop(before);
     }
 
     /// Forgets a write that failed to become durable.
