@@ -8,8 +8,8 @@
 //!   (group commit), damage is reported per session;
 //! - [`SystemClock`]: the wall clock for a
 //!   [`SessionManager`](session_core::SessionManager);
-//! - with the `testkit` feature, [`testkit`] and [`store_tests!`]: the
-//!   contract checks every store here passes, for third-party stores too.
+//! - with the `testkit` feature, the `testkit` module and `store_tests!`:
+//!   the contract checks every store here passes, for third-party stores too.
 //!
 //! Who should depend on it: servers and applications that need a store. The
 //! rules (expiry, caps, lossless updates) live in `session-core`'s

@@ -1,1 +1,274 @@
-fn main() {}
+//! Project automation, reached through `cargo xtask <command>`.
+//!
+//! Commands are plain Rust over `std::process::Command`; there are no shell
+//! scripts to learn. `cargo xtask test` is the one command that proves the
+//! project works, and the one CI runs.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test     format check, clippy (-D warnings), docs (-D warnings), the
+           dependency rules, and every test (unit, integration, doc, crash)
+  bench    run the criterion benchmarks and print the figures as a table
+  deps     check that session-core depends on no runtime, network or
+           file-system crate
+  fmt      format the code
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        std::process::exit(2);
+    };
+    let started = Instant::now();
+    match command.as_str() {
+        "test" => test()?,
+        "bench" => bench(&args[1..])?,
+        "deps" => deps()?,
+        "fmt" => cargo(&["fmt", "--all"])?,
+        "help" | "--help" | "-h" => print!("{USAGE}"),
+        other => {
+            eprint!("unknown command `{other}`\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+    eprintln!(
+        "xtask {command}: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cargo <args>` in the workspace root, failing if it fails.
+fn cargo(args: &[&str]) -> Result<()> {
+    cargo_env(args, &[])
+}
+
+fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])
+        .context("formatting differs: run `cargo xtask fmt`")?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo_env(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    deps()?;
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    cargo(&["test", "--workspace", "--doc"])?;
+    Ok(())
+}
+
+/// Crates `session-core` must never depend on: it does no I/O and has no
+/// runtime.
+const FORBIDDEN_IN_CORE: &[&str] = &[
+    "tokio",
+    "mio",
+    "hyper",
+    "axum",
+    "reqwest",
+    "redis",
+    "tempfile",
+    "fs2",
+    "fs4",
+    "socket2",
+    "async-std",
+    "smol",
+];
+
+fn deps() -> Result<()> {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "session-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(root())
+        .output()
+        .context("cannot run cargo tree")?;
+    if !output.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let tree = String::from_utf8(output.stdout)?;
+    let names: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    if names.len() < 2 {
+        bail!("cargo tree printed no dependencies for session-core; the check would prove nothing");
+    }
+    let found: Vec<&str> = FORBIDDEN_IN_CORE
+        .iter()
+        .copied()
+        .filter(|bad| names.contains(bad))
+        .collect();
+    if !found.is_empty() {
+        bail!("session-core must not depend on {found:?} (it does no I/O and has no runtime)");
+    }
+    eprintln!(
+        "deps: session-core's {} normal dependencies include none of {FORBIDDEN_IN_CORE:?}",
+        names.len() - 1
+    );
+    Ok(())
+}
+
+/// Runs the benchmarks, then prints every criterion figure of this run.
+fn bench(extra: &[String]) -> Result<()> {
+    let mut args = vec!["bench", "-p", "session-store", "--bench", "store"];
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    eprintln!("$ cargo {}", args.join(" "));
+    let started = std::time::SystemTime::now();
+    let mut child = Command::new(env!("CARGO"))
+        .args(&args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo bench")?;
+    let mut notes = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if line.starts_with("memory/") && line.contains("bytes") {
+                notes.push(line);
+            }
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("cargo bench failed");
+    }
+    println!("\n{}", machine());
+    println!("| benchmark | mean time per operation | operations/s |");
+    println!("|---|---:|---:|");
+    for (name, mean_ns) in criterion_results(&root().join("target/criterion"), started)? {
+        println!(
+            "| {name} | {} | {:.0} |",
+            human_time(mean_ns),
+            1e9 / mean_ns
+        );
+    }
+    for note in notes {
+        println!("\n{note}");
+    }
+    Ok(())
+}
+
+/// `(benchmark, mean ns)` of every estimate criterion wrote since `since`.
+fn criterion_results(dir: &Path, since: std::time::SystemTime) -> Result<BTreeMap<String, f64>> {
+    let mut results = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.ends_with("new/estimates.json") && entry.metadata()?.modified()? >= since {
+                let text = std::fs::read_to_string(&p)?;
+                let Some(mean) = mean_point_estimate(&text) else {
+                    continue;
+                };
+                let name = p
+                    .strip_prefix(dir)?
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(|n| n.display().to_string())
+                    .unwrap_or_default();
+                results.insert(name, mean);
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// The `mean.point_estimate` of a criterion `estimates.json`, found without a
+/// JSON parser (xtask stays dependency-light).
+fn mean_point_estimate(json: &str) -> Option<f64> {
+    let mean = json.find("\"mean\"")?;
+    let rest = &json[mean..];
+    let key = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+    let value: String = rest[key..]
+        .chars()
+        .skip_while(|c| c.is_whitespace())
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        .collect();
+    value.parse().ok()
+}
+
+fn human_time(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.1} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
+        n => format!("{n:.0} ns"),
+    }
+}
+
+/// The machine and commit the figures belong to.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("machine: {cpu}, {cores} cores; commit {commit}")
+}
