@@ -293,3 +293,74 @@ impl Committer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::{ExpiryPolicy, NewSession, Timestamp};
+
+    /// A log the commit thread cannot write: every batch fails as a full or
+    /// broken disk would make it fail.
+    fn unwritable_log(dir: &std::path::Path) -> File {
+        let path = dir.join("log-0000000000000001.mcps");
+        std::fs::write(&path, frame::file_header(FileKind::Log)).unwrap();
+        File::open(&path).unwrap() // read-only: writes fail with EBADF
+    }
+
+    #[test]
+    fn after_a_failed_write_the_store_refuses_writes_and_forgets_the_pending_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::new());
+        let queue = Arc::new(Queue::default());
+        let committer = Committer {
+            settings: Settings {
+                dir: dir.path().to_path_buf(),
+                compact_min_bytes: u64::MAX,
+            },
+            index: index.clone(),
+            queue: queue.clone(),
+            log: unwritable_log(dir.path()),
+            log_seq: 1,
+            log_bytes: frame::FILE_HEADER_LEN as u64,
+            last_batch: 0,
+            compaction: None,
+        };
+        let thread = std::thread::spawn(move || committer.run());
+
+        let record = SessionRecord::create(
+            SessionId::generate(),
+            NewSession::new(),
+            Timestamp::from_millis(1),
+            ExpiryPolicy::default(),
+        );
+        let (payload, crc) = frame::record_payload(&record).unwrap();
+        let done = {
+            let mut shard = index.lock(record.id());
+            let write = Write::Put {
+                record: record.clone(),
+                payload,
+                crc,
+            };
+            queue.push(&mut shard, record.id(), write).unwrap()
+        };
+        let outcome = done.blocking_recv().unwrap();
+        let message = outcome.unwrap_err().to_string();
+        assert!(message.contains("may not be durable"), "{message}");
+        assert!(index.durable(record.id()).is_none());
+        assert!(
+            index.lock(record.id()).slot(record.id()).is_none(),
+            "the failed write is no longer pending"
+        );
+        let refused = {
+            let mut shard = index.lock(record.id());
+            queue.push(&mut shard, record.id(), Write::Delete)
+        };
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("refuses writes after an I/O failure"),
+            "{message}"
+        );
+        queue.stop();
+        thread.join().unwrap();
+    }
+}
