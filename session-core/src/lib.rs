@@ -12,9 +12,12 @@
 //! - [`SessionStore`]: the contract every storage backend keeps
 //!   (compare-and-swap on the record's version, expiry removal in proportion to
 //!   what expired);
+//! - [`EventStore`]: the contract for keeping SSE events so a broken stream
+//!   can be resumed with `Last-Event-ID`;
 //! - [`SessionManager`]: the rules (cap, expiry, lossless concurrent updates,
 //!   hooks on close and expiry) over any store;
-//! - [`Error`]: one error type for all of it.
+//! - [`Error`]: one error type for all of it;
+//! - [`wire`]: the JSON-RPC and MCP message types server and client share.
 //!
 //! **What it promises:** no I/O, no async runtime and no clock reads of its
 //! own: time comes from the [`Clock`] you inject ([`ManualClock`] in tests).
@@ -51,6 +54,7 @@
 //! ```
 
 mod error;
+mod events;
 mod expiry;
 mod id;
 mod manager;
@@ -58,10 +62,12 @@ mod record;
 mod status;
 mod store;
 mod time;
+pub mod wire;
 
 #[doc(inline)]
 pub use self::{
     error::{BoxError, Error, Result},
+    events::{EventId, EventStore, StoredEvent, StreamId},
     expiry::ExpiryPolicy,
     id::{InvalidSessionId, MAX_SESSION_ID_LEN, SessionId},
     manager::{ManagerConfig, SessionHook, SessionManager},

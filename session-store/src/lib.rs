@@ -6,6 +6,7 @@
 //! - [`FileStore`]: a directory on disk, the embedded default: every
 //!   acknowledged write survives a crash, concurrent writers share an `fsync`
 //!   (group commit), damage is reported per session;
+//! - [`MemoryEventStore`]: bounded SSE event buffers for resumable streams;
 //! - [`SystemClock`]: the wall clock for a
 //!   [`SessionManager`](session_core::SessionManager);
 //! - with the `testkit` feature, the `testkit` module and `store_tests!`:
@@ -38,6 +39,7 @@
 
 mod clock;
 mod error;
+mod events;
 mod file;
 mod memory;
 #[cfg(feature = "testkit")]
@@ -47,6 +49,7 @@ pub mod testkit;
 pub use self::{
     clock::SystemClock,
     error::Error,
+    events::MemoryEventStore,
     file::{FileStore, FileStoreOptions, RecoveryReport},
     memory::MemoryStore,
 };
