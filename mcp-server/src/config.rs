@@ -1,0 +1,125 @@
+//! Settings of the server and of its HTTP transport.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use session_core::ManagerConfig;
+
+/// Settings that hold whatever the transport.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Session rules: idle timeout (30 min), cap (100,000), handshake timeout
+    /// (10 s), state size limit, …
+    pub sessions: ManagerConfig,
+    /// How often expired sessions are swept (30 s, and at most a quarter of
+    /// the idle timeout).
+    pub sweep_interval: Duration,
+    /// Events kept per stream for resumption (256).
+    pub events_per_stream: usize,
+    /// Streams kept per session for resumption (64).
+    pub streams_per_session: usize,
+    /// Whether to offer the session-state extension (`session/get`,
+    /// `session/update`) (yes).
+    pub session_state_extension: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            sessions: ManagerConfig::default(),
+            sweep_interval: Duration::from_secs(30),
+            events_per_stream: 256,
+            streams_per_session: 64,
+            session_state_extension: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets the idle timeout, and keeps the sweep interval at most a quarter
+    /// of it.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.sessions = self.sessions.idle_timeout(timeout);
+        self.sweep_interval = self
+            .sweep_interval
+            .min(timeout / 4)
+            .max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets the cap on live sessions.
+    pub fn max_sessions(mut self, max: Option<usize>) -> Self {
+        self.sessions = self.sessions.max_sessions(max);
+        self
+    }
+
+    /// Sets how long a session may stay initializing.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.sessions = self.sessions.handshake_timeout(timeout);
+        self
+    }
+
+    /// Sets the sweep interval.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+}
+
+/// How requests are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ResponseMode {
+    /// One JSON body when the handler sends nothing before its result; an
+    /// SSE stream as soon as it sends a notification first (progress, logs).
+    #[default]
+    Auto,
+    /// Always one JSON body; notifications go to the session's GET stream.
+    Json,
+    /// Always an SSE stream.
+    Sse,
+}
+
+/// Settings of the Streamable HTTP transport.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The MCP endpoint's path (`/mcp`).
+    pub path: String,
+    /// Largest request body (4 MiB); larger gets 413.
+    pub max_body_bytes: usize,
+    /// How requests are answered ([`ResponseMode::Auto`]).
+    pub response_mode: ResponseMode,
+    /// Origins allowed besides loopback ones (`http://localhost:*`,
+    /// `http://127.0.0.1:*`, `http://[::1]:*`); `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Host names allowed in `Host` besides loopback ones, checked only when
+    /// listening on loopback or when the list is not empty; `*` allows any.
+    pub allowed_hosts: Vec<String>,
+    /// The `retry` the server asks SSE clients to wait before reconnecting (1 s).
+    pub sse_retry: Duration,
+    /// Interval of SSE keep-alive comments (15 s).
+    pub keep_alive: Duration,
+    /// Whether clients may end sessions with DELETE (yes; no answers 405).
+    pub allow_delete: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            path: "/mcp".into(),
+            max_body_bytes: 4 << 20,
+            response_mode: ResponseMode::Auto,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            sse_retry: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(15),
+            allow_delete: true,
+        }
+    }
+}
+
+/// The default listen address: loopback only.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);

@@ -1,0 +1,480 @@
+//! The Streamable HTTP transport: one endpoint for POST, GET and DELETE.
+//!
+//! A thin adapter: it checks headers, resolves the session named by
+//! `MCP-Session-Id`, hands typed messages to the dispatcher, and writes what
+//! comes back as JSON or SSE. Every refusal goes through [`Rejection`].
+
+mod headers;
+mod sse;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::value::RawValue;
+use session_core::wire::{
+    Message, ParseError, Request as RpcRequest, Response as RpcResponse, primes_sse,
+};
+use session_core::{EventId, SessionRecord, StreamId};
+use tokio::sync::mpsc;
+
+use crate::config::{HttpConfig, ResponseMode};
+use crate::context::Outbox;
+use crate::dispatch::modern_revision;
+use crate::error::{Error, Rejection};
+use crate::hub::{Attach, Hub};
+use crate::server::{McpServer, Shared};
+use headers::{Guard, LAST_EVENT_ID, SESSION_ID};
+
+/// The authenticated principal of a request, put into the request's
+/// extensions by authentication middleware in front of the MCP endpoint.
+///
+/// A session created by a request with a principal is bound to it: requests
+/// (including DELETE) from another principal, or from none, get the same 404
+/// as an unknown session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub String);
+
+/// What the handlers share.
+#[derive(Debug)]
+struct App {
+    shared: Arc<Shared>,
+    config: HttpConfig,
+    guard: Guard,
+}
+
+impl sse::HubRef for Shared {
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+}
+
+impl McpServer {
+    /// An axum router serving the MCP endpoint at `config.path`. `listen` is
+    /// the address the router will be served on: when it is loopback, the
+    /// `Host` header is checked against loopback names (DNS rebinding
+    /// defence).
+    pub fn router(&self, config: HttpConfig, listen: SocketAddr) -> Router {
+        let guard = Guard {
+            origins: config.allowed_origins.clone(),
+            hosts: config.allowed_hosts.clone(),
+            check_host: listen.ip().is_loopback() || !config.allowed_hosts.is_empty(),
+        };
+        let path = config.path.clone();
+        let app = Arc::new(App {
+            shared: self.shared.clone(),
+            config,
+            guard,
+        });
+        Router::new().route(&path, any(endpoint)).with_state(app)
+    }
+
+    /// Serves the MCP endpoint on `listener` until `shutdown` resolves, then
+    /// shuts down gracefully: stops accepting, ends open streams, lets
+    /// requests in flight finish (cancelling them after 10 s).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if serving fails.
+    pub async fn serve_http(
+        &self,
+        listener: tokio::net::TcpListener,
+        config: HttpConfig,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        use axum::serve::ListenerExt;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            action: "read the listening address".into(),
+            source,
+        })?;
+        let router = self.router(config, addr);
+        let sweeper = self.spawn_sweeper();
+        let server = self.clone();
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let signal = async move {
+            shutdown.await;
+            server.shutdown(std::time::Duration::from_secs(10)).await;
+        };
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .await;
+        sweeper.abort();
+        served.map_err(|source| Error::Io {
+            action: format!("serve HTTP on {addr}"),
+            source,
+        })
+    }
+}
+
+async fn endpoint(State(app): State<Arc<App>>, request: Request) -> Response {
+    let outcome = match *request.method() {
+        Method::POST => post(&app, request).await,
+        Method::GET => get(&app, request).await,
+        Method::DELETE => delete(&app, request).await,
+        _ => Err(Rejection::MethodNotAllowed),
+    };
+    outcome.unwrap_or_else(|rejection| reject(&rejection))
+}
+
+/// The answer to a refused message: its status and a JSON-RPC error body.
+fn reject(rejection: &Rejection) -> Response {
+    let body = RpcResponse::error(None, rejection.error_object());
+    let mut response = json(rejection.status(), Message::Response(body).to_json());
+    if *rejection == Rejection::MethodNotAllowed {
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+    }
+    response
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn principal(request: &Request) -> Option<String> {
+    request.extensions().get::<Principal>().map(|p| p.0.clone())
+}
+
+/// The session a request names, for its principal.
+async fn resolve(
+    app: &App,
+    headers: &HeaderMap,
+    principal: Option<&str>,
+) -> Result<SessionRecord, Rejection> {
+    let id = headers::session_id(headers)?.ok_or(Rejection::MissingSessionId)?;
+    app.shared
+        .manager
+        .resume(&id, principal)
+        .await
+        .map_err(|e| Rejection::from_session(&e))
+}
+
+async fn read_body(app: &App, body: Body, headers: &HeaderMap) -> Result<Bytes, Rejection> {
+    let limit = app.config.max_body_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Rejection::PayloadTooLarge { limit })
+}
+
+fn parse_rejection(e: ParseError) -> Rejection {
+    if e.error.code == session_core::wire::code::PARSE_ERROR {
+        Rejection::Parse(e.error.message)
+    } else {
+        Rejection::InvalidRequest(e.error.message)
+    }
+}
+
+async fn post(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    app.guard.check(headers)?;
+    headers::check_post_accept(headers)?;
+    headers::check_content_type(headers)?;
+    let principal = parts.extensions.get::<Principal>().map(|p| p.0.clone());
+    let body = read_body(app, body, headers).await?;
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return batch(app, headers, principal.as_deref(), &body).await;
+    }
+    let message = Message::parse(&body).map_err(parse_rejection)?;
+    if let Message::Request(request) = &message {
+        if request.method == "initialize" {
+            return initialize(app, request, principal.as_deref()).await;
+        }
+        if let Some(requested) = modern_revision(&request.method, request.params.as_deref()) {
+            return Err(Rejection::UnsupportedVersion { requested });
+        }
+    }
+    headers::protocol_version(headers)?;
+    let session = resolve(app, headers, principal.as_deref()).await?;
+    match message {
+        Message::Notification(note) => {
+            app.shared.notification(&session, &note).await;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        // Answers to server requests: nothing here waits for one.
+        Message::Response(_) => Ok(StatusCode::ACCEPTED.into_response()),
+        Message::Request(request) => respond(app, session, request).await,
+    }
+}
+
+async fn initialize(
+    app: &App,
+    request: &RpcRequest,
+    principal: Option<&str>,
+) -> Result<Response, Rejection> {
+    // A session id sent with `initialize` is ignored: ids are minted here
+    // only (reusing a client's would be session fixation).
+    let (record, response) = app.shared.initialize(request, principal, None).await?;
+    let mut reply = json(StatusCode::OK, Message::Response(response).to_json());
+    if let Ok(value) = HeaderValue::from_str(record.id().as_str()) {
+        reply.headers_mut().insert(SESSION_ID, value);
+    }
+    Ok(reply)
+}
+
+/// Answers one request as JSON or SSE, by the response mode.
+async fn respond(
+    app: &Arc<App>,
+    session: SessionRecord,
+    request: RpcRequest,
+) -> Result<Response, Rejection> {
+    let shared = app.shared.clone();
+    let session_id = session.id().clone();
+    let version = session.meta().protocol_version.clone().unwrap_or_default();
+    if app.config.response_mode == ResponseMode::Json {
+        let (tx, rx) = mpsc::channel(16);
+        forward_to_standalone(&shared, &session_id, rx);
+        let response = shared.request(session, request, Outbox(tx)).await;
+        return Ok(json_or_nothing(response));
+    }
+    let (tx, mut rx) = mpsc::channel(16);
+    let mut handling = Box::pin(async move {
+        let shared = shared;
+        shared.request(session, request, Outbox(tx)).await
+    });
+    let mut first = Vec::new();
+    if app.config.response_mode == ResponseMode::Auto {
+        tokio::select! {
+            biased;
+            response = &mut handling => {
+                // Done before it said anything else: one JSON body, unless a
+                // notification is still queued.
+                while let Ok(message) = rx.try_recv() {
+                    first.push(message);
+                }
+                if first.is_empty() {
+                    return Ok(json_or_nothing(response));
+                }
+                first.extend(response.map(Message::Response));
+                return sse_stream(app, &session_id, &version, first, None).await;
+            }
+            Some(message) = rx.recv() => first.push(message),
+        }
+    }
+    sse_stream(app, &session_id, &version, first, Some((handling, rx))).await
+}
+
+type Handling = std::pin::Pin<Box<dyn std::future::Future<Output = Option<RpcResponse>> + Send>>;
+
+/// Opens an SSE stream for a request: `first` messages, then whatever the
+/// still running handler sends, then its response.
+async fn sse_stream(
+    app: &Arc<App>,
+    session: &session_core::SessionId,
+    version: &str,
+    first: Vec<Message>,
+    running: Option<(Handling, mpsc::Receiver<Message>)>,
+) -> Result<Response, Rejection> {
+    let shared = app.shared.clone();
+    let stream = StreamId::generate();
+    let connection = shared
+        .hub
+        .attach(session, &stream, None, Attach::Start)
+        .await?;
+    let priming = primes_sse(version).then(|| {
+        (
+            EventId {
+                stream: stream.clone(),
+                seq: 0,
+            },
+            app.config.sse_retry,
+        )
+    });
+    let session = session.clone();
+    let hub_shared = shared.clone();
+    tokio::spawn(async move {
+        let publish = |message: Message| {
+            let shared = &hub_shared;
+            let (session, stream) = (&session, &stream);
+            async move {
+                let data: Arc<str> = Arc::from(message.to_json());
+                if let Err(e) = shared.hub.publish(session, stream, data).await {
+                    tracing::warn!(%session, "cannot store an event: {e}");
+                }
+            }
+        };
+        for message in first {
+            publish(message).await;
+        }
+        if let Some((mut handling, mut rx)) = running {
+            let response = loop {
+                tokio::select! {
+                    biased;
+                    Some(message) = rx.recv() => publish(message).await,
+                    response = &mut handling => break response,
+                }
+            };
+            while let Ok(message) = rx.try_recv() {
+                publish(message).await;
+            }
+            if let Some(response) = response {
+                publish(Message::Response(response)).await;
+            }
+        }
+        hub_shared.hub.finish(&session, &stream);
+    });
+    Ok(sse::response(
+        connection,
+        shared,
+        priming,
+        app.config.keep_alive,
+        None,
+    ))
+}
+
+/// Sends what a JSON-only request emits to the session's GET stream.
+fn forward_to_standalone(
+    shared: &Arc<Shared>,
+    session: &session_core::SessionId,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    let shared = shared.clone();
+    let session = session.clone();
+    tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let data: Arc<str> = Arc::from(message.to_json());
+            if let Err(e) = shared
+                .hub
+                .publish(&session, &StreamId::standalone(), data)
+                .await
+            {
+                tracing::warn!(%session, "cannot store an event: {e}");
+            }
+        }
+    });
+}
+
+fn json_or_nothing(response: Option<RpcResponse>) -> Response {
+    match response {
+        Some(response) => json(StatusCode::OK, Message::Response(response).to_json()),
+        // Cancelled: the protocol says not to answer.
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// A JSON-RPC batch (revision 2025-03-26 only): handled in order, answered
+/// with an array of the responses.
+async fn batch(
+    app: &App,
+    headers: &HeaderMap,
+    principal: Option<&str>,
+    body: &[u8],
+) -> Result<Response, Rejection> {
+    let items: Vec<Box<RawValue>> =
+        serde_json::from_slice(body).map_err(|e| Rejection::Parse(e.to_string()))?;
+    if items.is_empty() {
+        return Err(Rejection::InvalidRequest("empty batch".into()));
+    }
+    let version = headers::protocol_version(headers)?;
+    let session = resolve(app, headers, principal).await?;
+    let negotiated = session.meta().protocol_version.as_deref().unwrap_or("");
+    if version.unwrap_or(negotiated) != "2025-03-26" {
+        return Err(Rejection::InvalidRequest(
+            "batches are allowed only in protocol revision 2025-03-26".into(),
+        ));
+    }
+    let mut responses = Vec::new();
+    for item in items {
+        match Message::from_raw(&item) {
+            Ok(Message::Request(request)) if request.method == "initialize" => {
+                return Err(Rejection::InvalidRequest(
+                    "initialize must not be part of a batch".into(),
+                ));
+            }
+            Ok(Message::Request(request)) => {
+                let (tx, rx) = mpsc::channel(16);
+                forward_to_standalone(&app.shared, session.id(), rx);
+                let outbox = Outbox(tx);
+                if let Some(r) = app.shared.request(session.clone(), request, outbox).await {
+                    responses.push(Message::Response(r).to_json());
+                }
+            }
+            Ok(Message::Notification(note)) => app.shared.notification(&session, &note).await,
+            Ok(Message::Response(_)) => {}
+            Err(e) => {
+                responses.push(Message::Response(RpcResponse::error(e.id, e.error)).to_json())
+            }
+        }
+    }
+    if responses.is_empty() {
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    Ok(json(StatusCode::OK, format!("[{}]", responses.join(","))))
+}
+
+async fn get(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
+    let headers = request.headers();
+    app.guard.check(headers)?;
+    headers::check_get_accept(headers)?;
+    headers::protocol_version(headers)?;
+    let session = resolve(app, headers, principal(&request).as_deref()).await?;
+    let last = match headers.get(LAST_EVENT_ID) {
+        Some(value) => {
+            let text = value.to_str().unwrap_or("");
+            Some(EventId::parse(text).ok_or_else(|| Rejection::CannotResume(text.to_string()))?)
+        }
+        None => None,
+    };
+    let hub = &app.shared.hub;
+    let (connection, limit) = match &last {
+        Some(last) => {
+            // A request's stream whose response was already published ends
+            // after the replay; one still running continues live.
+            let finished = last.stream != StreamId::standalone()
+                && !hub.is_running(session.id(), &last.stream);
+            let connection = hub
+                .attach(session.id(), &last.stream, Some(last), Attach::TakeOver)
+                .await?;
+            let limit = finished.then(|| connection.frames.len());
+            (connection, limit)
+        }
+        None => (
+            hub.attach(
+                session.id(),
+                &StreamId::standalone(),
+                None,
+                Attach::Exclusive,
+            )
+            .await?,
+            None,
+        ),
+    };
+    Ok(sse::response(
+        connection,
+        app.shared.clone(),
+        None,
+        app.config.keep_alive,
+        limit,
+    ))
+}
+
+async fn delete(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
+    let headers = request.headers();
+    app.guard.check(headers)?;
+    let session = resolve(app, headers, principal(&request).as_deref()).await?;
+    if !app.config.allow_delete {
+        return Err(Rejection::MethodNotAllowed);
+    }
+    app.shared
+        .manager
+        .close(session.id())
+        .await
+        .map_err(|e| Rejection::from_session(&e))?;
+    Ok(StatusCode::OK.into_response())
+}

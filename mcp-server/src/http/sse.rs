@@ -1,0 +1,117 @@
+//! SSE response bodies fed by a hub connection.
+//!
+//! The events are written here rather than with axum's `Sse`, because the
+//! 2025-11-25 priming event is an id with an *empty* `data` field, which
+//! axum's encoder leaves out (browsers ignore such events; MCP clients use
+//! them to learn the id to resume from).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use session_core::EventId;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::hub::{Connection, Frame, Hub};
+
+/// Lets the body reach the hub without owning the server.
+pub(crate) trait HubRef: Send + Sync {
+    fn hub(&self) -> &Hub;
+}
+
+/// A connection's frames as SSE bytes; detaches from the hub when dropped
+/// (the client went away), so later events wait in the store for a resume.
+struct Events {
+    priming: Option<Bytes>,
+    connection: Connection,
+    hub: Arc<dyn HubRef>,
+    keep_alive: Interval,
+    /// End after this many frames (a replayed stream that already ended).
+    remaining: Option<usize>,
+}
+
+impl Stream for Events {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(priming) = self.priming.take() {
+            return Poll::Ready(Some(Ok(priming)));
+        }
+        if self.remaining == Some(0) {
+            return Poll::Ready(None);
+        }
+        match self.connection.frames.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => {
+                if let Some(n) = self.remaining.as_mut() {
+                    *n -= 1;
+                }
+                self.keep_alive.reset();
+                Poll::Ready(Some(Ok(encode(&frame))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.keep_alive.poll_tick(cx) {
+                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n")))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.hub
+            .hub()
+            .detach(&self.connection.key, self.connection.number);
+    }
+}
+
+/// One event: `id:` (if any), then one `data:` line (JSON has no newlines).
+fn encode(frame: &Frame) -> Bytes {
+    let mut out = String::with_capacity(frame.data.len() + 48);
+    if let Some(id) = &frame.id {
+        let _ = writeln!(out, "id: {id}");
+    }
+    let _ = write!(out, "data: {}\n\n", frame.data);
+    Bytes::from(out)
+}
+
+/// The SSE response for `connection`. With `priming`, the stream opens with
+/// an event carrying that id, an empty `data` field and a `retry` hint.
+pub(crate) fn response(
+    connection: Connection,
+    hub: Arc<dyn HubRef>,
+    priming: Option<(EventId, Duration)>,
+    keep_alive: Duration,
+    limit: Option<usize>,
+) -> Response {
+    let priming = priming.map(|(id, retry)| {
+        Bytes::from(format!(
+            "id: {id}\nretry: {}\ndata: \n\n",
+            retry.as_millis()
+        ))
+    });
+    let mut keep_alive = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let events = Events {
+        priming,
+        connection,
+        hub,
+        keep_alive,
+        remaining: limit,
+    };
+    (
+        [
+            (CONTENT_TYPE, "text/event-stream"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(events),
+    )
+        .into_response()
+}

@@ -1,0 +1,223 @@
+//! Live SSE streams: which connection currently carries each stream, and the
+//! event store behind them so a broken stream can be resumed.
+//!
+//! Publishing on a stream and attaching a connection to it are serialised per
+//! stream: a connection resuming with `Last-Event-ID` gets the stored events
+//! after that id and then every later one, with no gap and no duplicate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use session_core::{EventId, EventStore, SessionId, StreamId};
+use tokio::sync::mpsc;
+
+use crate::error::Rejection;
+
+/// Frames a connection buffers before it is considered stalled and cut off
+/// (the client can resume from the event store).
+const CONNECTION_BUFFER: usize = 256;
+
+/// One SSE event to write.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub(crate) id: Option<EventId>,
+    pub(crate) data: Arc<str>,
+}
+
+type Key = (SessionId, StreamId);
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// The connection carrying the stream now: its number and sender.
+    connection: Option<(u64, mpsc::Sender<Frame>)>,
+    /// A request's stream whose response is not yet published.
+    running: bool,
+}
+
+/// The registry of live streams.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    streams: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Slot>>>>,
+    events: Arc<dyn EventStore>,
+    next_connection: AtomicU64,
+}
+
+/// How a connection attaches to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attach {
+    /// The stream of a request starting now: running until
+    /// [`Hub::finish`].
+    Start,
+    /// Refuse with 409 if a connection is attached (the GET stream).
+    Exclusive,
+    /// Replace the attached connection (a resumed stream).
+    TakeOver,
+}
+
+/// A connection attached to a stream.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) key: (SessionId, StreamId),
+    pub(crate) number: u64,
+    pub(crate) frames: mpsc::Receiver<Frame>,
+}
+
+impl Hub {
+    pub(crate) fn new(events: Arc<dyn EventStore>) -> Self {
+        Hub {
+            streams: Mutex::new(HashMap::new()),
+            events,
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn events(&self) -> &Arc<dyn EventStore> {
+        &self.events
+    }
+
+    fn slot(&self, session: &SessionId, stream: &StreamId) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.streams
+            .lock()
+            .entry((session.clone(), stream.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// Stores `data` as the next event of the stream and sends it to the
+    /// connection carrying the stream, if any. A connection that cannot keep
+    /// up is cut off; its client resumes from the store.
+    pub(crate) async fn publish(
+        &self,
+        session: &SessionId,
+        stream: &StreamId,
+        data: Arc<str>,
+    ) -> Result<EventId, session_core::Error> {
+        let slot = self.slot(session, stream);
+        let mut slot = slot.lock().await;
+        let id = self.events.append(session, stream, data.clone()).await?;
+        if let Some((_, tx)) = &slot.connection {
+            let frame = Frame {
+                id: Some(id.clone()),
+                data,
+            };
+            if tx.try_send(frame).is_err() {
+                slot.connection = None;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Attaches a new connection to the stream. With `after`, it first gets
+    /// the stored events that follow that id.
+    pub(crate) async fn attach(
+        &self,
+        session: &SessionId,
+        stream: &StreamId,
+        after: Option<&EventId>,
+        mode: Attach,
+    ) -> Result<Connection, Rejection> {
+        let slot = self.slot(session, stream);
+        let mut slot = slot.lock().await;
+        if mode == Attach::Exclusive
+            && slot
+                .connection
+                .as_ref()
+                .is_some_and(|(_, tx)| !tx.is_closed())
+        {
+            return Err(Rejection::Conflict(
+                "an SSE stream is already open for this session".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
+        if let Some(after) = after {
+            let replay = self
+                .events
+                .replay_after(session, after)
+                .await
+                .map_err(|e| Rejection::Unavailable(format!("event store: {e}")))?;
+            // Position 0 is the priming event's: before anything was sent.
+            let replay = match replay {
+                Some(events) => events,
+                None if after.seq == 0 => Vec::new(),
+                None => return Err(Rejection::CannotResume(after.to_string())),
+            };
+            for event in replay {
+                let frame = Frame {
+                    id: Some(event.id),
+                    data: event.data,
+                };
+                if tx.try_send(frame).is_err() {
+                    return Err(Rejection::CannotResume(after.to_string()));
+                }
+            }
+        }
+        let number = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        slot.connection = Some((number, tx));
+        if mode == Attach::Start {
+            slot.running = true;
+        }
+        Ok(Connection {
+            key: (session.clone(), stream.clone()),
+            number,
+            frames: rx,
+        })
+    }
+
+    /// Detaches connection `number` from its stream, if it is still the one
+    /// attached (a resumed connection may have taken over). A running
+    /// request's stream stays registered: its events keep being stored.
+    pub(crate) fn detach(&self, key: &Key, number: u64) {
+        let mut streams = self.streams.lock();
+        let Some(slot) = streams.get(key).cloned() else {
+            return;
+        };
+        // A publish holds the slot; it notices the closed connection itself.
+        let Ok(mut slot) = slot.try_lock() else {
+            return;
+        };
+        if slot.connection.as_ref().is_some_and(|(n, _)| *n == number) {
+            slot.connection = None;
+            if !slot.running {
+                streams.remove(key);
+            }
+        }
+    }
+
+    /// Whether a request's stream is running here: from when its SSE
+    /// response starts until its response is published.
+    pub(crate) fn is_running(&self, session: &SessionId, stream: &StreamId) -> bool {
+        let slot = self
+            .streams
+            .lock()
+            .get(&(session.clone(), stream.clone()))
+            .cloned();
+        slot.is_some_and(|slot| slot.try_lock().map_or(true, |slot| slot.running))
+    }
+
+    /// Ends a stream whose last event was published: its connection closes.
+    pub(crate) fn finish(&self, session: &SessionId, stream: &StreamId) {
+        self.streams
+            .lock()
+            .remove(&(session.clone(), stream.clone()));
+    }
+
+    /// Ends every stream of a session.
+    pub(crate) fn drop_session(&self, session: &SessionId) {
+        self.streams.lock().retain(|(s, _), _| s != session);
+    }
+
+    /// Ends every stream.
+    pub(crate) fn close_all(&self) {
+        self.streams.lock().clear();
+    }
+
+    /// Sessions with a stream registered here.
+    pub(crate) fn sessions(&self) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = self.streams.lock().keys().map(|(s, _)| s.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}

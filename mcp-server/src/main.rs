@@ -1,0 +1,177 @@
+//! `mcp-server`: an MCP server with durable sessions and demo tools.
+//!
+//! ```text
+//! mcp-server [--listen 127.0.0.1:8080] [--store memory|file:DIR] [--stdio] …
+//! ```
+//!
+//! Run `mcp-server --help` for every option.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use mcp_server::{DEFAULT_LISTEN, HttpConfig, McpServer, ResponseMode, ServerConfig, demo};
+use session_core::SessionStore;
+use session_store::{FileStore, MemoryStore};
+use tracing_subscriber::EnvFilter;
+
+/// An MCP server whose sessions survive restarts, expire on time and never
+/// leak. Serves the demo tools `echo`, `counter` and `slow`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (HTTP).
+    #[arg(long, default_value_t = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Where sessions live: `memory`, or `file:DIR` (durable). Default: a
+    /// file store in the user's data directory.
+    #[arg(long)]
+    store: Option<String>,
+    /// Sessions idle for this long expire (e.g. 30m, 90s, 1h).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+    idle_timeout: Duration,
+    /// Sessions must complete the handshake within this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    handshake_timeout: Duration,
+    /// Cap on live sessions; beyond it `initialize` gets 503. 0: no cap.
+    #[arg(long, default_value_t = 100_000)]
+    max_sessions: usize,
+    /// Always answer requests with one JSON body (never SSE).
+    #[arg(long)]
+    json_response: bool,
+    /// Serve MCP on stdin/stdout instead of HTTP.
+    #[arg(long)]
+    stdio: bool,
+    /// An Origin to allow besides loopback ones (repeatable; `*` for any).
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+    /// A Host name to allow besides loopback ones (repeatable; `*` for any).
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    match base {
+        Some(base) => base.join("mcp-server").join("sessions"),
+        None => PathBuf::from("mcp-server-sessions"),
+    }
+}
+
+/// Opens the store named by `--store`.
+fn open_store(spec: Option<&str>) -> Result<(Arc<dyn SessionStore>, String), String> {
+    let spec = spec.map_or_else(
+        || format!("file:{}", default_data_dir().display()),
+        str::to_string,
+    );
+    if spec == "memory" {
+        return Ok((Arc::new(MemoryStore::new()), spec));
+    }
+    if let Some(dir) = spec.strip_prefix("file:") {
+        if dir.is_empty() {
+            return Err("--store file: needs a directory, e.g. file:./sessions".into());
+        }
+        let store = FileStore::open(dir).map_err(|e| e.to_string())?;
+        let report = store.recovery();
+        tracing::info!(
+            sessions = report.sessions,
+            corrupt = report.corrupt.len(),
+            torn_bytes = report.torn_bytes,
+            elapsed_ms = report.elapsed.as_secs_f64() * 1e3,
+            "opened the file store in {dir}"
+        );
+        return Ok((Arc::new(store), spec));
+    }
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        return Err(format!(
+            "--store {spec}: this build has no Redis store (it comes with the `redis` feature)"
+        ));
+    }
+    Err(format!(
+        "--store {spec}: expected `memory`, `file:DIR` or a redis:// URL"
+    ))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mcp-server: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("mcp-server: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (store, store_name) = open_store(args.store.as_deref())?;
+    let config = ServerConfig::default()
+        .idle_timeout(args.idle_timeout)
+        .handshake_timeout(args.handshake_timeout)
+        .max_sessions((args.max_sessions > 0).then_some(args.max_sessions));
+    let server: McpServer = demo::register(McpServer::builder().store(store))
+        .name("mcp-server")
+        .config(config)
+        .build();
+    if args.stdio {
+        tracing::info!(store = %store_name, "serving MCP on stdio");
+        return server.serve_stdio().await.map_err(|e| e.to_string());
+    }
+    let mut http = HttpConfig::default();
+    http.allowed_origins = args.allowed_origins;
+    http.allowed_hosts = args.allowed_hosts;
+    if args.json_response {
+        http.response_mode = ResponseMode::Json;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(store = %store_name, "listening on http://{addr}{}", http.path);
+    server
+        .serve_http(listener, http, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,233 @@
+//! What a server offers: tools, resources, resource templates and prompts,
+//! each with its handler.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use session_core::wire::{
+    CallToolResult, ErrorObject, GetPromptResult, Prompt, ReadResourceResult, Resource,
+    ResourceTemplate, Tool,
+};
+
+use crate::RequestContext;
+
+/// What a handler returns: its result, or a JSON-RPC error for the client.
+pub type HandlerResult<T> = Result<T, ErrorObject>;
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = HandlerResult<T>> + Send>>;
+type ToolFn = dyn Fn(RequestContext, Map<String, Value>) -> BoxFuture<CallToolResult> + Send + Sync;
+type ResourceFn = dyn Fn(RequestContext, String) -> BoxFuture<ReadResourceResult> + Send + Sync;
+type TemplateFn = dyn Fn(RequestContext, String, HashMap<String, String>) -> BoxFuture<ReadResourceResult>
+    + Send
+    + Sync;
+type PromptFn =
+    dyn Fn(RequestContext, Map<String, Value>) -> BoxFuture<GetPromptResult> + Send + Sync;
+
+/// One kind of offering: definitions in registration order, found by key.
+pub(crate) struct Table<D, H: ?Sized> {
+    entries: Vec<(D, Arc<H>)>,
+    by_key: HashMap<String, usize>,
+}
+
+impl<D, H: ?Sized> Default for Table<D, H> {
+    fn default() -> Self {
+        Table {
+            entries: Vec::new(),
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl<D: Clone, H: ?Sized> Table<D, H> {
+    /// Adds or replaces the entry under `key`.
+    fn insert(&mut self, key: String, def: D, handler: Arc<H>) {
+        match self.by_key.get(&key) {
+            Some(&i) => self.entries[i] = (def, handler),
+            None => {
+                self.by_key.insert(key, self.entries.len());
+                self.entries.push((def, handler));
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&Arc<H>> {
+        self.by_key.get(key).map(|&i| &self.entries[i].1)
+    }
+
+    pub(crate) fn definitions(&self) -> Vec<D> {
+        self.entries.iter().map(|(d, _)| d.clone()).collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(D, Arc<H>)> {
+        self.entries.iter()
+    }
+}
+
+/// Everything a server offers.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) tools: Table<Tool, ToolFn>,
+    pub(crate) resources: Table<Resource, ResourceFn>,
+    pub(crate) templates: Table<ResourceTemplate, TemplateFn>,
+    pub(crate) prompts: Table<Prompt, PromptFn>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("tools", &self.tools.by_key.keys().collect::<Vec<_>>())
+            .field(
+                "resources",
+                &self.resources.by_key.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "templates",
+                &self.templates.by_key.keys().collect::<Vec<_>>(),
+            )
+            .field("prompts", &self.prompts.by_key.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    pub(crate) fn add_tool<F, Fut>(&mut self, tool: Tool, handler: F)
+    where
+        F: Fn(RequestContext, Map<String, Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<CallToolResult>> + Send + 'static,
+    {
+        let call: Arc<ToolFn> = Arc::new(move |ctx, args| Box::pin(handler(ctx, args)));
+        self.tools.insert(tool.name.clone(), tool, call);
+    }
+
+    pub(crate) fn add_typed_tool<A, F, Fut>(&mut self, tool: Tool, handler: F)
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(RequestContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<CallToolResult>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.add_tool(tool, move |ctx, args| {
+            let handler = handler.clone();
+            async move {
+                match serde_json::from_value::<A>(Value::Object(args)) {
+                    Ok(args) => handler(ctx, args).await,
+                    // An input error goes back to the model as a tool error, so
+                    // it can correct itself (2025-11-25).
+                    Err(e) => Ok(CallToolResult::error(format!("Invalid arguments: {e}"))),
+                }
+            }
+        });
+    }
+
+    pub(crate) fn add_resource<F, Fut>(&mut self, resource: Resource, handler: F)
+    where
+        F: Fn(RequestContext, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<ReadResourceResult>> + Send + 'static,
+    {
+        let read: Arc<ResourceFn> = Arc::new(move |ctx, uri| Box::pin(handler(ctx, uri)));
+        self.resources.insert(resource.uri.clone(), resource, read);
+    }
+
+    pub(crate) fn add_template<F, Fut>(&mut self, template: ResourceTemplate, handler: F)
+    where
+        F: Fn(RequestContext, String, HashMap<String, String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<ReadResourceResult>> + Send + 'static,
+    {
+        let read: Arc<TemplateFn> =
+            Arc::new(move |ctx, uri, vars| Box::pin(handler(ctx, uri, vars)));
+        self.templates
+            .insert(template.uri_template.clone(), template, read);
+    }
+
+    pub(crate) fn add_prompt<F, Fut>(&mut self, prompt: Prompt, handler: F)
+    where
+        F: Fn(RequestContext, Map<String, Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<GetPromptResult>> + Send + 'static,
+    {
+        let get: Arc<PromptFn> = Arc::new(move |ctx, args| Box::pin(handler(ctx, args)));
+        self.prompts.insert(prompt.name.clone(), prompt, get);
+    }
+
+    /// The handler for reading `uri`: a resource of that exact URI, else the
+    /// first template that matches it, with the template's variables.
+    pub(crate) fn read(
+        &self,
+        ctx: RequestContext,
+        uri: String,
+    ) -> Option<BoxFuture<ReadResourceResult>> {
+        if let Some(read) = self.resources.get(&uri) {
+            return Some(read(ctx, uri));
+        }
+        self.templates.iter().find_map(|(template, read)| {
+            let vars = match_template(&template.uri_template, &uri)?;
+            Some(read(ctx.clone(), uri.clone(), vars))
+        })
+    }
+}
+
+/// Matches `uri` against a level-1 URI template (`{name}` expands to one or
+/// more characters other than `/`), returning the variables.
+pub(crate) fn match_template(template: &str, uri: &str) -> Option<HashMap<String, String>> {
+    let mut vars = HashMap::new();
+    let (mut t, mut u) = (template, uri);
+    while !t.is_empty() {
+        match t.find('{') {
+            Some(0) => {
+                let close = t.find('}')?;
+                let name = &t[1..close];
+                t = &t[close + 1..];
+                // The variable runs to the next literal of the template.
+                let next_literal = t.find('{').map_or(t, |i| &t[..i]);
+                let end = if next_literal.is_empty() {
+                    u.find('/').unwrap_or(u.len())
+                } else {
+                    u.find(next_literal)?
+                };
+                let value = &u[..end];
+                if value.is_empty() || value.contains('/') {
+                    return None;
+                }
+                vars.insert(name.to_string(), value.to_string());
+                u = &u[end..];
+            }
+            Some(i) => {
+                u = u.strip_prefix(&t[..i])?;
+                t = &t[i..];
+            }
+            None => {
+                u = u.strip_prefix(t)?;
+                t = "";
+            }
+        }
+    }
+    u.is_empty().then_some(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_template;
+
+    #[test]
+    fn templates_match_whole_segments() {
+        let vars = match_template("test://template/{id}/data", "test://template/42/data").unwrap();
+        assert_eq!(vars["id"], "42");
+        assert!(match_template("test://template/{id}/data", "test://template//data").is_none());
+        assert!(match_template("test://template/{id}/data", "test://template/4/2/data").is_none());
+        assert!(match_template("test://template/{id}/data", "test://template/42/datax").is_none());
+        let vars = match_template("a://{x}-{y}", "a://1-2").unwrap();
+        assert_eq!((vars["x"].as_str(), vars["y"].as_str()), ("1", "2"));
+        assert!(
+            match_template("plain://uri", "plain://uri")
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
