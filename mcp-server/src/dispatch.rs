@@ -67,21 +67,18 @@ impl Shared {
     }
 
     /// Handles `initialize`: negotiates the revision and creates the
-    /// session, bound to `principal` if there is one.
+    /// session, bound to `principal` if there is one. Returns the response
+    /// and the new session; invalid parameters get an error response and no
+    /// session.
     pub(crate) async fn initialize(
         &self,
         request: &Request,
         principal: Option<&str>,
         idle_timeout: Option<std::time::Duration>,
-    ) -> Result<(SessionRecord, Response), Rejection> {
+    ) -> Result<(Option<SessionRecord>, Response), Rejection> {
         let params: InitializeParams = match parse_params(request.params.as_deref()) {
             Ok(params) => params,
-            Err(error) => {
-                return Err(Rejection::InvalidRequest(format!(
-                    "initialize: {}",
-                    error.message
-                )));
-            }
+            Err(error) => return Ok((None, Response::error(Some(request.id.clone()), error))),
         };
         let version = negotiate(&params.protocol_version);
         let mut new = NewSession::new()
@@ -107,7 +104,10 @@ impl Shared {
             instructions: self.instructions.clone(),
         };
         tracing::debug!(session = %record.id(), version, "session created");
-        Ok((record, Response::ok(request.id.clone(), to_raw(&result))))
+        Ok((
+            Some(record),
+            Response::ok(request.id.clone(), to_raw(&result)),
+        ))
     }
 
     /// Handles a notification in a session.

@@ -136,7 +136,7 @@ async fn handle_line(
                 .await
             {
                 Ok((record, response)) => {
-                    *session = Some(record.id().clone());
+                    *session = record.map(|r| r.id().clone());
                     Message::Response(response)
                 }
                 Err(rejection) => {

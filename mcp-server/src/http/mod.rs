@@ -222,7 +222,7 @@ async fn initialize(
     // only (reusing a client's would be session fixation).
     let (record, response) = app.shared.initialize(request, principal, None).await?;
     let mut reply = json(StatusCode::OK, Message::Response(response).to_json());
-    if let Ok(value) = HeaderValue::from_str(record.id().as_str()) {
+    if let Some(value) = record.and_then(|r| HeaderValue::from_str(r.id().as_str()).ok()) {
         reply.headers_mut().insert(SESSION_ID, value);
     }
     Ok(reply)

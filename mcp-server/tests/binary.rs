@@ -1,0 +1,153 @@
+//! The `mcp-server` binary as a user runs it: a session survives `kill -9`
+//! and a restart on the file store; the stdio transport; bad options.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-server");
+
+/// A server process, killed with SIGKILL when dropped.
+struct Process {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on an OS-chosen port and reads the address it logs.
+fn start(args: &[&str]) -> Process {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening on ") {
+                let url = line[at + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server logs its address");
+    Process { child, url }
+}
+
+#[tokio::test]
+async fn a_session_survives_kill_9_and_restart_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file:{}", dir.path().display());
+    let (session, url) = {
+        let server = start(&["--store", &store]);
+        let mut client = Client::new(&server.url);
+        client.connect().await;
+        client.tool("counter", json!({"by": 3})).await;
+        let r = client
+            .call(
+                "session/update",
+                json!({"state": {"lastTool": "list_nodes"}}),
+            )
+            .await;
+        assert_eq!(r["result"]["state"]["counter"], 3);
+        (client.session.clone().unwrap(), server.url.clone())
+        // dropped here: SIGKILL, no chance to flush anything
+    };
+    let _ = url;
+    let server = start(&["--store", &store]);
+    let mut client = Client::new(&server.url);
+    client.session = Some(session.clone());
+    let r = client.tool("counter", json!({})).await;
+    assert_eq!(
+        r["structuredContent"]["counter"], 4,
+        "the counter continued"
+    );
+    let state = client.call("session/get", json!({})).await;
+    assert_eq!(state["result"]["sessionId"], session);
+    assert_eq!(state["result"]["state"]["lastTool"], "list_nodes");
+}
+
+#[test]
+fn stdio_serves_newline_delimited_json_rpc_until_stdin_closes() {
+    let mut child = Command::new(BIN)
+        .args(["--stdio", "--store", "memory"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut exchange = |message: Value| -> Option<Value> {
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+        message.get("id")?;
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        Some(serde_json::from_str(&line).unwrap())
+    };
+    let early = exchange(json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"})).unwrap();
+    assert_eq!(
+        early["error"]["code"], -32600,
+        "requests before initialize are refused"
+    );
+    let init = exchange(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+    .unwrap();
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    exchange(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let echo = exchange(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "over stdio"}}}))
+    .unwrap();
+    assert_eq!(echo["result"]["content"][0]["text"], "over stdio");
+    let count = exchange(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "counter", "arguments": {"by": 2}}}))
+    .unwrap();
+    assert_eq!(count["result"]["structuredContent"]["counter"], 2);
+    let bad = {
+        writeln!(stdin, "{{not json").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    assert_eq!(bad["error"]["code"], -32700);
+    drop(stdin);
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exits cleanly on stdin EOF");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing but messages on stdout: {rest:?}");
+}
+
+#[test]
+fn an_unknown_store_is_refused_with_a_clear_message() {
+    let output = Command::new(BIN)
+        .args(["--store", "ftp://nowhere", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("expected `memory`, `file:DIR`"), "{stderr}");
+}

@@ -1,0 +1,256 @@
+//! Shared by the HTTP tests: a real server on a loopback port, and a small
+//! HTTP client that speaks just enough MCP to test it.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mcp_server::{HttpConfig, McpServer, McpServerBuilder, ServerConfig, demo};
+use serde_json::{Value, json};
+
+pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// A server running on 127.0.0.1 with an OS-chosen port.
+pub struct TestServer {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub server: McpServer,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// The demo server with `config`.
+    pub async fn start(config: ServerConfig) -> Self {
+        Self::start_with(
+            demo::register(McpServer::builder()),
+            config,
+            HttpConfig::default(),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        builder: McpServerBuilder,
+        config: ServerConfig,
+        http: HttpConfig,
+    ) -> Self {
+        let server = builder.config(config).build();
+        Self::serve(server, http).await
+    }
+
+    pub async fn serve(server: McpServer, http: HttpConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = server.clone();
+        let task = tokio::spawn(async move {
+            running
+                .serve_http(listener, http, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer {
+            url: format!("http://{addr}/mcp"),
+            addr,
+            server,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+}
+
+/// A bare MCP-over-HTTP client for tests.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    pub version: String,
+    next_id: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Self {
+        Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            url: url.to_string(),
+            session: None,
+            version: "2025-11-25".into(),
+            next_id: Default::default(),
+        }
+    }
+
+    pub fn id(&self) -> i64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// A POST with the usual headers and the session, if any.
+    pub fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(session) = &self.session {
+            req = req
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", &self.version);
+        }
+        req
+    }
+
+    /// `initialize` + `notifications/initialized`; keeps the session id.
+    pub async fn connect(&mut self) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": self.version,
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1.0"}
+        }});
+        let response = self.post(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200, "initialize failed");
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .expect("initialize issues a session id")
+            .to_str()
+            .unwrap()
+            .to_string();
+        let result: Value = response.json().await.unwrap();
+        self.session = Some(session);
+        if let Some(version) = result["result"]["protocolVersion"].as_str() {
+            self.version = version.to_string();
+        }
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let response = self.post(&note).send().await.unwrap();
+        assert_eq!(response.status(), 202);
+        result
+    }
+
+    /// A request answered as JSON; returns the whole JSON-RPC response.
+    pub async fn call(&self, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": self.id(), "method": method, "params": params});
+        let response = self.post(&body).send().await.unwrap();
+        let status = response.status();
+        let kind = content_type(&response);
+        if kind.starts_with("text/event-stream") {
+            let events = read_sse(response, usize::MAX).await;
+            return events
+                .into_iter()
+                .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+                .find(|m| m.get("id").is_some())
+                .expect("an SSE response carries the response");
+        }
+        assert_eq!(status, 200, "{method}: {}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    /// `tools/call`, returning the result (panics on a JSON-RPC error).
+    pub async fn tool(&self, name: &str, args: Value) -> Value {
+        let response = self
+            .call("tools/call", json!({"name": name, "arguments": args}))
+            .await;
+        response
+            .get("result")
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} failed: {response}"))
+    }
+}
+
+pub fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+}
+
+/// Reads up to `max` events (or to the end of the stream).
+pub async fn read_sse(response: reqwest::Response, max: usize) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while events.len() < max {
+        let Some(chunk) = body.next().await else {
+            break;
+        };
+        let Ok(chunk) = chunk else { break };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = SseEvent {
+                id: None,
+                data: String::new(),
+                retry: None,
+            };
+            let mut has_field = false;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    event.id = Some(v.to_string());
+                    has_field = true;
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    event.data.push_str(v);
+                    has_field = true;
+                } else if line == "data:" {
+                    has_field = true;
+                } else if let Some(v) = line.strip_prefix("retry: ") {
+                    event.retry = v.parse().ok();
+                }
+            }
+            if has_field {
+                events.push(event);
+                if events.len() >= max {
+                    break;
+                }
+            }
+        }
+    }
+    events
+}
+
+/// Polls `check` every 10 ms for up to 5 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
