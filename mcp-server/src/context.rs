@@ -3,16 +3,47 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use session_core::wire::{
-    ErrorObject, LoggingLevel, Message, Notification, ProgressParams, RequestId, to_raw,
+    ErrorObject, LoggingLevel, Message, Notification, ProgressParams, Request, RequestId, Response,
+    code, to_raw,
 };
 use session_core::{SessionId, SessionManager, SessionRecord, SessionState};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::session_error_object;
+
+/// Where a client's answer to a server request is delivered.
+type Answer = oneshot::Sender<Result<Value, ErrorObject>>;
+
+/// Requests this server sent to clients, waiting for their answers.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<(SessionId, RequestId), Answer>>,
+}
+
+impl Pending {
+    /// Hands a client's answer to the request waiting for it; whether one was.
+    pub(crate) fn answer(&self, session: &SessionId, response: Response) -> bool {
+        let Some(id) = response.id else {
+            return false;
+        };
+        let Some(waiter) = self.waiting.lock().remove(&(session.clone(), id)) else {
+            return false;
+        };
+        let outcome = response
+            .outcome
+            .map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null));
+        waiter.send(outcome).is_ok()
+    }
+}
 
 /// Where the messages a handler sends go: to the transport serving the
 /// request (an SSE stream, the GET stream, stdout).
@@ -109,6 +140,7 @@ struct Inner {
     cancel: CancellationToken,
     outbox: Outbox,
     log_level: LoggingLevel,
+    pending: Arc<Pending>,
 }
 
 impl RequestContext {
@@ -119,6 +151,7 @@ impl RequestContext {
         cancel: CancellationToken,
         outbox: Outbox,
         log_level: LoggingLevel,
+        pending: Arc<Pending>,
     ) -> Self {
         RequestContext {
             inner: Arc::new(Inner {
@@ -129,6 +162,7 @@ impl RequestContext {
                 cancel,
                 outbox,
                 log_level,
+                pending,
             }),
         }
     }
@@ -216,6 +250,51 @@ impl RequestContext {
             params: Some(to_raw(&params)),
         });
         self.inner.outbox.send(message).await
+    }
+
+    /// Sends a request to the client (`sampling/createMessage`,
+    /// `elicitation/create`, `roots/list`, …) on this request's stream and
+    /// waits up to `timeout` for its answer.
+    ///
+    /// The answer must reach the process that asked: with several replicas,
+    /// route a session's POSTs to one replica while it has such a request
+    /// open, or avoid server requests.
+    ///
+    /// # Errors
+    ///
+    /// The client's error, or [`code::REQUEST_CANCELLED`] if this request is
+    /// cancelled, the transport is gone, or no answer comes in time.
+    pub async fn request_client(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, ErrorObject> {
+        let session = self.require_session()?.id().clone();
+        let n = self.inner.pending.next.fetch_add(1, Ordering::Relaxed);
+        let id = RequestId::String(Arc::from(format!("server-{n}")));
+        let (tx, rx) = oneshot::channel();
+        let key = (session, id.clone());
+        self.inner.pending.waiting.lock().insert(key.clone(), tx);
+        let message = Message::Request(Request {
+            id,
+            method: method.to_string(),
+            params: Some(to_raw(&params)),
+        });
+        let gone = || ErrorObject::new(code::REQUEST_CANCELLED, format!("{method}: no answer"));
+        let outcome = if self.inner.outbox.send(message).await {
+            tokio::select! {
+                answer = tokio::time::timeout(timeout, rx) => match answer {
+                    Ok(Ok(answer)) => answer,
+                    _ => Err(gone()),
+                },
+                () = self.cancelled() => Err(gone()),
+            }
+        } else {
+            Err(gone())
+        };
+        self.inner.pending.waiting.lock().remove(&key);
+        outcome
     }
 
     /// Sends a log message (`notifications/message`) if `level` is at or

@@ -154,6 +154,7 @@ impl Shared {
             guard.token.clone(),
             outbox,
             level,
+            self.pending.clone(),
         );
         let outcome = tokio::select! {
             outcome = self.route(&ctx, &request) => outcome,

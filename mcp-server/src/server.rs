@@ -19,6 +19,7 @@ use session_core::{
 use session_store::{MemoryEventStore, MemoryStore, SystemClock};
 use tokio_util::sync::CancellationToken;
 
+use crate::context::Pending;
 use crate::hub::Hub;
 use crate::registry::{HandlerResult, Registry};
 use crate::{RequestContext, ServerConfig};
@@ -43,6 +44,7 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) inflight: InFlight,
     pub(crate) levels: Mutex<HashMap<SessionId, LoggingLevel>>,
+    pub(crate) pending: Arc<Pending>,
     pub(crate) config: ServerConfig,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
@@ -397,6 +399,7 @@ impl McpServerBuilder {
             hub: Hub::new(events),
             inflight: InFlight::default(),
             levels: Mutex::new(HashMap::new()),
+            pending: Arc::default(),
             config: self.config,
             shutdown: CancellationToken::new(),
         });

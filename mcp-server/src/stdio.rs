@@ -162,6 +162,9 @@ async fn handle_line(
         }
         (Message::Request(request), Some(record)) => spawn_request(shared, tx, record, request),
         (Message::Notification(note), Some(record)) => shared.notification(&record, &note).await,
+        (Message::Response(response), Some(record)) => {
+            shared.pending.answer(record.id(), response);
+        }
         (Message::Notification(_) | Message::Response(_), _) => {}
     }
 }

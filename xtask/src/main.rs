@@ -12,12 +12,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+mod interop;
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
   test     format check, clippy (-D warnings), docs (-D warnings), the
            dependency rules, and every test (unit, integration, doc, crash)
+  interop  the official conformance suite and the TypeScript and Python SDK
+           clients against our server (installs pinned peers into
+           target/interop on first use)
   bench    run the criterion benchmarks and print the figures as a table
   deps     check that session-core depends on no runtime, network or
            file-system crate
@@ -34,6 +39,7 @@ fn main() -> Result<()> {
     match command.as_str() {
         "test" => test()?,
         "bench" => bench(&args[1..])?,
+        "interop" => interop::run()?,
         "deps" => deps()?,
         "fmt" => cargo(&["fmt", "--all"])?,
         "help" | "--help" | "-h" => print!("{USAGE}"),
@@ -49,7 +55,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -57,7 +63,7 @@ fn root() -> PathBuf {
 }
 
 /// Runs `cargo <args>` in the workspace root, failing if it fails.
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     cargo_env(args, &[])
 }
 
@@ -93,6 +99,7 @@ fn test() -> Result<()> {
     deps()?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    interop::run()?;
     Ok(())
 }
 

@@ -207,8 +207,12 @@ async fn post(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
             app.shared.notification(&session, &note).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }
-        // Answers to server requests: nothing here waits for one.
-        Message::Response(_) => Ok(StatusCode::ACCEPTED.into_response()),
+        Message::Response(response) => {
+            if !app.shared.pending.answer(session.id(), response) {
+                tracing::debug!(session = %session.id(), "an answer nobody here waits for");
+            }
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         Message::Request(request) => respond(app, session, request).await,
     }
 }
@@ -406,7 +410,9 @@ async fn batch(
                 }
             }
             Ok(Message::Notification(note)) => app.shared.notification(&session, &note).await,
-            Ok(Message::Response(_)) => {}
+            Ok(Message::Response(response)) => {
+                app.shared.pending.answer(session.id(), response);
+            }
             Err(e) => {
                 responses.push(Message::Response(RpcResponse::error(e.id, e.error)).to_json())
             }

