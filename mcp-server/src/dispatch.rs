@@ -5,11 +5,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use session_core::wire::{
-    CallToolParams, CancelledParams, ErrorObject, GetPromptParams, InitializeParams,
-    InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, MODERN_PROTOCOL_VERSION, Notification, ReadResourceParams, Request, Response,
-    SESSION_STATE_CAPABILITY, SessionStateResult, SessionUpdateParams, SetLevelParams, code,
-    negotiate, parse_params, to_raw,
+    CancelledParams, ErrorObject, GetPromptParams, InitializeParams, InitializeResult,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    MODERN_PROTOCOL_VERSION, Notification, ReadResourceParams, Request, Response,
+    SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, SessionUpdateParams,
+    SetLevelParams, code, negotiate, parse_params, to_raw,
 };
 use session_core::{NewSession, SessionRecord, SessionStatus};
 
@@ -26,6 +26,14 @@ pub(crate) struct Meta {
     pub(crate) protocol_version: Option<String>,
 }
 
+/// `tools/call` parameters with the arguments left unparsed, so a typed
+/// tool reads them straight into its own type.
+#[derive(Debug, Deserialize)]
+struct RawCall {
+    name: String,
+    arguments: Option<Box<RawValue>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct WithMeta {
     #[serde(rename = "_meta")]
@@ -36,6 +44,7 @@ struct WithMeta {
 /// parameter check reports that).
 pub(crate) fn meta(params: Option<&RawValue>) -> Meta {
     params
+        .filter(|p| p.get().contains("\"_meta\""))
         .and_then(|p| serde_json::from_str::<WithMeta>(p.get()).ok())
         .and_then(|w| w.meta)
         .unwrap_or_default()
@@ -51,6 +60,22 @@ pub(crate) fn modern_revision(method: &str, params: Option<&RawValue>) -> Option
 }
 
 impl Shared {
+    /// The `initialize` result for each supported revision, serialized once.
+    pub(crate) fn initialize_results(&self) -> Vec<(&'static str, Box<RawValue>)> {
+        SUPPORTED_PROTOCOL_VERSIONS
+            .iter()
+            .map(|version| {
+                let result = InitializeResult {
+                    protocol_version: (*version).to_string(),
+                    capabilities: self.capabilities(),
+                    server_info: self.info.clone(),
+                    instructions: self.instructions.clone(),
+                };
+                (*version, to_raw(&result))
+            })
+            .collect()
+    }
+
     /// The capabilities announced in `initialize`.
     fn capabilities(&self) -> Value {
         let mut caps = json!({"tools": {"listChanged": false}, "logging": {}, "completions": {}});
@@ -190,14 +215,14 @@ impl Shared {
                 next_cursor: None,
             })),
             "tools/call" => {
-                let call: CallToolParams = parse_params(params)?;
+                let call: RawCall = parse_params(params)?;
                 let Some(tool) = registry.tools.get(&call.name) else {
                     return Err(ErrorObject::new(
                         code::INVALID_PARAMS,
                         format!("Unknown tool: {}", call.name),
                     ));
                 };
-                let result = tool(ctx.clone(), call.arguments.unwrap_or_default()).await?;
+                let result = tool(ctx.clone(), call.arguments).await?;
                 Ok(to_raw(&result))
             }
             "resources/list"

@@ -27,6 +27,7 @@ pub(crate) struct Frame {
 }
 
 type Key = (SessionId, StreamId);
+type SharedSlot = Arc<tokio::sync::Mutex<Slot>>;
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -39,7 +40,8 @@ struct Slot {
 /// The registry of live streams.
 #[derive(Debug)]
 pub(crate) struct Hub {
-    streams: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Streams by session, so ending a session touches only its own.
+    streams: Mutex<HashMap<SessionId, HashMap<StreamId, SharedSlot>>>,
     events: Arc<dyn EventStore>,
     next_connection: AtomicU64,
 }
@@ -77,12 +79,28 @@ impl Hub {
         &self.events
     }
 
-    fn slot(&self, session: &SessionId, stream: &StreamId) -> Arc<tokio::sync::Mutex<Slot>> {
+    fn slot(&self, session: &SessionId, stream: &StreamId) -> SharedSlot {
         self.streams
             .lock()
-            .entry((session.clone(), stream.clone()))
+            .entry(session.clone())
+            .or_default()
+            .entry(stream.clone())
             .or_default()
             .clone()
+    }
+
+    fn existing(&self, session: &SessionId, stream: &StreamId) -> Option<SharedSlot> {
+        self.streams.lock().get(session)?.get(stream).cloned()
+    }
+
+    /// Forgets a stream; a session without streams is forgotten too.
+    fn remove(streams: &mut HashMap<SessionId, HashMap<StreamId, SharedSlot>>, key: &Key) {
+        if let Some(session) = streams.get_mut(&key.0) {
+            session.remove(&key.1);
+            if session.is_empty() {
+                streams.remove(&key.0);
+            }
+        }
     }
 
     /// Stores `data` as the next event of the stream and sends it to the
@@ -170,7 +188,7 @@ impl Hub {
     /// request's stream stays registered: its events keep being stored.
     pub(crate) fn detach(&self, key: &Key, number: u64) {
         let mut streams = self.streams.lock();
-        let Some(slot) = streams.get(key).cloned() else {
+        let Some(slot) = streams.get(&key.0).and_then(|s| s.get(&key.1)).cloned() else {
             return;
         };
         // A publish holds the slot; it notices the closed connection itself.
@@ -180,7 +198,7 @@ impl Hub {
         if slot.connection.as_ref().is_some_and(|(n, _)| *n == number) {
             slot.connection = None;
             if !slot.running {
-                streams.remove(key);
+                Self::remove(&mut streams, key);
             }
         }
     }
@@ -188,24 +206,19 @@ impl Hub {
     /// Whether a request's stream is running here: from when its SSE
     /// response starts until its response is published.
     pub(crate) fn is_running(&self, session: &SessionId, stream: &StreamId) -> bool {
-        let slot = self
-            .streams
-            .lock()
-            .get(&(session.clone(), stream.clone()))
-            .cloned();
+        let slot = self.existing(session, stream);
         slot.is_some_and(|slot| slot.try_lock().map_or(true, |slot| slot.running))
     }
 
     /// Ends a stream whose last event was published: its connection closes.
     pub(crate) fn finish(&self, session: &SessionId, stream: &StreamId) {
-        self.streams
-            .lock()
-            .remove(&(session.clone(), stream.clone()));
+        Self::remove(&mut self.streams.lock(), &(session.clone(), stream.clone()));
     }
 
-    /// Ends every stream of a session.
-    pub(crate) fn drop_session(&self, session: &SessionId) {
-        self.streams.lock().retain(|(s, _), _| s != session);
+    /// Ends every stream of a session; whether it had any here (and so
+    /// possibly events in the store).
+    pub(crate) fn drop_session(&self, session: &SessionId) -> bool {
+        self.streams.lock().remove(session).is_some()
     }
 
     /// Ends every stream.
@@ -215,9 +228,6 @@ impl Hub {
 
     /// Sessions with a stream registered here.
     pub(crate) fn sessions(&self) -> Vec<SessionId> {
-        let mut ids: Vec<SessionId> = self.streams.lock().keys().map(|(s, _)| s.clone()).collect();
-        ids.sort();
-        ids.dedup();
-        ids
+        self.streams.lock().keys().cloned().collect()
     }
 }

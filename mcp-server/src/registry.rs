@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use session_core::wire::{
     CallToolResult, ErrorObject, GetPromptResult, Prompt, ReadResourceResult, Resource,
@@ -19,7 +20,8 @@ use crate::RequestContext;
 pub type HandlerResult<T> = Result<T, ErrorObject>;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = HandlerResult<T>> + Send>>;
-type ToolFn = dyn Fn(RequestContext, Map<String, Value>) -> BoxFuture<CallToolResult> + Send + Sync;
+type ToolFn =
+    dyn Fn(RequestContext, Option<Box<RawValue>>) -> BoxFuture<CallToolResult> + Send + Sync;
 type ResourceFn = dyn Fn(RequestContext, String) -> BoxFuture<ReadResourceResult> + Send + Sync;
 type TemplateFn = dyn Fn(RequestContext, String, HashMap<String, String>) -> BoxFuture<ReadResourceResult>
     + Send
@@ -103,8 +105,16 @@ impl Registry {
         F: Fn(RequestContext, Map<String, Value>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult<CallToolResult>> + Send + 'static,
     {
-        let call: Arc<ToolFn> = Arc::new(move |ctx, args| Box::pin(handler(ctx, args)));
-        self.tools.insert(tool.name.clone(), tool, call);
+        let handler = Arc::new(handler);
+        self.add_raw_tool(tool, move |ctx, args| {
+            let handler = handler.clone();
+            async move {
+                match parse_arguments::<Map<String, Value>>(args.as_deref()) {
+                    Ok(args) => handler(ctx, args).await,
+                    Err(error) => Ok(error),
+                }
+            }
+        });
     }
 
     pub(crate) fn add_typed_tool<A, F, Fut>(&mut self, tool: Tool, handler: F)
@@ -114,17 +124,24 @@ impl Registry {
         Fut: Future<Output = HandlerResult<CallToolResult>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        self.add_tool(tool, move |ctx, args| {
+        self.add_raw_tool(tool, move |ctx, args| {
             let handler = handler.clone();
             async move {
-                match serde_json::from_value::<A>(Value::Object(args)) {
+                match parse_arguments::<A>(args.as_deref()) {
                     Ok(args) => handler(ctx, args).await,
-                    // An input error goes back to the model as a tool error, so
-                    // it can correct itself (2025-11-25).
-                    Err(e) => Ok(CallToolResult::error(format!("Invalid arguments: {e}"))),
+                    Err(error) => Ok(error),
                 }
             }
         });
+    }
+
+    fn add_raw_tool<F, Fut>(&mut self, tool: Tool, handler: F)
+    where
+        F: Fn(RequestContext, Option<Box<RawValue>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<CallToolResult>> + Send + 'static,
+    {
+        let call: Arc<ToolFn> = Arc::new(move |ctx, args| Box::pin(handler(ctx, args)));
+        self.tools.insert(tool.name.clone(), tool, call);
     }
 
     pub(crate) fn add_resource<F, Fut>(&mut self, resource: Resource, handler: F)
@@ -171,6 +188,14 @@ impl Registry {
             Some(read(ctx.clone(), uri.clone(), vars))
         })
     }
+}
+
+/// Reads a tool's arguments (absent means `{}`). Arguments that do not fit
+/// are a tool error the model can see and correct (2025-11-25), not a
+/// protocol error.
+fn parse_arguments<A: DeserializeOwned>(args: Option<&RawValue>) -> Result<A, CallToolResult> {
+    serde_json::from_str(args.map_or("{}", RawValue::get))
+        .map_err(|e| CallToolResult::error(format!("Invalid arguments: {e}")))
 }
 
 /// Matches `uri` against a level-1 URI template (`{name}` expands to one or

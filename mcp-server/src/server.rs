@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub(crate) inflight: InFlight,
     pub(crate) levels: Mutex<HashMap<SessionId, LoggingLevel>>,
     pub(crate) pending: Arc<Pending>,
+    /// `initialize` results by revision, serialized once.
+    pub(crate) initialize_results:
+        std::sync::OnceLock<Vec<(&'static str, Box<serde_json::value::RawValue>)>>,
     pub(crate) config: ServerConfig,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
@@ -149,9 +152,14 @@ impl SessionHook for Release {
 impl Shared {
     /// Drops everything this process holds for `session`.
     pub(crate) fn release(&self, session: &SessionId) {
-        self.hub.drop_session(session);
+        let had_streams = self.hub.drop_session(session);
         self.inflight.cancel_session(session);
         self.levels.lock().remove(session);
+        if !had_streams {
+            // Nothing was published for it here, so the event store holds
+            // nothing of this process's for it.
+            return;
+        }
         let events = self.hub.events().clone();
         let session = session.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -400,9 +408,11 @@ impl McpServerBuilder {
             inflight: InFlight::default(),
             levels: Mutex::new(HashMap::new()),
             pending: Arc::default(),
+            initialize_results: std::sync::OnceLock::new(),
             config: self.config,
             shutdown: CancellationToken::new(),
         });
+        let _ = shared.initialize_results.set(shared.initialize_results());
         manager.add_hook(Arc::new(Release(Arc::downgrade(&shared))));
         McpServer { shared }
     }

@@ -57,14 +57,15 @@ pub(crate) fn check_get_accept(headers: &HeaderMap) -> Result<(), Rejection> {
 
 /// The body must be JSON.
 pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
-    let media = headers
+    let json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    match media.as_deref() {
-        Some(JSON) => Ok(()),
-        _ => Err(Rejection::UnsupportedMediaType),
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(JSON));
+    if json {
+        Ok(())
+    } else {
+        Err(Rejection::UnsupportedMediaType)
     }
 }
 

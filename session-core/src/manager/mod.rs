@@ -459,8 +459,7 @@ impl SessionManager {
     }
 
     fn run_hooks(&self, record: &SessionRecord, ended: SessionStatus) {
-        let hooks = self.hooks.read().clone();
-        for hook in hooks {
+        for hook in self.hooks.read().iter() {
             match ended {
                 SessionStatus::Closed => hook.on_closed(record),
                 _ => hook.on_expired(record),

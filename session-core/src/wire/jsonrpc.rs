@@ -170,6 +170,12 @@ struct Envelope {
     error: Option<ErrorObject>,
 }
 
+/// Just the id of a message that is otherwise malformed.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Option<RequestId>,
+}
+
 /// Distinguishes a missing `id` (outer `None`) from `"id": null`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<RequestId>>, D::Error> {
     Option::<RequestId>::deserialize(d).map(Some)
@@ -180,13 +186,27 @@ impl Message {
     ///
     /// # Errors
     ///
-    /// A [`ParseError`] carrying the JSON-RPC error to answer with.
+    /// A [`ParseError`] carrying the JSON-RPC error to answer with:
+    /// [`code::PARSE_ERROR`] for text that is not JSON,
+    /// [`code::INVALID_REQUEST`] for JSON that is not a JSON-RPC message.
     pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
-        let value: Box<RawValue> = serde_json::from_slice(bytes).map_err(|e| ParseError {
-            error: ErrorObject::new(code::PARSE_ERROR, format!("Parse error: {e}")),
-            id: None,
-        })?;
-        Self::from_raw(&value)
+        match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(envelope) => Self::classify(envelope),
+            Err(e) if e.is_data() => {
+                // Valid JSON of the wrong shape: keep its id if it has one.
+                let id = serde_json::from_slice::<IdOnly>(bytes)
+                    .ok()
+                    .and_then(|v| v.id);
+                Err(ParseError {
+                    error: ErrorObject::new(code::INVALID_REQUEST, format!("Invalid Request: {e}")),
+                    id,
+                })
+            }
+            Err(e) => Err(ParseError {
+                error: ErrorObject::new(code::PARSE_ERROR, format!("Parse error: {e}")),
+                id: None,
+            }),
+        }
     }
 
     /// Parses one message from an already validated JSON value.
@@ -195,12 +215,18 @@ impl Message {
     ///
     /// A [`ParseError`] with [`code::INVALID_REQUEST`].
     pub fn from_raw(raw: &RawValue) -> Result<Message, ParseError> {
+        let envelope: Envelope = serde_json::from_str(raw.get()).map_err(|e| ParseError {
+            error: ErrorObject::new(code::INVALID_REQUEST, format!("Invalid Request: {e}")),
+            id: None,
+        })?;
+        Self::classify(envelope)
+    }
+
+    fn classify(envelope: Envelope) -> Result<Message, ParseError> {
         let invalid = |message: String, id: Option<RequestId>| ParseError {
             error: ErrorObject::new(code::INVALID_REQUEST, message),
             id,
         };
-        let envelope: Envelope = serde_json::from_str(raw.get())
-            .map_err(|e| invalid(format!("Invalid Request: {e}"), None))?;
         let id = envelope.id.clone().flatten();
         if envelope.jsonrpc.as_deref() != Some("2.0") {
             return Err(invalid(

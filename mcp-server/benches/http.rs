@@ -1,0 +1,582 @@
+//! Side-by-side HTTP benchmarks of `mcp-server` (memory and file stores)
+//! against peers started in the same run: an `rmcp` server in its stateful
+//! mode and a bare hyper server that only parses and echoes JSON-RPC (the
+//! transport's ceiling). Each server runs as its own process pinned to CPU 0;
+//! `cargo xtask bench` runs this load generator pinned to CPU 1.
+//!
+//! Measured per server:
+//! - handshakes per second (initialize + initialized + DELETE), 64 callers;
+//! - `tools/call` of `echo` per second with 64 sessions and 64 concurrent
+//!   callers, and latency percentiles from a fixed 3 s run;
+//! - resident memory per idle session, over 10,000 idle sessions;
+//! - for the file store: the time from starting the process on a directory
+//!   holding 100,000 sessions to the first answered request.
+//!
+//! Peers are found through `MCP_BENCH_SERVER`, `MCP_BENCH_RMCP` and
+//! `MCP_BENCH_HYPER` (set by `cargo xtask bench`); a missing one is skipped
+//! with a note.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+const CALLERS: usize = 64;
+const IDLE_SESSIONS: usize = 10_000;
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// How to start one kind of server.
+#[derive(Clone)]
+struct Subject {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    sessions: bool,
+    /// Keeps sessions in memory worth measuring.
+    memory: bool,
+}
+
+/// CPUs of the machine (not of this process, which may itself be pinned).
+fn machine_cpus() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(1)
+}
+
+fn pinned(program: &PathBuf, cpu: &str) -> Command {
+    let taskset = std::path::Path::new("/usr/bin/taskset");
+    if taskset.exists() && machine_cpus() > 1 {
+        let mut command = Command::new(taskset);
+        command.args(["-c", cpu]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Starts `subject` and waits for its `listening on http://ADDR/mcp` line
+/// (on stdout or stderr).
+fn start(subject: &Subject) -> Server {
+    let mut child = pinned(&subject.program, "0")
+        .args(&subject.args)
+        .env("RUST_LOG", "warn,mcp_server=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", subject.program.display()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let rest = &line[at + "listening on http://".len()..];
+                    let addr = rest.split('/').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+    }
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{} did not report its address", subject.name));
+    Server { child, addr }
+}
+
+/// One keep-alive HTTP/1.1 connection speaking just enough MCP.
+///
+/// Requests are written as prepared bytes and responses parsed with
+/// `httparse`: a general HTTP client costs more per request than the fastest
+/// server here, and the load generator must not be what is measured.
+struct Caller {
+    stream: tokio::net::TcpStream,
+    addr: String,
+    session: Option<String>,
+    buf: Vec<u8>,
+    /// The prepared `tools/call` request for the current session.
+    call: Vec<u8>,
+}
+
+impl Caller {
+    async fn connect(addr: &str) -> Caller {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Caller {
+            stream,
+            addr: addr.to_string(),
+            session: None,
+            buf: Vec::with_capacity(16 << 10),
+            call: Vec::new(),
+        }
+    }
+
+    fn request(&self, method: &str, body: &str) -> Vec<u8> {
+        let mut out = format!(
+            "{method} /mcp HTTP/1.1\r\nHost: {}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(session) = &self.session {
+            out.push_str(&format!(
+                "mcp-session-id: {session}\r\nmcp-protocol-version: 2025-11-25\r\n"
+            ));
+        }
+        out.push_str("\r\n");
+        out.push_str(body);
+        out.into_bytes()
+    }
+
+    /// Sends prepared bytes; returns the status, the session id header, and
+    /// the whole body (JSON, or an SSE stream that ends after the response).
+    async fn exchange(&mut self, request: &[u8]) -> (u16, Option<String>, Vec<u8>) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(request).await.unwrap();
+        self.buf.clear();
+        // Headers.
+        let (status, session, header_len, length, chunked) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) = response.parse(&self.buf).unwrap() {
+                let mut session = None;
+                let mut length = None;
+                let mut chunked = false;
+                for h in response.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("mcp-session-id") {
+                        session = Some(String::from_utf8_lossy(h.value).into_owned());
+                    } else if h.name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.parse::<usize>().ok());
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        chunked = memchr(h.value, b"chunked");
+                    }
+                }
+                break (response.code.unwrap_or(0), session, len, length, chunked);
+            }
+            self.fill().await;
+        };
+        // Body.
+        let body = if chunked {
+            let mut body = Vec::new();
+            let mut at = header_len;
+            loop {
+                let line_end = loop {
+                    if let Some(p) = find(&self.buf[at..], b"\r\n") {
+                        break at + p;
+                    }
+                    self.fill().await;
+                };
+                let size_text = std::str::from_utf8(&self.buf[at..line_end]).unwrap();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+                let start = line_end + 2;
+                while self.buf.len() < start + size + 2 {
+                    self.fill().await;
+                }
+                body.extend_from_slice(&self.buf[start..start + size]);
+                at = start + size + 2;
+                if size == 0 {
+                    break;
+                }
+            }
+            body
+        } else {
+            let length = length.unwrap_or(0);
+            while self.buf.len() < header_len + length {
+                self.fill().await;
+            }
+            self.buf[header_len..header_len + length].to_vec()
+        };
+        (status, session, body)
+    }
+
+    async fn fill(&mut self) {
+        use tokio::io::AsyncReadExt;
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 << 10);
+        }
+        let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+    }
+
+    async fn send(&mut self, method: &str, body: Option<&Value>) -> (u16, Option<String>, Vec<u8>) {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let request = self.request(method, &body);
+        self.exchange(&request).await
+    }
+
+    async fn initialize(&mut self) {
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1.0"}}});
+        self.session = None;
+        let (status, session, _) = self.send("POST", Some(&init)).await;
+        assert_eq!(status, 200, "initialize");
+        self.session = session;
+        let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "benchmark"}}});
+        self.call = self.request("POST", &call.to_string());
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let (status, _, _) = self.send("POST", Some(&note)).await;
+        assert!(status == 202 || status == 200, "initialized: {status}");
+    }
+
+    async fn handshake(&mut self) {
+        self.initialize().await;
+        let (status, _, _) = self.send("DELETE", None).await;
+        assert!(status < 300 || status == 405, "DELETE: {status}");
+    }
+
+    async fn call(&mut self) {
+        if self.call.is_empty() {
+            let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": "benchmark"}}});
+            self.call = self.request("POST", &call.to_string());
+        }
+        let request = std::mem::take(&mut self.call);
+        let (status, _, body) = self.exchange(&request).await;
+        self.call = request;
+        assert_eq!(status, 200);
+        assert!(
+            memchr(&body, b"benchmark"),
+            "unexpected answer: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+fn memchr(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn callers(addr: &str, with_session: bool) -> Vec<Caller> {
+    let mut callers = Vec::with_capacity(CALLERS);
+    for _ in 0..CALLERS {
+        let mut caller = Caller::connect(addr).await;
+        if with_session {
+            caller.initialize().await;
+        }
+        callers.push(caller);
+    }
+    callers
+}
+
+/// Runs `total` operations spread over the callers; returns the elapsed
+/// time and every operation's latency.
+async fn spread<F>(callers: &mut [Caller], total: u64, op: F) -> (Duration, Vec<Duration>)
+where
+    F: for<'a> Fn(
+            &'a mut Caller,
+            u64,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>
+        + Copy,
+{
+    let per = total.div_ceil(callers.len() as u64).max(1);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(
+        (per as usize) * callers.len(),
+    )));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in callers.iter_mut() {
+        let latencies = latencies.clone();
+        tasks.push(async move {
+            let mut mine = Vec::with_capacity(per as usize);
+            for i in 0..per {
+                let t = Instant::now();
+                op(caller, i).await;
+                mine.push(t.elapsed());
+            }
+            latencies.lock().extend(mine);
+        });
+    }
+    futures_util::future::join_all(tasks).await;
+    let elapsed = started.elapsed();
+    let latencies = std::mem::take(&mut *latencies.lock());
+    // Scale to the operations asked for.
+    let done = per * callers.len() as u64;
+    (elapsed.mul_f64(total as f64 / done as f64), latencies)
+}
+
+fn call_op<'a>(
+    caller: &'a mut Caller,
+    i: u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+    let _ = i;
+    Box::pin(caller.call())
+}
+
+fn init_op<'a>(
+    caller: &'a mut Caller,
+    _: u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+    Box::pin(caller.initialize())
+}
+
+fn handshake_op<'a>(
+    caller: &'a mut Caller,
+    _: u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+    Box::pin(caller.handshake())
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Figures that criterion does not report, printed at the end.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn bench_subject(c: &mut Criterion, subject: &Subject, notes: &mut Notes) {
+    let rt = runtime();
+    let server = start(subject);
+    let addr = server.addr.clone();
+
+    let mut group = c.benchmark_group(format!("http/{}", subject.name));
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.warm_up_time(Duration::from_secs(1));
+
+    let mut calling = rt.block_on(callers(&addr, subject.sessions));
+    group.bench_function("tools-call", |b| {
+        b.iter_custom(|iters| rt.block_on(spread(&mut calling, iters, call_op)).0)
+    });
+    if subject.sessions {
+        let mut shaking = rt.block_on(callers(&addr, false));
+        group.bench_function("handshake", |b| {
+            b.iter_custom(|iters| rt.block_on(spread(&mut shaking, iters, handshake_op)).0)
+        });
+    }
+    group.finish();
+
+    // Latency percentiles and throughput over a fixed run.
+    let (elapsed, mut latencies) = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut all = Vec::new();
+        let mut total = Duration::ZERO;
+        let mut count = 0u64;
+        while Instant::now() < deadline {
+            let (elapsed, batch) = spread(&mut calling, 64_000, call_op).await;
+            total += elapsed;
+            count += batch.len() as u64;
+            all.extend(batch);
+        }
+        (total.div_f64(count as f64 / 1.0), all)
+    });
+    latencies.sort();
+    notes.0.push(format!(
+        "{}: tools/call {:.0}/s, latency p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs ({} calls, {} callers)",
+        subject.name,
+        1.0 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e6,
+        percentile(&latencies, 0.90).as_secs_f64() * 1e6,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e6,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
+        latencies.len(),
+        CALLERS,
+    ));
+    drop(calling);
+    drop(server);
+
+    if subject.memory {
+        // Resident memory per idle session, on a fresh process.
+        let server = start(subject);
+        let figure = rt.block_on(async {
+            let mut warm = callers(&server.addr, false).await;
+            spread(&mut warm, 640, handshake_op).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let before = resident_kib(server.pid());
+            let mut idle = callers(&server.addr, false).await;
+            spread(&mut idle, IDLE_SESSIONS as u64, init_op).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = resident_kib(server.pid());
+            (after.saturating_sub(before) * 1024) as f64 / IDLE_SESSIONS as f64
+        });
+        notes.0.push(format!(
+            "{}: {:.0} bytes resident per idle session ({} idle sessions)",
+            subject.name, figure, IDLE_SESSIONS
+        ));
+    }
+}
+
+/// A file store directory with 100,000 sessions, made by the server itself;
+/// then the time from process start to the first answered request.
+fn bench_restart(c: &mut Criterion, program: &PathBuf, notes: &mut Notes) {
+    const SESSIONS: u64 = 100_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = Subject {
+        name: "mcp-server (file)",
+        program: program.clone(),
+        args: vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            format!("file:{}", dir.path().display()),
+            "--max-sessions".into(),
+            "0".into(),
+        ],
+        sessions: true,
+        memory: true,
+    };
+    let session = {
+        let server = start(&subject);
+        rt.block_on(async {
+            let mut many = callers(&server.addr, false).await;
+            spread(&mut many, SESSIONS - CALLERS as u64, init_op).await;
+            many[0].session.clone().unwrap()
+        })
+    };
+    let mut group = c.benchmark_group("http/mcp-server (file)");
+    group.sample_size(10);
+    group.bench_function("restart-100k-sessions-first-request", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let server = start(&subject);
+                rt.block_on(async {
+                    let mut caller = Caller::connect(&server.addr).await;
+                    caller.session = Some(session.clone());
+                    caller.call().await;
+                });
+                total += started.elapsed();
+                drop(server);
+            }
+            total
+        })
+    });
+    group.finish();
+    notes.0.push(format!(
+        "mcp-server (file): restart on {SESSIONS} sessions, first request answered (see criterion figure above)"
+    ));
+}
+
+fn binary(var: &str, fallback: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(fallback)
+    });
+    path.exists().then_some(path)
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let mut notes = Notes::default();
+    let Some(ours) = binary("MCP_BENCH_SERVER", "target/release/mcp-server") else {
+        eprintln!("http bench: build mcp-server in release first (cargo xtask bench does)");
+        return;
+    };
+    let store_dir = tempfile::tempdir().unwrap();
+    let common = ["--listen", "127.0.0.1:0", "--max-sessions", "0"].map(String::from);
+    let mut subjects = vec![
+        Subject {
+            name: "mcp-server (memory)",
+            program: ours.clone(),
+            args: [&common[..], &["--store".into(), "memory".into()]].concat(),
+            sessions: true,
+            memory: true,
+        },
+        Subject {
+            name: "mcp-server (file)",
+            program: ours.clone(),
+            args: [
+                &common[..],
+                &[
+                    "--store".into(),
+                    format!("file:{}", store_dir.path().display()),
+                ],
+            ]
+            .concat(),
+            sessions: true,
+            memory: true,
+        },
+    ];
+    match binary("MCP_BENCH_RMCP", "target/peers/release/rmcp-echo") {
+        Some(program) => subjects.push(Subject {
+            name: "rmcp stateful",
+            program,
+            args: vec!["--listen".into(), "127.0.0.1:0".into()],
+            sessions: true,
+            memory: true,
+        }),
+        None => notes.0.push("rmcp peer not built: skipped".into()),
+    }
+    match binary("MCP_BENCH_HYPER", "target/peers/release/hyper-echo") {
+        Some(program) => subjects.push(Subject {
+            name: "bare hyper",
+            program,
+            args: vec!["--listen".into(), "127.0.0.1:0".into()],
+            sessions: true,
+            memory: false,
+        }),
+        None => notes.0.push("bare hyper peer not built: skipped".into()),
+    }
+    let only = std::env::var("MCP_BENCH_ONLY").ok();
+    for subject in &subjects {
+        if only.as_deref().is_some_and(|o| !subject.name.contains(o)) {
+            continue;
+        }
+        bench_subject(&mut c, subject, &mut notes);
+    }
+    if only.is_none() {
+        bench_restart(&mut c, &ours, &mut notes);
+    }
+    c.final_summary();
+    for note in notes.0 {
+        println!("http-note: {note}");
+    }
+}
