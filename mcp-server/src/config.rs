@@ -10,7 +10,7 @@ use session_core::ManagerConfig;
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Session rules: idle timeout (30 min), cap (100,000), handshake timeout
-    /// (10 s), state size limit, …
+    /// (10 s), state size limit, no retention of ended sessions, …
     pub sessions: ManagerConfig,
     /// How often expired sessions are swept (30 s, and at most a quarter of
     /// the idle timeout).
@@ -27,7 +27,9 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            sessions: ManagerConfig::default(),
+            // Closed and expired sessions are deleted at once: the protocol
+            // answers 404 for them either way.
+            sessions: ManagerConfig::default().retention(Duration::ZERO),
             sweep_interval: Duration::from_secs(30),
             events_per_stream: 256,
             streams_per_session: 64,

@@ -122,17 +122,21 @@ impl Shared {
             .create(new)
             .await
             .map_err(|e| Rejection::from_session(&e))?;
-        let result = InitializeResult {
-            protocol_version: version.to_string(),
-            capabilities: self.capabilities(),
-            server_info: self.info.clone(),
-            instructions: self.instructions.clone(),
-        };
+        let result = self
+            .initialize_results
+            .get()
+            .and_then(|all| all.iter().find(|(v, _)| *v == version))
+            .map(|(_, result)| result.clone())
+            .unwrap_or_else(|| {
+                to_raw(&InitializeResult {
+                    protocol_version: version.to_string(),
+                    capabilities: self.capabilities(),
+                    server_info: self.info.clone(),
+                    instructions: self.instructions.clone(),
+                })
+            });
         tracing::debug!(session = %record.id(), version, "session created");
-        Ok((
-            Some(record),
-            Response::ok(request.id.clone(), to_raw(&result)),
-        ))
+        Ok((Some(record), Response::ok(request.id.clone(), result)))
     }
 
     /// Handles a notification in a session.
@@ -140,7 +144,7 @@ impl Shared {
         match note.method.as_str() {
             "notifications/initialized" => {
                 if session.stored_status() == SessionStatus::Initializing
-                    && let Err(e) = self.manager.activate(session.id()).await
+                    && let Err(e) = self.manager.activate_from(session.clone()).await
                 {
                     tracing::debug!(session = %session.id(), "cannot activate: {e}");
                 }

@@ -479,7 +479,7 @@ async fn delete(app: &Arc<App>, request: Request) -> Result<Response, Rejection>
     }
     app.shared
         .manager
-        .close(session.id())
+        .close_from(session)
         .await
         .map_err(|e| Rejection::from_session(&e))?;
     Ok(StatusCode::OK.into_response())

@@ -30,6 +30,9 @@ pub struct ManagerConfig {
     pub max_state_bytes: usize,
     /// How long a closed or expired record is kept, so that a late request
     /// learns the session was closed or expired rather than never existed (5 min).
+    /// Zero deletes the record at once: later calls read
+    /// [`Error::NotFound`](crate::Error::NotFound), and a store with heavy
+    /// session churn does not hold minutes of dead records.
     pub retention: Duration,
     /// A read records activity only if the last one is at least this old
     /// (1 s), and never less often than a tenth of the session's idle timeout.

@@ -189,7 +189,19 @@ impl SessionManager {
     ///
     /// As [`get`](Self::get).
     pub async fn activate(&self, id: &SessionId) -> Result<SessionRecord> {
-        self.write(id, |w| match w.record().stored_status() {
+        let current = self.load(id).await?;
+        self.activate_from(current).await
+    }
+
+    /// [`activate`](Self::activate) for a caller that has just loaded the
+    /// record (saves a store read; a concurrent write is still caught by
+    /// the version check).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub async fn activate_from(&self, record: SessionRecord) -> Result<SessionRecord> {
+        self.write_from(record, |w| match w.record().stored_status() {
             SessionStatus::Initializing => w.set_status(SessionStatus::Active),
             _ => Ok(()),
         })
@@ -204,11 +216,58 @@ impl SessionManager {
     ///
     /// As [`get`](Self::get): closing a closed or expired session reports that.
     pub async fn close(&self, id: &SessionId) -> Result<SessionRecord> {
+        if self.config.retention.is_zero() {
+            return self.close_and_delete(id).await;
+        }
         let (record, ()) = self
             .write(id, |w| w.set_status(SessionStatus::Closed))
             .await?;
         self.run_hooks(&record, SessionStatus::Closed);
         Ok(record)
+    }
+
+    /// [`close`](Self::close) for a caller that has just loaded the record
+    /// (saves a store read).
+    ///
+    /// # Errors
+    ///
+    /// As [`close`](Self::close).
+    pub async fn close_from(&self, record: SessionRecord) -> Result<SessionRecord> {
+        if self.config.retention.is_zero() {
+            let _gate = self.gate.read().await;
+            return self.delete_closed(record).await;
+        }
+        let (record, ()) = self
+            .write_from(record, |w| w.set_status(SessionStatus::Closed))
+            .await?;
+        self.run_hooks(&record, SessionStatus::Closed);
+        Ok(record)
+    }
+
+    /// `close` when nothing is retained: the record is deleted outright.
+    async fn close_and_delete(&self, id: &SessionId) -> Result<SessionRecord> {
+        let _gate = self.gate.read().await;
+        let current = self.load(id).await?;
+        self.delete_closed(current).await
+    }
+
+    /// Deletes a live record as closed; hooks run. The caller holds the gate.
+    async fn delete_closed(&self, current: SessionRecord) -> Result<SessionRecord> {
+        let id = current.id().clone();
+        let mut write = match current.begin_write(self.clock.now()) {
+            Ok(write) => write,
+            Err(Error::Expired) if !current.stored_status().is_terminal() => {
+                return self.retire(current).await.and(Err(Error::Expired));
+            }
+            Err(e) => return Err(e),
+        };
+        write.set_status(SessionStatus::Closed)?;
+        let closed = write.finish();
+        if !self.store.delete(&id).await? {
+            return Err(Error::NotFound);
+        }
+        self.run_hooks(&closed, SessionStatus::Closed);
+        Ok(closed)
     }
 
     /// Expires a live session now, whatever its deadline; hooks run.
@@ -349,10 +408,30 @@ impl SessionManager {
     async fn write<T>(
         &self,
         id: &SessionId,
-        mut change: impl FnMut(&mut RecordWrite) -> Result<T> + Send,
+        change: impl FnMut(&mut RecordWrite) -> Result<T> + Send,
     ) -> Result<(SessionRecord, T)> {
         let _gate = self.gate.read().await;
-        let mut current = self.load(id).await?;
+        let current = self.load(id).await?;
+        self.write_unguarded(current, change).await
+    }
+
+    /// The write loop starting from a record the caller loaded. The caller
+    /// must not hold the gate.
+    async fn write_from<T>(
+        &self,
+        current: SessionRecord,
+        change: impl FnMut(&mut RecordWrite) -> Result<T> + Send,
+    ) -> Result<(SessionRecord, T)> {
+        let _gate = self.gate.read().await;
+        self.write_unguarded(current, change).await
+    }
+
+    /// The compare-and-swap loop itself. The caller holds the gate.
+    async fn write_unguarded<T>(
+        &self,
+        mut current: SessionRecord,
+        mut change: impl FnMut(&mut RecordWrite) -> Result<T> + Send,
+    ) -> Result<(SessionRecord, T)> {
         for _ in 0..self.config.max_write_attempts {
             let now = self.clock.now();
             let mut write = match current.begin_write(now) {
@@ -396,6 +475,14 @@ impl SessionManager {
     /// Marks a live session expired (hooks run), retrying on conflict. Returns
     /// the terminal record. The caller holds the gate.
     async fn retire(&self, mut current: SessionRecord) -> Result<SessionRecord> {
+        if self.config.retention.is_zero() {
+            let expired = current.expired_version(self.clock.now(), Duration::ZERO)?;
+            if !self.store.delete(current.id()).await? {
+                return Err(Error::NotFound);
+            }
+            self.run_hooks(&expired, SessionStatus::Expired);
+            return Ok(expired);
+        }
         for _ in 0..self.config.max_write_attempts {
             let next = current.expired_version(self.clock.now(), self.config.retention)?;
             match self

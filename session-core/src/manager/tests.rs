@@ -285,6 +285,29 @@ async fn handshake_must_complete_in_time() {
 }
 
 #[tokio::test]
+async fn with_zero_retention_closing_and_expiring_delete_the_record() {
+    let f = fixture(
+        ManagerConfig::default()
+            .retention(Duration::ZERO)
+            .idle_timeout(secs(10)),
+    );
+    let closed = f.manager.create(NewSession::new()).await.unwrap();
+    let expired = f.manager.create(NewSession::new()).await.unwrap();
+    assert_eq!(
+        f.manager.close(closed.id()).await.unwrap().stored_status(),
+        SessionStatus::Closed
+    );
+    assert!(matches!(f.manager.get(closed.id()).await, Err(Error::NotFound)));
+    assert!(matches!(f.manager.close(closed.id()).await, Err(Error::NotFound)));
+    f.clock.advance(secs(10));
+    assert!(matches!(f.manager.get(expired.id()).await, Err(Error::Expired)));
+    assert!(matches!(f.manager.get(expired.id()).await, Err(Error::NotFound)));
+    assert!(f.manager.store().load(expired.id()).await.unwrap().is_none());
+    assert_eq!(f.hook.closed.load(Ordering::SeqCst), 1);
+    assert_eq!(f.hook.expired.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn close_runs_hooks_and_later_calls_report_closed() {
     let f = fixture(ManagerConfig::default().retention(secs(60)));
     let s = f.manager.create(NewSession::new()).await.unwrap();
