@@ -23,7 +23,9 @@ commands:
   interop  the official conformance suite and the TypeScript and Python SDK
            clients against our server (installs pinned peers into
            target/interop on first use)
-  bench    run the criterion benchmarks and print the figures as a table
+  bench [store|http] [-- CRITERION ARGS]
+           run the criterion benchmarks and print the figures as a table:
+           session stores, and the HTTP server beside rmcp and bare hyper
   deps     check that session-core depends on no runtime, network or
            file-system crate
   fmt      format the code
@@ -163,33 +165,63 @@ fn deps() -> Result<()> {
     Ok(())
 }
 
-/// Runs the benchmarks, then prints every criterion figure of this run.
-fn bench(extra: &[String]) -> Result<()> {
-    let mut args = vec!["bench", "-p", "session-store", "--bench", "store"];
-    if !extra.is_empty() {
-        args.push("--");
-        args.extend(extra.iter().map(String::as_str));
-    }
-    eprintln!("$ cargo {}", args.join(" "));
+/// Runs the benchmarks (`store`, `http`, or both), then prints every
+/// criterion figure of this run and the notes the benches print.
+fn bench(args: &[String]) -> Result<()> {
+    let (which, extra) = match args.first().map(String::as_str) {
+        Some("store" | "http") => (args[0].as_str(), &args[1..]),
+        _ => ("all", args),
+    };
     let started = std::time::SystemTime::now();
-    let mut child = Command::new(env!("CARGO"))
-        .args(&args)
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo bench")?;
     let mut notes = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line?;
-            println!("{line}");
-            if line.starts_with("memory/") && line.contains("bytes") {
-                notes.push(line);
-            }
-        }
+    if which != "http" {
+        run_bench(
+            &["bench", "-p", "session-store", "--bench", "store"],
+            extra,
+            &[],
+            false,
+            &mut notes,
+        )?;
     }
-    if !child.wait()?.success() {
-        bail!("cargo bench failed");
+    if which != "store" {
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "mcp-server",
+            "--bin",
+            "mcp-server",
+        ])?;
+        let peers = build_peers();
+        cargo(&["bench", "-p", "mcp-server", "--bench", "http", "--no-run"])?;
+        let target = root().join("target");
+        let mut env = vec![(
+            "MCP_BENCH_SERVER",
+            target.join("release/mcp-server").display().to_string(),
+        )];
+        if peers {
+            env.push((
+                "MCP_BENCH_RMCP",
+                target.join("peers/release/rmcp-echo").display().to_string(),
+            ));
+            env.push((
+                "MCP_BENCH_HYPER",
+                target
+                    .join("peers/release/hyper-echo")
+                    .display()
+                    .to_string(),
+            ));
+        }
+        // The servers run pinned to CPU 0; the load generator runs on CPU 1.
+        let pin = Path::new("/usr/bin/taskset").exists()
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        run_bench(
+            &["bench", "-p", "mcp-server", "--bench", "http"],
+            extra,
+            &env,
+            pin,
+            &mut notes,
+        )?;
     }
     println!("\n{}", machine());
     println!("| benchmark | mean time per operation | operations/s |");
@@ -201,8 +233,79 @@ fn bench(extra: &[String]) -> Result<()> {
             1e9 / mean_ns
         );
     }
+    println!();
     for note in notes {
-        println!("\n{note}");
+        println!("{note}");
+    }
+    Ok(())
+}
+
+/// Builds the peer servers of the HTTP benchmark (an `rmcp` server and a
+/// bare hyper server, in `bench/peers`, outside the workspace). Returns
+/// whether they are available.
+fn build_peers() -> bool {
+    let manifest = root().join("bench/peers/Cargo.toml");
+    eprintln!(
+        "$ cargo build --release --manifest-path {}",
+        manifest.display()
+    );
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", root().join("target/peers"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        eprintln!("bench: the peer servers did not build; they are left out of this run");
+    }
+    built
+}
+
+/// Runs one `cargo bench`, echoing its output and keeping the note lines.
+fn run_bench(
+    args: &[&str],
+    extra: &[String],
+    env: &[(&str, String)],
+    pin: bool,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let mut args: Vec<&str> = args.to_vec();
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    let mut command = if pin {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.args(["-c", "1", env!("CARGO")]);
+        c
+    } else {
+        Command::new(env!("CARGO"))
+    };
+    eprintln!(
+        "$ {}cargo {}",
+        if pin { "taskset -c 1 " } else { "" },
+        args.join(" ")
+    );
+    let mut child = command
+        .args(&args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo bench")?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if (line.starts_with("memory/") && line.contains("bytes"))
+                || line.starts_with("http-note:")
+            {
+                notes.push(line);
+            }
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("cargo {} failed", args.join(" "));
     }
     Ok(())
 }

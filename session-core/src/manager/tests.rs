@@ -297,12 +297,31 @@ async fn with_zero_retention_closing_and_expiring_delete_the_record() {
         f.manager.close(closed.id()).await.unwrap().stored_status(),
         SessionStatus::Closed
     );
-    assert!(matches!(f.manager.get(closed.id()).await, Err(Error::NotFound)));
-    assert!(matches!(f.manager.close(closed.id()).await, Err(Error::NotFound)));
+    assert!(matches!(
+        f.manager.get(closed.id()).await,
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        f.manager.close(closed.id()).await,
+        Err(Error::NotFound)
+    ));
     f.clock.advance(secs(10));
-    assert!(matches!(f.manager.get(expired.id()).await, Err(Error::Expired)));
-    assert!(matches!(f.manager.get(expired.id()).await, Err(Error::NotFound)));
-    assert!(f.manager.store().load(expired.id()).await.unwrap().is_none());
+    assert!(matches!(
+        f.manager.get(expired.id()).await,
+        Err(Error::Expired)
+    ));
+    assert!(matches!(
+        f.manager.get(expired.id()).await,
+        Err(Error::NotFound)
+    ));
+    assert!(
+        f.manager
+            .store()
+            .load(expired.id())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(f.hook.closed.load(Ordering::SeqCst), 1);
     assert_eq!(f.hook.expired.load(Ordering::SeqCst), 1);
 }
