@@ -226,6 +226,17 @@ impl Hub {
         self.streams.lock().clear();
     }
 
+    /// Ends the streams that are not carrying a running request (GET
+    /// streams, resumed finished streams), so their connections close; the
+    /// streams of running requests stay until their response is out.
+    pub(crate) fn close_idle(&self) {
+        let mut streams = self.streams.lock();
+        for slots in streams.values_mut() {
+            slots.retain(|_, slot| slot.try_lock().map_or(true, |slot| slot.running));
+        }
+        streams.retain(|_, slots| !slots.is_empty());
+    }
+
     /// Sessions with a stream registered here.
     pub(crate) fn sessions(&self) -> Vec<SessionId> {
         self.streams.lock().keys().cloned().collect()

@@ -81,7 +81,7 @@ fn open_store(spec: Option<&str>) -> Result<(Arc<dyn SessionStore>, String), Str
             sessions = report.sessions,
             corrupt = report.corrupt.len(),
             torn_bytes = report.torn_bytes,
-            elapsed_ms = report.elapsed.as_secs_f64() * 1e3,
+            elapsed = ?report.elapsed,
             "opened the file store in {dir}"
         );
         return Ok((Arc::new(store), spec));

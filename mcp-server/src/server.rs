@@ -239,16 +239,20 @@ impl McpServer {
         })
     }
 
-    /// Begins shutdown: open streams end, the sweeper stops, and requests
-    /// still running after `grace` are cancelled.
+    /// Shuts down: the sweeper stops, idle streams (GET) end, requests in
+    /// flight get up to `grace` to finish and send their responses, and
+    /// those still running then are cancelled.
     pub async fn shutdown(&self, grace: Duration) {
         self.shared.shutdown.cancel();
-        self.shared.hub.close_all();
+        self.shared.hub.close_idle();
         let deadline = tokio::time::Instant::now() + grace;
         while self.shared.inflight.len() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.shared.inflight.cancel_all();
+        // Let cancelled requests unwind and their streams flush.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.shared.hub.close_all();
     }
 }
 

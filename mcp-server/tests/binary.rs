@@ -87,6 +87,51 @@ async fn a_session_survives_kill_9_and_restart_with_its_state() {
     assert_eq!(state["result"]["state"]["lastTool"], "list_nodes");
 }
 
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
+    let mut server = start(&["--store", "memory"]);
+    let mut client = Client::new(&server.url);
+    client.connect().await;
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .call(
+                    "tools/call",
+                    json!({"name": "slow", "arguments": {"steps": 4, "delay_ms": 100},
+                        "_meta": {"progressToken": "t"}}),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let answer = slow.await.unwrap();
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "completed 4 steps",
+        "{answer}"
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn stdio_serves_newline_delimited_json_rpc_until_stdin_closes() {
     let mut child = Command::new(BIN)
