@@ -66,7 +66,7 @@ fn machine_cpus() -> usize {
         .unwrap_or(1)
 }
 
-fn pinned(program: &PathBuf, cpu: &str) -> Command {
+fn pinned(program: &std::path::Path, cpu: &str) -> Command {
     let taskset = std::path::Path::new("/usr/bin/taskset");
     if taskset.exists() && machine_cpus() > 1 {
         let mut command = Command::new(taskset);
@@ -375,6 +375,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
+/// Whether criterion measures (`cargo bench`) rather than runs each
+/// benchmark once as a test (`cargo test --benches`).
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 fn bench_subject(c: &mut Criterion, subject: &Subject, notes: &mut Notes) {
     let rt = runtime();
     let server = start(subject);
@@ -397,6 +403,9 @@ fn bench_subject(c: &mut Criterion, subject: &Subject, notes: &mut Notes) {
         });
     }
     group.finish();
+    if !measuring() {
+        return;
+    }
 
     // Latency percentiles and throughput over a fixed run.
     let (elapsed, mut latencies) = rt.block_on(async {
@@ -450,13 +459,13 @@ fn bench_subject(c: &mut Criterion, subject: &Subject, notes: &mut Notes) {
 
 /// A file store directory with 100,000 sessions, made by the server itself;
 /// then the time from process start to the first answered request.
-fn bench_restart(c: &mut Criterion, program: &PathBuf, notes: &mut Notes) {
+fn bench_restart(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes) {
     const SESSIONS: u64 = 100_000;
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let subject = Subject {
         name: "mcp-server (file)",
-        program: program.clone(),
+        program: program.to_path_buf(),
         args: vec![
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -513,7 +522,14 @@ fn binary(var: &str, fallback: &str) -> Option<PathBuf> {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut notes = Notes::default();
-    let Some(ours) = binary("MCP_BENCH_SERVER", "target/release/mcp-server") else {
+    // Measurements use the release build; a test run (`cargo test
+    // --benches`) exercises this harness with the binary cargo built for it.
+    let ours = if measuring() {
+        binary("MCP_BENCH_SERVER", "target/release/mcp-server")
+    } else {
+        Some(PathBuf::from(env!("CARGO_BIN_EXE_mcp-server")))
+    };
+    let Some(ours) = ours else {
         eprintln!("http bench: build mcp-server in release first (cargo xtask bench does)");
         return;
     };
@@ -569,7 +585,7 @@ fn main() {
         }
         bench_subject(&mut c, subject, &mut notes);
     }
-    if only.is_none() {
+    if only.is_none() && measuring() {
         bench_restart(&mut c, &ours, &mut notes);
     }
     c.final_summary();
