@@ -1,0 +1,90 @@
+//! The client's one error type.
+
+use std::time::Duration;
+
+use session_core::wire::ErrorObject;
+
+/// Everything a client call can fail with, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with a JSON-RPC error.
+    #[error("the server answered {method} with an error: {error}")]
+    Rpc {
+        /// The method called.
+        method: String,
+        /// The server's error.
+        error: ErrorObject,
+    },
+    /// No answer within the request's timeout (a cancellation was sent).
+    #[error("{method} timed out after {after:?}")]
+    Timeout {
+        /// The method called.
+        method: String,
+        /// How long the client waited.
+        after: Duration,
+    },
+    /// The server negotiated a protocol revision this client does not speak.
+    #[error("the server chose protocol version {server}; this client speaks {supported:?}")]
+    VersionMismatch {
+        /// What the server answered.
+        server: String,
+        /// What this client accepts.
+        supported: &'static [&'static str],
+    },
+    /// The server no longer knows the session (HTTP 404): it expired, was
+    /// closed, or the server lost it. The client starts a new session by
+    /// itself unless told not to.
+    #[error("the server no longer knows session {session}")]
+    SessionNotFound {
+        /// The session that is gone.
+        session: String,
+    },
+    /// The server answered with an HTTP error.
+    #[error("HTTP {status} from the server: {message}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The JSON-RPC error message of the body, or the body itself.
+        message: String,
+    },
+    /// Connecting to, writing to or reading from the server failed.
+    #[error("transport failure: {message}")]
+    Transport {
+        /// What failed.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The server broke the protocol (a malformed answer, a stream that
+    /// ended without the response and cannot be resumed).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The call needs something the server did not offer.
+    #[error("the server does not support {0}")]
+    Unsupported(String),
+    /// The client was closed, or its transport stopped.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn transport(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Transport {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Whether the error means the session is gone (HTTP 404).
+    pub fn is_session_gone(&self) -> bool {
+        matches!(self, Error::SessionNotFound { .. })
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,250 @@
+//! How a client behaves: timeouts, recovery, what it listens for.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use session_core::wire::{ErrorObject, Implementation, code};
+
+/// What the client does when the server answers a request with 404 because
+/// the session is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReinitPolicy {
+    /// Start a new session and send the request again, once (default).
+    #[default]
+    RetryOnce,
+    /// Start a new session, but fail the request with
+    /// [`Error::SessionNotFound`](crate::Error::SessionNotFound).
+    Reinitialize,
+    /// Do nothing: fail with `SessionNotFound` and keep the dead id.
+    Surface,
+}
+
+/// Something the client did on its own that its user may want to know.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The session was replaced after the server lost the old one.
+    SessionReplaced {
+        /// The session that was gone.
+        old: Option<String>,
+        /// The new session (`None` if the server issues no ids).
+        new: Option<String>,
+    },
+    /// A broken SSE stream was resumed.
+    StreamResumed {
+        /// The `Last-Event-ID` sent.
+        last_event_id: String,
+        /// Reconnection attempts it took.
+        attempts: u32,
+    },
+    /// The GET stream gave up reconnecting.
+    ListenFailed {
+        /// Why.
+        reason: String,
+    },
+    /// A notification from the server.
+    Notification {
+        /// The method.
+        method: String,
+        /// Its parameters.
+        params: Value,
+    },
+}
+
+/// Receives [`ClientEvent`]s.
+pub type EventHandler = Arc<dyn Fn(&ClientEvent) + Send + Sync>;
+
+/// Answers requests the server sends (`sampling/createMessage`,
+/// `elicitation/create`, `roots/list`, …). Without one, the client answers
+/// them with "method not found".
+pub type RequestHandler = Arc<
+    dyn Fn(
+            String,
+            Value,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Value, ErrorObject>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// Settings of a [`Client`](crate::Client).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Who the client is, in `initialize`.
+    pub client_info: Implementation,
+    /// Capabilities declared in `initialize`.
+    pub capabilities: Value,
+    /// Bound on the handshake, and on connecting (10 s).
+    pub connect_timeout: Duration,
+    /// Default timeout of a request (60 s).
+    pub request_timeout: Duration,
+    /// What to do when the session is gone (retry once in a new session).
+    pub reinit: ReinitPolicy,
+    /// Open the GET stream for server-initiated messages (yes).
+    pub listen: bool,
+    /// Reconnection attempts of a broken stream before giving up (8).
+    pub max_reconnects: u32,
+    /// First reconnection delay when the server gave no `retry` (100 ms);
+    /// doubles with jitter up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest reconnection delay (10 s).
+    pub max_backoff: Duration,
+    /// Hears what the client does on its own.
+    pub on_event: Option<EventHandler>,
+    /// Answers server requests.
+    pub on_request: Option<RequestHandler>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            client_info: Implementation {
+                name: "mcp-client".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                title: None,
+            },
+            capabilities: Value::Object(Default::default()),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            reinit: ReinitPolicy::RetryOnce,
+            listen: true,
+            max_reconnects: 8,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            on_event: None,
+            on_request: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("client_info", &self.client_info)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("reinit", &self.reinit)
+            .field("listen", &self.listen)
+            .field("max_reconnects", &self.max_reconnects)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientOptions {
+    /// Sets the name and version sent in `clientInfo`.
+    pub fn client_info(mut self, name: &str, version: &str) -> Self {
+        self.client_info = Implementation {
+            name: name.into(),
+            version: version.into(),
+            title: None,
+        };
+        self
+    }
+
+    /// Sets the default request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the handshake and connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets what happens when the session is gone.
+    pub fn reinit(mut self, policy: ReinitPolicy) -> Self {
+        self.reinit = policy;
+        self
+    }
+
+    /// Whether to open the GET stream.
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Sets the event handler.
+    pub fn on_event(mut self, handler: impl Fn(&ClientEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(handler));
+        self
+    }
+
+    /// Sets the handler of server requests.
+    pub fn on_request<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(String, Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, ErrorObject>> + Send + 'static,
+    {
+        self.on_request = Some(Arc::new(move |method, params| {
+            Box::pin(handler(method, params))
+        }));
+        self
+    }
+}
+
+/// Receives progress of one request: `(progress, total, message)`.
+pub type ProgressHandler = Arc<dyn Fn(f64, Option<f64>, Option<String>) + Send + Sync>;
+
+/// Settings of one request.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    /// Overrides the client's default timeout.
+    pub timeout: Option<Duration>,
+    /// Restart the timeout whenever progress arrives.
+    pub reset_timeout_on_progress: bool,
+    /// Bound on the whole request however much progress arrives (with
+    /// `reset_timeout_on_progress`; default 10 × the timeout).
+    pub max_total_timeout: Option<Duration>,
+    /// Asks for progress (sends `_meta.progressToken`) and receives it.
+    pub on_progress: Option<ProgressHandler>,
+}
+
+impl fmt::Debug for RequestOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestOptions")
+            .field("timeout", &self.timeout)
+            .field("reset_timeout_on_progress", &self.reset_timeout_on_progress)
+            .field("max_total_timeout", &self.max_total_timeout)
+            .field("on_progress", &self.on_progress.is_some())
+            .finish()
+    }
+}
+
+impl RequestOptions {
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Restarts the timeout on progress, within `max_total`.
+    pub fn reset_on_progress(mut self, max_total: Duration) -> Self {
+        self.reset_timeout_on_progress = true;
+        self.max_total_timeout = Some(max_total);
+        self
+    }
+
+    /// Receives progress.
+    pub fn on_progress(
+        mut self,
+        handler: impl Fn(f64, Option<f64>, Option<String>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_progress = Some(Arc::new(handler));
+        self
+    }
+}
+
+/// The answer to a server request the client has no handler for.
+pub(crate) fn method_not_found(method: &str) -> ErrorObject {
+    ErrorObject::new(
+        code::METHOD_NOT_FOUND,
+        format!("the client does not handle {method}"),
+    )
+}

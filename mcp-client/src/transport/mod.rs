@@ -1,0 +1,39 @@
+//! How messages reach the server and come back: Streamable HTTP or stdio.
+//!
+//! A transport sends messages and hands everything that comes back
+//! (responses, notifications, server requests) to the [`Router`]. The client
+//! core above it knows nothing of HTTP or processes.
+
+pub(crate) mod http;
+mod sse;
+pub(crate) mod stdio;
+
+use async_trait::async_trait;
+use session_core::wire::Message;
+
+use crate::Result;
+
+#[cfg(doc)]
+use crate::router::Router;
+
+/// A way to reach a server.
+#[async_trait]
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// Sends one message. Whatever comes back is delivered to the router;
+    /// an immediate refusal (HTTP 404, a broken pipe) is returned here.
+    async fn send(&self, message: Message) -> Result<()>;
+
+    /// The session the transport carries, if the server issued one.
+    fn session_id(&self) -> Option<String>;
+
+    /// Forgets the session, before a new `initialize`.
+    fn reset_session(&self);
+
+    /// Records the negotiated revision (sent as `MCP-Protocol-Version`) and
+    /// starts listening for server-initiated messages if asked to.
+    async fn established(&self, protocol_version: &str, listen: bool);
+
+    /// Ends the session (DELETE) and stops. `terminate: false` only stops,
+    /// leaving the session for another client to resume.
+    async fn close(&self, terminate: bool) -> Result<()>;
+}
