@@ -313,11 +313,10 @@ impl Client {
             method: method.into(),
             params: Some(to_raw(&params)),
         });
-        if let Err(e) = inner.transport.send(message).await {
-            inner.router.forget(&id);
-            return Err(e);
-        }
+        // The timeout covers sending too: over HTTP a JSON answer arrives
+        // while the POST is still in progress.
         pending.armed = true;
+        let send = inner.transport.send(message);
         let timeout = options.timeout.unwrap_or(inner.options.request_timeout);
         let started = tokio::time::Instant::now();
         let hard_limit = started
@@ -327,6 +326,8 @@ impl Client {
                 timeout
             };
         let mut deadline = started + timeout;
+        let mut sent = false;
+        tokio::pin!(send);
         tokio::pin!(answer);
         let outcome = loop {
             let progress_arrived = async {
@@ -336,11 +337,22 @@ impl Client {
                 }
             };
             tokio::select! {
+                result = &mut send, if !sent => {
+                    sent = true;
+                    if let Err(e) = result {
+                        pending.armed = false;
+                        inner.router.forget(&id);
+                        return Err(e);
+                    }
+                }
                 outcome = &mut answer => break outcome,
                 () = tokio::time::sleep_until(deadline.min(hard_limit)) => {
                     pending.armed = false;
                     inner.router.forget(&id);
-                    let _ = inner.transport.send(cancelled(&id, "timeout")).await;
+                    let (transport, id) = (inner.transport.clone(), id.clone());
+                    tokio::spawn(async move {
+                        let _ = transport.send(cancelled(&id, "timeout")).await;
+                    });
                     return Err(Error::Timeout { method: method.into(), after: started.elapsed() });
                 }
                 () = progress_arrived => deadline = tokio::time::Instant::now() + timeout,

@@ -191,11 +191,17 @@ impl Shared {
             Ok(n) => tracing::info!(expired = n, "swept expired sessions"),
             Err(e) => tracing::warn!("sweeping expired sessions failed: {e}"),
         }
-        // Streams of sessions ended elsewhere (another replica) end here too.
+        // Streams of sessions ended elsewhere (another replica), or past
+        // their deadline, end here too. An open stream is not activity: it
+        // is read without touching the session.
+        let now = self.manager.clock().now();
         for id in self.hub.sessions() {
-            if let Err(e) = self.manager.get(&id).await
-                && e.is_gone()
-            {
+            let live = match self.manager.store().load(&id).await {
+                Ok(Some(record)) => !record.status_at(now).is_terminal(),
+                Ok(None) => false,
+                Err(_) => true, // a store failure is not a verdict
+            };
+            if !live {
                 self.release(&id);
             }
         }
