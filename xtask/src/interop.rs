@@ -7,7 +7,7 @@
 //! `python3`.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -101,7 +101,191 @@ pub(crate) fn run() -> Result<()> {
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&store);
+
+    client_against_peers(&dir, &node)?;
     eprintln!("interop: all peers passed");
+    Ok(())
+}
+
+/// Our client against the conformance suite's client scenarios and the
+/// official SDKs' servers.
+fn client_against_peers(dir: &Path, node: &Path) -> Result<()> {
+    cargo(&[
+        "build",
+        "-p",
+        "mcp-client",
+        "--bin",
+        "mcp-client",
+        "--example",
+        "conformance_client",
+    ])?;
+    let debug = root().join("target/debug");
+    let conformance_client = debug.join("examples/conformance_client");
+    for (label, package) in [
+        ("0.1.16", "@modelcontextprotocol/conformance"),
+        ("0.2.0-alpha.12", "conformance-next"),
+    ] {
+        for scenario in ["initialize", "tools_call", "sse-retry"] {
+            eprintln!("== conformance suite {label}: client scenario {scenario}");
+            let cli = dir.join("node_modules").join(package).join("dist/index.js");
+            run_checked(
+                Command::new(node)
+                    .arg(&cli)
+                    .args(["client", "--scenario", scenario, "--command"])
+                    .arg(&conformance_client)
+                    .current_dir(dir),
+                &format!("conformance {label} client scenario {scenario}"),
+            )?;
+        }
+    }
+
+    let client = Cli(debug.join("mcp-client"));
+
+    eprintln!("== mcp-client against the TypeScript SDK example server");
+    let port = free_port()?;
+    let ts_server = dir.join(
+        "node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js",
+    );
+    let _ts = Guard(
+        Command::new(node)
+            .arg(&ts_server)
+            .env("MCP_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the TypeScript example server")?,
+    );
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let tools = client.ok(&["--url", &url, "tools"])?;
+    if !tools.stdout.contains("\"greet\"") {
+        bail!(
+            "the TypeScript server's tools were not listed: {}",
+            tools.stdout
+        );
+    }
+    let greeted = client.ok(&[
+        "--url",
+        &url,
+        "call",
+        "greet",
+        "--args",
+        r#"{"name":"rust"}"#,
+    ])?;
+    if !greeted.stdout.contains("Hello, rust!") {
+        bail!("unexpected greeting: {}", greeted.stdout);
+    }
+    let session = greeted.session()?;
+    let again = client.ok(&[
+        "--url",
+        &url,
+        "--session-id",
+        &session,
+        "call",
+        "greet",
+        "--args",
+        r#"{"name":"again"}"#,
+    ])?;
+    if again.session()? != session {
+        bail!("resuming the TypeScript server's session started a new one");
+    }
+    client.ok(&["--url", &url, "--session-id", &session, "close"])?;
+    let after = client.ok(&["--url", &url, "--session-id", &session, "ping"])?;
+    if !after.stderr.contains("continuing in new session") || after.session()? == session {
+        bail!(
+            "after DELETE the client did not move to a new session: {}",
+            after.stderr
+        );
+    }
+
+    eprintln!("== mcp-client against a Python SDK server with a 1 s session idle timeout");
+    let port = free_port()?;
+    let _py = Guard(
+        Command::new(dir.join("py1/bin/python"))
+            .arg(root().join("interop/py_server.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the Python server")?,
+    );
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let first = client.ok(&["--url", &url, "call", "echo", "--args", r#"{"text":"one"}"#])?;
+    let session = first.session()?;
+    // Let the peer's idle timeout end the session.
+    std::thread::sleep(Duration::from_millis(1_600));
+    let second = client.ok(&[
+        "--url",
+        &url,
+        "--session-id",
+        &session,
+        "call",
+        "echo",
+        "--args",
+        r#"{"text":"two"}"#,
+    ])?;
+    if !second.stdout.contains("two") || !second.stderr.contains("continuing in new session") {
+        bail!(
+            "the client did not recover from the Python server's 404: {} {}",
+            second.stdout,
+            second.stderr
+        );
+    }
+    eprintln!("recovered: {}", second.stderr.trim());
+    Ok(())
+}
+
+/// The `mcp-client` binary.
+struct Cli(PathBuf);
+
+/// What one run of the CLI printed.
+struct Ran {
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn session(&self) -> Result<String> {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("session: "))
+            .map(str::to_string)
+            .with_context(|| format!("no session id printed: {}", self.stderr))
+    }
+}
+
+impl Cli {
+    /// Runs the CLI and requires success.
+    fn ok(&self, args: &[&str]) -> Result<Ran> {
+        let output = Command::new(&self.0)
+            .args(args)
+            .output()
+            .context("cannot run mcp-client")?;
+        let ran = Ran {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        if !output.status.success() {
+            bail!("mcp-client {} failed: {}", args.join(" "), ran.stderr);
+        }
+        Ok(ran)
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("nothing listens on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 
