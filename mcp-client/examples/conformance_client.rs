@@ -45,7 +45,7 @@ async fn run(url: &str, scenario: &str) -> Result<(), mcp_client::Error> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let Some(url) = std::env::args().last() else {
+    let Some(url) = std::env::args().next_back() else {
         eprintln!("usage: conformance_client URL");
         return ExitCode::FAILURE;
     };

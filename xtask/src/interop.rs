@@ -29,13 +29,19 @@ impl Drop for Guard {
     }
 }
 
-pub(crate) fn run() -> Result<()> {
+/// Installs the pinned peers into `target/interop` (once).
+pub(crate) fn install_peers() -> Result<PathBuf> {
     let dir = root().join("target/interop");
     std::fs::create_dir_all(&dir)?;
     install_node_peers(&dir)?;
     for (venv, requirement) in PYTHON_SDKS {
         install_python_sdk(&dir, venv, requirement)?;
     }
+    Ok(dir)
+}
+
+pub(crate) fn run() -> Result<()> {
+    let dir = install_peers()?;
     cargo(&[
         "build",
         "-p",

@@ -23,9 +23,10 @@ commands:
   interop  the official conformance suite and the TypeScript and Python SDK
            clients against our server (installs pinned peers into
            target/interop on first use)
-  bench [store|http] [-- CRITERION ARGS]
+  bench [store|http|client] [-- CRITERION ARGS]
            run the criterion benchmarks and print the figures as a table:
-           session stores, and the HTTP server beside rmcp and bare hyper
+           session stores, the HTTP server beside rmcp and bare hyper, the
+           client beside the TypeScript SDK client
   deps     check that session-core depends on no runtime, network or
            file-system crate
   fmt      format the code
@@ -169,7 +170,7 @@ fn deps() -> Result<()> {
 /// criterion figure of this run and the notes the benches print.
 fn bench(args: &[String]) -> Result<()> {
     let (which, extra) = match args.first().map(String::as_str) {
-        Some("store" | "http") => (args[0].as_str(), &args[1..]),
+        Some("store" | "http" | "client") => (args[0].as_str(), &args[1..]),
         _ => ("all", args),
     };
     let started = std::time::SystemTime::now();
