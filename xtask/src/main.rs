@@ -175,7 +175,7 @@ fn bench(args: &[String]) -> Result<()> {
     };
     let started = std::time::SystemTime::now();
     let mut notes = Vec::new();
-    if which != "http" {
+    if which == "all" || which == "store" {
         run_bench(
             &["bench", "-p", "session-store", "--bench", "store"],
             extra,
@@ -184,7 +184,7 @@ fn bench(args: &[String]) -> Result<()> {
             &mut notes,
         )?;
     }
-    if which != "store" {
+    if which == "all" || which == "http" {
         cargo(&[
             "build",
             "--release",
@@ -220,6 +220,32 @@ fn bench(args: &[String]) -> Result<()> {
             &["bench", "-p", "mcp-server", "--bench", "http"],
             extra,
             &env,
+            pin,
+            &mut notes,
+        )?;
+    }
+    if which == "all" || which == "client" {
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "mcp-server",
+            "--bin",
+            "mcp-server",
+        ])?;
+        // The TypeScript client compared against comes with the interop peers.
+        interop::install_peers()?;
+        cargo(&["bench", "-p", "mcp-client", "--bench", "client", "--no-run"])?;
+        let server = root()
+            .join("target/release/mcp-server")
+            .display()
+            .to_string();
+        let pin = Path::new("/usr/bin/taskset").exists()
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        run_bench(
+            &["bench", "-p", "mcp-client", "--bench", "client"],
+            extra,
+            &[("MCP_BENCH_SERVER", server)],
             pin,
             &mut notes,
         )?;
@@ -300,6 +326,7 @@ fn run_bench(
             println!("{line}");
             if (line.starts_with("memory/") && line.contains("bytes"))
                 || line.starts_with("http-note:")
+                || line.starts_with("client-note:")
             {
                 notes.push(line);
             }
