@@ -324,3 +324,62 @@ while True:
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn the_get_stream_reconnects_after_the_servers_retry_with_last_event_id() {
+    let seen = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let record = seen.clone();
+    let url = fake(move |method, headers| match method {
+        "initialize" => (
+            [
+                ("mcp-session-id", "s-2"),
+                ("content-type", "application/json"),
+            ],
+            json!({"jsonrpc": "2.0", "id": 0, "result": init_result("2025-11-25")}).to_string(),
+        )
+            .into_response(),
+        "GET" => {
+            let last = headers
+                .get("last-event-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            let mut log = record.lock().unwrap();
+            log.push(last);
+            let body = if log.len() == 1 {
+                // One event, a retry hint, then the connection closes.
+                "id: e1\nretry: 50\ndata: \n\n".to_string()
+            } else {
+                format!(
+                    "id: e2\ndata: {}\n\n",
+                    json!({"jsonrpc": "2.0", "method": "notifications/message",
+                        "params": {"level": "info", "data": "after reconnect"}})
+                )
+            };
+            ([("content-type", "text/event-stream")], body).into_response()
+        }
+        _ => StatusCode::ACCEPTED.into_response(),
+    })
+    .await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let client = Client::connect_http(
+        &url,
+        ClientOptions::default().on_event(move |e| sink.lock().unwrap().push(e.clone())),
+    )
+    .await
+    .unwrap();
+    eventually("the notification sent after reconnecting", || {
+        events.lock().unwrap().iter().any(|e| {
+            matches!(e, ClientEvent::Notification { method, params }
+                if method == "notifications/message" && params["data"] == "after reconnect")
+        })
+    })
+    .await;
+    let log = seen.lock().unwrap().clone();
+    assert_eq!(log[0], None, "the first GET has nothing to resume");
+    assert_eq!(
+        log[1].as_deref(),
+        Some("e1"),
+        "the reconnection resumes after the last event"
+    );
+    client.disconnect().await;
+}
