@@ -120,6 +120,24 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         after: &EventId,
     ) -> Result<Option<Vec<StoredEvent>>>;
 
+    /// Waits up to `wait_ms` for events of `after`'s stream that follow it,
+    /// appended by any process sharing the store. `Ok(None)` means the store
+    /// has no live feed (every event is appended by this process, which
+    /// delivers it itself); the default.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) on a store failure.
+    async fn wait_after(
+        &self,
+        session: &SessionId,
+        after: &EventId,
+        wait_ms: u64,
+    ) -> Result<Option<Vec<StoredEvent>>> {
+        let _ = (session, after, wait_ms);
+        Ok(None)
+    }
+
     /// Forgets every event of `session`.
     ///
     /// # Errors

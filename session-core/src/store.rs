@@ -167,9 +167,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     async fn count(&self) -> Result<usize>;
 
     /// Lists up to `limit` records, starting after `cursor` (`None` for the
-    /// first page). Every record stored for the whole listing appears exactly
-    /// once; records written meanwhile may or may not. The order is the
-    /// store's own.
+    /// first page). Every record stored for the whole listing appears at
+    /// least once (a store may repeat one: Redis `SCAN` does when its table
+    /// is resized); records written meanwhile may or may not. The order is
+    /// the store's own.
     ///
     /// # Errors
     ///

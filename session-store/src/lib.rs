@@ -7,6 +7,8 @@
 //!   acknowledged write survives a crash, concurrent writers share an `fsync`
 //!   (group commit), damage is reported per session;
 //! - [`MemoryEventStore`]: bounded SSE event buffers for resumable streams;
+//! - with the `redis` feature, `RedisStore` and `RedisEventStore`: sessions
+//!   and resumable streams shared by many server processes;
 //! - [`SystemClock`]: the wall clock for a
 //!   [`SessionManager`](session_core::SessionManager);
 //! - with the `testkit` feature, the `testkit` module and `store_tests!`:
@@ -42,9 +44,14 @@ mod error;
 mod events;
 mod file;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use self::redis::{RedisEventStore, RedisOptions, RedisStore};
 #[doc(inline)]
 pub use self::{
     clock::SystemClock,

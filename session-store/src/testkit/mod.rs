@@ -21,6 +21,8 @@
 //! [`ManualClock`](session_core::ManualClock).
 
 pub mod cases;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod scenarios;
 
 use std::any::Any;
@@ -107,7 +109,7 @@ macro_rules! store_tests {
             cases::concurrent_updates_lose_none,
             cases::two_managers_sharing_the_store_lose_no_update,
             cases::count_tracks_live_records,
-            cases::list_pages_through_every_record_once,
+            cases::list_pages_through_every_stored_record,
             cases::remove_expired_takes_only_due_records,
             cases::expired_record_reads_expired_before_any_sweep,
             cases::sweep_runs_expiry_hooks_once_per_session,
