@@ -93,10 +93,13 @@ impl RedisOptions {
 /// ```no_run
 /// use session_store::{RedisOptions, RedisStore};
 ///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/", RedisOptions::default())?;
+/// store.ping().await?;
 /// let events = store.event_store();
 /// # let _ = events;
-/// # Ok::<(), session_store::Error>(())
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
@@ -191,11 +194,19 @@ return {1, cur}
 impl RedisStore {
     /// A store on the Redis at `url` (`redis://host:port/db`). Returns at
     /// once: the connection is made on first use, and remade after failures.
+    /// Call it inside a Tokio runtime (the connection lives on it).
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Format`] for a URL that is not a Redis URL.
+    /// [`crate::Error::Format`] for a URL that is not a Redis URL, or when
+    /// called outside a Tokio runtime.
     pub fn connect(url: &str, options: RedisOptions) -> std::result::Result<Self, crate::Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(crate::Error::Format {
+                path: url.into(),
+                detail: "RedisStore::connect must be called inside a Tokio runtime".into(),
+            });
+        }
         let client = redis::Client::open(url).map_err(|e| crate::Error::Format {
             path: url.into(),
             detail: format!("not a Redis URL: {e}"),
