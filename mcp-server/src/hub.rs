@@ -24,6 +24,26 @@ const CONNECTION_BUFFER: usize = 256;
 pub(crate) struct Frame {
     pub(crate) id: Option<EventId>,
     pub(crate) data: Arc<str>,
+    /// Ends the SSE response (the stream's last event was sent).
+    pub(crate) end: bool,
+}
+
+impl Frame {
+    pub(crate) fn event(id: EventId, data: Arc<str>) -> Self {
+        Frame {
+            id: Some(id),
+            data,
+            end: false,
+        }
+    }
+
+    pub(crate) fn end() -> Self {
+        Frame {
+            id: None,
+            data: Arc::from(""),
+            end: true,
+        }
+    }
 }
 
 type Key = (SessionId, StreamId);
@@ -64,6 +84,14 @@ pub(crate) struct Connection {
     pub(crate) key: (SessionId, StreamId),
     pub(crate) number: u64,
     pub(crate) frames: mpsc::Receiver<Frame>,
+    /// Feeds this connection events appended by other processes; taken
+    /// (or dropped) before the connection becomes a response body, so the
+    /// body ends when the hub lets go of the stream.
+    pub(crate) feed: Option<mpsc::Sender<Frame>>,
+    /// The id of the last event put on the connection by the replay.
+    pub(crate) last: Option<EventId>,
+    /// Whether the replay included a JSON-RPC response.
+    pub(crate) replayed_response: bool,
 }
 
 impl Hub {
@@ -116,11 +144,7 @@ impl Hub {
         let mut slot = slot.lock().await;
         let id = self.events.append(session, stream, data.clone()).await?;
         if let Some((_, tx)) = &slot.connection {
-            let frame = Frame {
-                id: Some(id.clone()),
-                data,
-            };
-            if tx.try_send(frame).is_err() {
+            if tx.try_send(Frame::event(id.clone(), data)).is_err() {
                 slot.connection = None;
             }
         }
@@ -149,6 +173,8 @@ impl Hub {
             ));
         }
         let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
+        let mut last = after.cloned();
+        let mut replayed_response = false;
         if let Some(after) = after {
             let replay = self
                 .events
@@ -162,17 +188,18 @@ impl Hub {
                 None => return Err(Rejection::CannotResume(after.to_string())),
             };
             for event in replay {
-                let frame = Frame {
-                    id: Some(event.id),
-                    data: event.data,
-                };
-                if tx.try_send(frame).is_err() {
+                last = Some(event.id.clone());
+                replayed_response |= matches!(
+                    session_core::wire::Message::parse(event.data.as_bytes()),
+                    Ok(session_core::wire::Message::Response(_))
+                );
+                if tx.try_send(Frame::event(event.id, event.data)).is_err() {
                     return Err(Rejection::CannotResume(after.to_string()));
                 }
             }
         }
         let number = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        slot.connection = Some((number, tx));
+        slot.connection = Some((number, tx.clone()));
         if mode == Attach::Start {
             slot.running = true;
         }
@@ -180,6 +207,9 @@ impl Hub {
             key: (session.clone(), stream.clone()),
             number,
             frames: rx,
+            feed: Some(tx),
+            last,
+            replayed_response,
         })
     }
 
@@ -201,6 +231,16 @@ impl Hub {
                 Self::remove(&mut streams, key);
             }
         }
+    }
+
+    /// Whether connection `number` still carries its stream.
+    pub(crate) fn is_attached(&self, key: &Key, number: u64) -> bool {
+        let Some(slot) = self.existing(&key.0, &key.1) else {
+            return false;
+        };
+        slot.try_lock().map_or(true, |slot| {
+            slot.connection.as_ref().is_some_and(|(n, _)| *n == number)
+        })
     }
 
     /// Whether a request's stream is running here: from when its SSE

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mcp_server::{DEFAULT_LISTEN, HttpConfig, McpServer, ResponseMode, ServerConfig, demo};
-use session_core::SessionStore;
+use session_core::{EventStore, SessionStore};
 use session_store::{FileStore, MemoryStore};
 use tracing_subscriber::EnvFilter;
 
@@ -25,8 +25,9 @@ struct Args {
     /// Address to listen on (HTTP).
     #[arg(long, default_value_t = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Where sessions live: `memory`, or `file:DIR` (durable). Default: a
-    /// file store in the user's data directory.
+    /// Where sessions live: `memory`, `file:DIR` (durable, one process), or
+    /// `redis://HOST:PORT/DB` (shared by replicas). Default: a file store in
+    /// the user's data directory.
     #[arg(long)]
     store: Option<String>,
     /// Sessions idle for this long expire (e.g. 30m, 90s, 1h).
@@ -62,14 +63,18 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// A session store, the event store beside it (if not the default), and
+/// its name for the logs.
+type Stores = (Arc<dyn SessionStore>, Option<Arc<dyn EventStore>>, String);
+
 /// Opens the store named by `--store`.
-fn open_store(spec: Option<&str>) -> Result<(Arc<dyn SessionStore>, String), String> {
+async fn open_store(spec: Option<&str>) -> Result<Stores, String> {
     let spec = spec.map_or_else(
         || format!("file:{}", default_data_dir().display()),
         str::to_string,
     );
     if spec == "memory" {
-        return Ok((Arc::new(MemoryStore::new()), spec));
+        return Ok((Arc::new(MemoryStore::new()), None, spec));
     }
     if let Some(dir) = spec.strip_prefix("file:") {
         if dir.is_empty() {
@@ -84,15 +89,33 @@ fn open_store(spec: Option<&str>) -> Result<(Arc<dyn SessionStore>, String), Str
             elapsed = ?report.elapsed,
             "opened the file store in {dir}"
         );
-        return Ok((Arc::new(store), spec));
+        return Ok((Arc::new(store), None, spec));
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-        return Err(format!(
-            "--store {spec}: this build has no Redis store (it comes with the `redis` feature)"
-        ));
+        return open_redis(spec).await;
     }
     Err(format!(
         "--store {spec}: expected `memory`, `file:DIR` or a redis:// URL"
+    ))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(spec: String) -> Result<Stores, String> {
+    let store = session_store::RedisStore::connect(&spec, session_store::RedisOptions::default())
+        .map_err(|e| e.to_string())?;
+    match store.ping().await {
+        Ok(()) => tracing::info!("connected to Redis at {spec}"),
+        // Not fatal: requests fail with 503 until Redis answers.
+        Err(e) => tracing::warn!("Redis at {spec} does not answer yet: {e}"),
+    }
+    let events: Arc<dyn EventStore> = Arc::new(store.event_store());
+    Ok((Arc::new(store), Some(events), spec))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(spec: String) -> Result<Stores, String> {
+    Err(format!(
+        "--store {spec}: this build has no Redis store (build with the `redis` feature)"
     ))
 }
 
@@ -147,12 +170,16 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (store, store_name) = open_store(args.store.as_deref())?;
+    let (store, events, store_name) = open_store(args.store.as_deref()).await?;
     let config = ServerConfig::default()
         .idle_timeout(args.idle_timeout)
         .handshake_timeout(args.handshake_timeout)
         .max_sessions((args.max_sessions > 0).then_some(args.max_sessions));
-    let server: McpServer = demo::register(McpServer::builder().store(store))
+    let mut builder = McpServer::builder().store(store);
+    if let Some(events) = events {
+        builder = builder.event_store(events);
+    }
+    let server: McpServer = demo::register(builder)
         .name("mcp-server")
         .config(config)
         .build();

@@ -18,7 +18,12 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn record() -> SessionRecord {
     // Far in the future: Redis's own TTL must not remove it during the test.
     let now = Timestamp::from_millis(4_000_000_000_000);
-    SessionRecord::create(SessionId::generate(), NewSession::new(), now, ExpiryPolicy::default())
+    SessionRecord::create(
+        SessionId::generate(),
+        NewSession::new(),
+        now,
+        ExpiryPolicy::default(),
+    )
 }
 
 /// A store with a short reply timeout; call inside the runtime.
@@ -57,7 +62,10 @@ fn acknowledged_writes_survive_a_redis_restart_and_the_store_reconnects() {
             let r = record();
             store.insert(&r).await.unwrap();
             let next = r.begin_write(r.created_at()).unwrap().finish();
-            assert_eq!(store.compare_and_swap(&next, 1).await.unwrap(), Cas::Swapped);
+            assert_eq!(
+                store.compare_and_swap(&next, 1).await.unwrap(),
+                Cas::Swapped
+            );
             written.push(next);
         }
         written
@@ -85,7 +93,11 @@ fn with_redis_gone_calls_fail_fast_and_recover_when_it_returns() {
         let started = Instant::now();
         let failed = store.load(r.id()).await;
         assert!(failed.is_err(), "a load without Redis must fail");
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         let message = failed.unwrap_err().to_string();
         assert!(message.contains("redis"), "{message}");
     });
@@ -109,7 +121,10 @@ fn a_frozen_redis_makes_calls_time_out_within_the_bound() {
         let failed = store.load(r.id()).await;
         let took = started.elapsed();
         assert!(failed.is_err());
-        assert!(took < Duration::from_secs(3), "the timeout must bound the call: {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "the timeout must bound the call: {took:?}"
+        );
     });
     server.thaw();
     rt.block_on(async {
@@ -126,8 +141,14 @@ fn events_appended_by_one_process_replay_and_stream_live_for_another() {
     let stream = StreamId::generate();
     block_on(async {
         // Two processes' worth of stores over one Redis.
-        let a = RedisStore::connect(&server.url(), options.clone()).unwrap().event_store();
-        let b = Arc::new(RedisStore::connect(&server.url(), options).unwrap().event_store());
+        let a = RedisStore::connect(&server.url(), options.clone())
+            .unwrap()
+            .event_store();
+        let b = Arc::new(
+            RedisStore::connect(&server.url(), options)
+                .unwrap()
+                .event_store(),
+        );
         let first = a.append(&session, &stream, "one".into()).await.unwrap();
         assert_eq!(first.seq, 1);
         a.append(&session, &stream, "two".into()).await.unwrap();
@@ -148,7 +169,9 @@ fn events_appended_by_one_process_replay_and_stream_live_for_another() {
         // Beyond the cap the oldest go, and a resume from before them is
         // refused rather than silently skipping.
         for n in 0..4 {
-            a.append(&session, &stream, format!("more {n}").into()).await.unwrap();
+            a.append(&session, &stream, format!("more {n}").into())
+                .await
+                .unwrap();
         }
         assert_eq!(b.replay_after(&session, &first).await.unwrap(), None);
         let unknown = EventId {

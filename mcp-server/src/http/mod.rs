@@ -438,29 +438,44 @@ async fn get(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
         None => None,
     };
     let hub = &app.shared.hub;
-    let (connection, limit) = match &last {
+    let standalone = StreamId::standalone();
+    let (mut connection, limit, follow) = match &last {
         Some(last) => {
             // A request's stream whose response was already published ends
-            // after the replay; one still running continues live.
-            let finished = last.stream != StreamId::standalone()
-                && !hub.is_running(session.id(), &last.stream);
+            // after the replay; one still running here continues live; one
+            // running elsewhere (another replica) is followed in the store.
+            let running = hub.is_running(session.id(), &last.stream);
             let connection = hub
                 .attach(session.id(), &last.stream, Some(last), Attach::TakeOver)
                 .await?;
-            let limit = finished.then(|| connection.frames.len());
-            (connection, limit)
+            let replayed_response = last.stream != standalone && connection.replayed_response;
+            let limit = replayed_response.then(|| connection.frames.len());
+            let follow = !running && !replayed_response;
+            (connection, limit, follow)
         }
         None => (
-            hub.attach(
-                session.id(),
-                &StreamId::standalone(),
-                None,
-                Attach::Exclusive,
-            )
-            .await?,
+            hub.attach(session.id(), &standalone, None, Attach::Exclusive)
+                .await?,
             None,
+            true,
         ),
     };
+    if follow && let Some(feed) = connection.feed.take() {
+        let from = match connection.last.clone() {
+            Some(last) => last,
+            None => latest_event(&app.shared, session.id(), &standalone).await,
+        };
+        let request_stream = from.stream != standalone;
+        let key = connection.key.clone();
+        tokio::spawn(follow_store(
+            app.shared.clone(),
+            key,
+            connection.number,
+            feed,
+            from,
+            request_stream,
+        ));
+    }
     Ok(sse::response(
         connection,
         app.shared.clone(),
@@ -468,6 +483,75 @@ async fn get(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
         app.config.keep_alive,
         limit,
     ))
+}
+
+/// The id of the newest stored event of `stream` (position 0 if none).
+async fn latest_event(
+    shared: &Shared,
+    session: &session_core::SessionId,
+    stream: &StreamId,
+) -> EventId {
+    let origin = EventId {
+        stream: stream.clone(),
+        seq: 0,
+    };
+    match shared.hub.events().replay_after(session, &origin).await {
+        Ok(Some(events)) => events.last().map_or(origin, |e| e.id.clone()),
+        _ => origin,
+    }
+}
+
+/// Forwards to a connection the events other processes append to its
+/// stream, until the connection goes, the stream's response passes, or the
+/// store has no live feed (a single process delivers everything itself).
+async fn follow_store(
+    shared: Arc<Shared>,
+    key: (session_core::SessionId, StreamId),
+    number: u64,
+    feed: mpsc::Sender<crate::hub::Frame>,
+    mut last: EventId,
+    request_stream: bool,
+) {
+    use crate::hub::Frame;
+    loop {
+        if feed.is_closed()
+            || !shared.hub.is_attached(&key, number)
+            || shared.shutdown.is_cancelled()
+        {
+            return;
+        }
+        match shared.hub.events().wait_after(&key.0, &last, 1_000).await {
+            Ok(None) => {
+                // No other process can add to this stream: a request's
+                // stream ends after its replay.
+                if request_stream {
+                    let _ = feed.send(Frame::end()).await;
+                }
+                return;
+            }
+            Ok(Some(events)) => {
+                for event in events {
+                    last = event.id.clone();
+                    let response = request_stream
+                        && matches!(
+                            Message::parse(event.data.as_bytes()),
+                            Ok(Message::Response(_))
+                        );
+                    if feed.send(Frame::event(event.id, event.data)).await.is_err() {
+                        return;
+                    }
+                    if response {
+                        let _ = feed.send(Frame::end()).await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session = %key.0, "following a stream in the store failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 async fn delete(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {

@@ -35,6 +35,9 @@ struct Events {
     keep_alive: Interval,
     /// End after this many frames (a replayed stream that already ended).
     remaining: Option<usize>,
+    /// Number of the last event sent: an event arriving twice (from this
+    /// process and from the shared store) is sent once.
+    sent: u64,
 }
 
 impl Stream for Events {
@@ -47,19 +50,32 @@ impl Stream for Events {
         if self.remaining == Some(0) {
             return Poll::Ready(None);
         }
-        match self.connection.frames.poll_recv(cx) {
-            Poll::Ready(Some(frame)) => {
-                if let Some(n) = self.remaining.as_mut() {
-                    *n -= 1;
+        loop {
+            match self.connection.frames.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => {
+                    if frame.end {
+                        return Poll::Ready(None);
+                    }
+                    if let Some(n) = self.remaining.as_mut() {
+                        *n = n.saturating_sub(1);
+                    }
+                    if let Some(id) = &frame.id {
+                        if id.seq <= self.sent {
+                            continue; // already sent
+                        }
+                        self.sent = id.seq;
+                    }
+                    self.keep_alive.reset();
+                    return Poll::Ready(Some(Ok(encode(&frame))));
                 }
-                self.keep_alive.reset();
-                Poll::Ready(Some(Ok(encode(&frame))))
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    return match self.keep_alive.poll_tick(cx) {
+                        Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n")))),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.keep_alive.poll_tick(cx) {
-                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n")))),
-                Poll::Pending => Poll::Pending,
-            },
         }
     }
 }
@@ -85,12 +101,13 @@ fn encode(frame: &Frame) -> Bytes {
 /// The SSE response for `connection`. With `priming`, the stream opens with
 /// an event carrying that id, an empty `data` field and a `retry` hint.
 pub(crate) fn response(
-    connection: Connection,
+    mut connection: Connection,
     hub: Arc<dyn HubRef>,
     priming: Option<(EventId, Duration)>,
     keep_alive: Duration,
     limit: Option<usize>,
 ) -> Response {
+    connection.feed = None;
     let priming = priming.map(|(id, retry)| {
         Bytes::from(format!(
             "id: {id}\nretry: {}\ndata: \n\n",
@@ -105,6 +122,7 @@ pub(crate) fn response(
         hub,
         keep_alive,
         remaining: limit,
+        sent: 0,
     };
     (
         [
