@@ -143,10 +143,10 @@ impl Hub {
         let slot = self.slot(session, stream);
         let mut slot = slot.lock().await;
         let id = self.events.append(session, stream, data.clone()).await?;
-        if let Some((_, tx)) = &slot.connection {
-            if tx.try_send(Frame::event(id.clone(), data)).is_err() {
-                slot.connection = None;
-            }
+        if let Some((_, tx)) = &slot.connection
+            && tx.try_send(Frame::event(id.clone(), data)).is_err()
+        {
+            slot.connection = None;
         }
         Ok(id)
     }
