@@ -17,7 +17,9 @@
 //! with a note.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use session_store::testkit::redis::RedisServer;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +59,8 @@ struct Subject {
     sessions: bool,
     /// Keeps sessions in memory worth measuring.
     memory: bool,
+    /// Processes sharing one Redis (0: no Redis, one process).
+    replicas: usize,
 }
 
 /// CPUs of the machine (not of this process, which may itself be pinned).
@@ -284,9 +288,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn callers(addr: &str, with_session: bool) -> Vec<Caller> {
+    callers_over(&[addr.to_string()], with_session).await
+}
+
+/// Callers spread round-robin over `addrs`.
+async fn callers_over(addrs: &[String], with_session: bool) -> Vec<Caller> {
     let mut callers = Vec::with_capacity(CALLERS);
-    for _ in 0..CALLERS {
-        let mut caller = Caller::connect(addr).await;
+    for i in 0..CALLERS {
+        let mut caller = Caller::connect(&addrs[i % addrs.len()]).await;
         if with_session {
             caller.initialize().await;
         }
@@ -383,7 +392,26 @@ fn measuring() -> bool {
 
 fn bench_subject(c: &mut Criterion, subject: &Subject, notes: &mut Notes) {
     let rt = runtime();
-    let server = start(subject);
+    // Replicas share a Redis pinned beside them on CPU 0.
+    let redis = (subject.replicas > 0).then(|| {
+        let redis = RedisServer::start();
+        if let Some(pid) = redis.pid() {
+            let _ = Command::new("taskset")
+                .args(["-p", "-c", "0", &pid.to_string()])
+                .output();
+        }
+        redis
+    });
+    let mut subject = subject.clone();
+    if let Some(redis) = &redis {
+        subject.args.extend(["--store".to_string(), redis.url()]);
+    }
+    let subject = &subject;
+    let servers: Vec<Server> = (0..subject.replicas.max(1))
+        .map(|_| start(subject))
+        .collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let server = &servers[0];
     let addr = server.addr.clone();
 
     let mut group = c.benchmark_group(format!("http/{}", subject.name));
@@ -392,12 +420,12 @@ fn bench_subject(c: &mut Criterion, subject: &Subject, notes: &mut Notes) {
     group.measurement_time(Duration::from_secs(8));
     group.warm_up_time(Duration::from_secs(2));
 
-    let mut calling = rt.block_on(callers(&addr, subject.sessions));
+    let mut calling = rt.block_on(callers_over(&addrs, subject.sessions));
     group.bench_function("tools-call", |b| {
         b.iter_custom(|iters| rt.block_on(spread(&mut calling, iters, call_op)).0)
     });
     if subject.sessions {
-        let mut shaking = rt.block_on(callers(&addr, false));
+        let mut shaking = rt.block_on(callers_over(&addrs, false));
         group.bench_function("handshake", |b| {
             b.iter_custom(|iters| rt.block_on(spread(&mut shaking, iters, handshake_op)).0)
         });
@@ -434,7 +462,9 @@ fn bench_subject(c: &mut Criterion, subject: &Subject, notes: &mut Notes) {
         CALLERS,
     ));
     drop(calling);
-    drop(server);
+    let _ = addr;
+    drop(servers);
+    drop(redis);
 
     if subject.memory {
         // Resident memory per idle session, on a fresh process.
@@ -476,6 +506,7 @@ fn bench_restart(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes
         ],
         sessions: true,
         memory: true,
+        replicas: 0,
     };
     let session = {
         let server = start(&subject);
@@ -510,6 +541,10 @@ fn bench_restart(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes
     ));
 }
 
+fn which(program: &str) -> bool {
+    Command::new(program).arg("--version").output().is_ok()
+}
+
 fn binary(var: &str, fallback: &str) -> Option<PathBuf> {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -542,6 +577,7 @@ fn main() {
             args: [&common[..], &["--store".into(), "memory".into()]].concat(),
             sessions: true,
             memory: true,
+            replicas: 0,
         },
         Subject {
             name: "mcp-server (file)",
@@ -556,8 +592,23 @@ fn main() {
             .concat(),
             sessions: true,
             memory: true,
+            replicas: 0,
         },
     ];
+    if Path::new("/usr/bin/redis-server").exists() || which("redis-server") {
+        subjects.push(Subject {
+            name: "mcp-server (redis, 2 replicas)",
+            program: ours.clone(),
+            args: common.to_vec(),
+            sessions: true,
+            memory: false,
+            replicas: 2,
+        });
+    } else {
+        notes
+            .0
+            .push("redis-server not installed: the replica benchmark is skipped".into());
+    }
     match binary("MCP_BENCH_RMCP", "target/peers/release/rmcp-echo") {
         Some(program) => subjects.push(Subject {
             name: "rmcp stateful",
@@ -565,6 +616,7 @@ fn main() {
             args: vec!["--listen".into(), "127.0.0.1:0".into()],
             sessions: true,
             memory: true,
+            replicas: 0,
         }),
         None => notes.0.push("rmcp peer not built: skipped".into()),
     }
@@ -575,6 +627,7 @@ fn main() {
             args: vec!["--listen".into(), "127.0.0.1:0".into()],
             sessions: true,
             memory: false,
+            replicas: 0,
         }),
         None => notes.0.push("bare hyper peer not built: skipped".into()),
     }

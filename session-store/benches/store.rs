@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use session_core::Clock;
 use session_core::{ExpiryPolicy, NewSession, SessionId, SessionRecord, SessionStore, Timestamp};
-use session_store::{FileStore, MemoryStore};
+use session_store::testkit::redis::RedisServer;
+use session_store::{FileStore, MemoryStore, RedisOptions, RedisStore, SystemClock};
 use tokio::runtime::Runtime;
 
 const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -49,15 +51,27 @@ struct Subject {
     store: Arc<dyn SessionStore>,
     ids: Vec<SessionId>,
     _dir: Option<tempfile::TempDir>,
+    _redis: Option<RedisServer>,
 }
 
 fn fresh(rt: &Runtime, kind: &'static str) -> Subject {
-    if kind == "memory" {
-        return prefill(rt, Arc::new(MemoryStore::new()), None);
+    match kind {
+        "memory" => prefill(rt, Arc::new(MemoryStore::new()), None),
+        "redis" => {
+            let server = RedisServer::start();
+            let store = rt.block_on(async {
+                RedisStore::connect(&server.url(), RedisOptions::default()).unwrap()
+            });
+            let mut subject = prefill(rt, Arc::new(store), None);
+            subject._redis = Some(server);
+            subject
+        }
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            let file: Arc<dyn SessionStore> = Arc::new(FileStore::open(dir.path()).unwrap());
+            prefill(rt, file, Some(dir))
+        }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file: Arc<dyn SessionStore> = Arc::new(FileStore::open(dir.path()).unwrap());
-    prefill(rt, file, Some(dir))
 }
 
 fn prefill(rt: &Runtime, store: Arc<dyn SessionStore>, dir: Option<tempfile::TempDir>) -> Subject {
@@ -74,6 +88,7 @@ fn prefill(rt: &Runtime, store: Arc<dyn SessionStore>, dir: Option<tempfile::Tem
         store,
         ids,
         _dir: dir,
+        _redis: None,
     }
 }
 
@@ -106,7 +121,7 @@ where
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>, name: &str) {
     group.throughput(Throughput::Elements(1));
-    if name == "file" {
+    if name == "file" || name == "redis" {
         group.sample_size(10);
         group.measurement_time(Duration::from_secs(4));
         group.warm_up_time(Duration::from_millis(500));
@@ -118,7 +133,7 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, name: &str) {
 /// One benchmark per operation, on one task and on 64 tasks.
 fn operations(c: &mut Criterion) {
     for (mode, rt) in [("1-task", single()), ("64-tasks", multi())] {
-        for kind in ["memory", "file"] {
+        for kind in ["memory", "file", "redis"] {
             let mut group = c.benchmark_group(format!("{kind}/{mode}"));
             configure(&mut group, kind);
             let parallel = mode == "64-tasks";
@@ -218,16 +233,18 @@ fn operations(c: &mut Criterion) {
                 b.to_async(&rt).iter_custom(|iters| {
                     let store = store.clone();
                     async move {
-                        // `iters` sessions already past their deadline among the live ones.
-                        let past = Timestamp::from_millis(1);
-                        let records: Vec<_> = (0..iters).map(|_| record(past)).collect();
+                        // `iters` sessions created now, swept 31 minutes on
+                        // (past their 30-minute idle deadline, before Redis's
+                        // own expiry), among the live ones.
+                        let now = SystemClock.now();
+                        let records: Vec<_> = (0..iters).map(|_| record(now)).collect();
                         concurrently(
                             records,
                             |r, s| async move { s.insert(&r).await.unwrap() },
                             store.clone(),
                         )
                         .await;
-                        let now = Timestamp::from_millis(T0.as_millis() - 1);
+                        let now = now.saturating_add(Duration::from_secs(31 * 60));
                         let start = Instant::now();
                         let mut removed = 0;
                         loop {
@@ -376,10 +393,34 @@ fn measuring() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// `redis-benchmark` against a server started the same way as the store
+/// benchmarks' one: the ceiling of what one Redis on this machine answers.
+fn redis_ceiling() {
+    let server = RedisServer::start();
+    for clients in ["1", "64"] {
+        let output = std::process::Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+            .args(["-q", "-n", "100000", "-c", clients, "-t", "set,get"])
+            .output();
+        match output {
+            Ok(output) => {
+                for line in String::from_utf8_lossy(&output.stdout).lines() {
+                    let line = line.rsplit('\r').next().unwrap_or(line).trim();
+                    if !line.is_empty() {
+                        println!("redis-ceiling: redis-benchmark -c {clients}: {line}");
+                    }
+                }
+            }
+            Err(e) => println!("redis-ceiling: redis-benchmark did not run: {e}"),
+        }
+    }
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     if measuring() {
         memory_per_session();
+        redis_ceiling();
     }
     operations(&mut c);
     durability(&mut c);

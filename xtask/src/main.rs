@@ -100,10 +100,26 @@ fn test() -> Result<()> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     deps()?;
+    require_redis()?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
     interop::run()?;
     Ok(())
+}
+
+/// The Redis tests start their own `redis-server` (on a free loopback port,
+/// in a temporary directory, stopped afterwards); it has to be installed.
+fn require_redis() -> Result<()> {
+    match Command::new("redis-server").arg("--version").output() {
+        Ok(output) if output.status.success() => {
+            eprintln!("redis: {}", String::from_utf8_lossy(&output.stdout).trim());
+            Ok(())
+        }
+        _ => bail!(
+            "redis-server is not installed; the Redis store and replica tests start their own. \
+             Install it: `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)"
+        ),
+    }
 }
 
 /// Crates `session-core` must never depend on: it does no I/O and has no
@@ -327,6 +343,7 @@ fn run_bench(
             if (line.starts_with("memory/") && line.contains("bytes"))
                 || line.starts_with("http-note:")
                 || line.starts_with("client-note:")
+                || line.starts_with("redis-ceiling:")
             {
                 notes.push(line);
             }

@@ -106,6 +106,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (SIGKILL): what is not on disk is lost, which with
     /// `appendfsync always` is nothing acknowledged.
     pub fn kill(&mut self) {
