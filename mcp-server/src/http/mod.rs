@@ -61,18 +61,23 @@ impl McpServer {
     /// `Host` header is checked against loopback names (DNS rebinding
     /// defence).
     pub fn router(&self, config: HttpConfig, listen: SocketAddr) -> Router {
+        let path = config.path.clone();
+        Router::new()
+            .route(&path, any(endpoint))
+            .with_state(self.app(config, listen))
+    }
+
+    fn app(&self, config: HttpConfig, listen: SocketAddr) -> Arc<App> {
         let guard = Guard {
             origins: config.allowed_origins.clone(),
             hosts: config.allowed_hosts.clone(),
             check_host: listen.ip().is_loopback() || !config.allowed_hosts.is_empty(),
         };
-        let path = config.path.clone();
-        let app = Arc::new(App {
+        Arc::new(App {
             shared: self.shared.clone(),
             config,
             guard,
-        });
-        Router::new().route(&path, any(endpoint)).with_state(app)
+        })
     }
 
     /// Serves the MCP endpoint on `listener` until `shutdown` resolves, then
@@ -93,7 +98,9 @@ impl McpServer {
             action: "read the listening address".into(),
             source,
         })?;
-        let router = self.router(config, addr);
+        // One endpoint needs no path router: the path is checked in the
+        // handler, which saves the router's work on every request.
+        let service = any(endpoint_at_path).with_state(self.app(config, addr));
         let sweeper = self.spawn_sweeper();
         let server = self.clone();
         let listener = listener.tap_io(|tcp| {
@@ -103,7 +110,7 @@ impl McpServer {
             shutdown.await;
             server.shutdown(std::time::Duration::from_secs(10)).await;
         };
-        let served = axum::serve(listener, router)
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(signal)
             .await;
         sweeper.abort();
@@ -112,6 +119,14 @@ impl McpServer {
             source,
         })
     }
+}
+
+/// The endpoint served without a router: anything but its path is 404.
+async fn endpoint_at_path(State(app): State<Arc<App>>, request: Request) -> Response {
+    if request.uri().path() != app.config.path {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    endpoint(State(app), request).await
 }
 
 async fn endpoint(State(app): State<Arc<App>>, request: Request) -> Response {
