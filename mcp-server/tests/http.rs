@@ -13,6 +13,16 @@ fn raw(server: &TestServer) -> reqwest::Client {
     server.client().http
 }
 
+async fn send_to(http: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
+    http.post(url)
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn initialize_issues_a_visible_ascii_session_id_and_negotiates_the_version() {
     let server = TestServer::start(ServerConfig::default()).await;
@@ -136,6 +146,9 @@ async fn bad_headers_and_bodies_get_specific_statuses() {
     let response = http.put(&server.url).send().await.unwrap();
     assert_eq!(response.status(), 405);
     assert!(response.headers().contains_key("allow"));
+    let elsewhere = server.url.replace("/mcp", "/other");
+    let response = send_to(&http, &elsewhere, ping.clone()).await;
+    assert_eq!(response.status(), 404, "only the MCP endpoint is served");
     server.stop().await;
 }
 
