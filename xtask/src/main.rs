@@ -230,8 +230,7 @@ fn bench(args: &[String]) -> Result<()> {
             ));
         }
         // The servers run pinned to CPU 0; the load generator runs on CPU 1.
-        let pin = Path::new("/usr/bin/taskset").exists()
-            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let pin = can_pin();
         run_bench(
             &["bench", "-p", "mcp-server", "--bench", "http"],
             extra,
@@ -256,8 +255,7 @@ fn bench(args: &[String]) -> Result<()> {
             .join("target/release/mcp-server")
             .display()
             .to_string();
-        let pin = Path::new("/usr/bin/taskset").exists()
-            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let pin = can_pin();
         run_bench(
             &["bench", "-p", "mcp-client", "--bench", "client"],
             extra,
@@ -281,6 +279,12 @@ fn bench(args: &[String]) -> Result<()> {
         println!("{note}");
     }
     Ok(())
+}
+
+/// Whether servers and load generator can run on separate CPUs.
+fn can_pin() -> bool {
+    Path::new("/usr/bin/taskset").exists()
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
 }
 
 /// Builds the peer servers of the HTTP benchmark (an `rmcp` server and a
