@@ -17,36 +17,48 @@ pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
 
-/// Whether the media ranges of `Accept` admit `media` (`type/sub`).
-fn accepts(headers: &HeaderMap, media: &str) -> bool {
-    let (kind, _) = media.split_once('/').unwrap_or((media, ""));
-    headers.get_all(ACCEPT).iter().any(|value| {
-        value.to_str().unwrap_or("").split(',').any(|range| {
+/// What the `Accept` header admits: (JSON, SSE).
+fn accepted(headers: &HeaderMap) -> (bool, bool) {
+    let mut admits = (false, false);
+    for value in headers.get_all(ACCEPT) {
+        let bytes = value.as_bytes();
+        // What every MCP client sends, decided without parsing.
+        if bytes == b"application/json, text/event-stream"
+            || bytes == b"text/event-stream, application/json"
+        {
+            return (true, true);
+        }
+        for range in bytes.split(|&b| b == b',') {
             let range = range
-                .split(';')
+                .split(|&b| b == b';')
                 .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            range == media || range == "*/*" || range.strip_suffix("/*") == Some(kind)
-        })
-    })
+                .unwrap_or_default()
+                .trim_ascii();
+            let any = range == b"*/*";
+            admits.0 |= any
+                || range.eq_ignore_ascii_case(JSON.as_bytes())
+                || range.eq_ignore_ascii_case(b"application/*");
+            admits.1 |= any
+                || range.eq_ignore_ascii_case(EVENT_STREAM.as_bytes())
+                || range.eq_ignore_ascii_case(b"text/*");
+        }
+    }
+    admits
 }
 
 /// POST must accept both JSON and SSE.
 pub(crate) fn check_post_accept(headers: &HeaderMap) -> Result<(), Rejection> {
-    if accepts(headers, JSON) && accepts(headers, EVENT_STREAM) {
-        Ok(())
-    } else {
-        Err(Rejection::NotAcceptable(
+    match accepted(headers) {
+        (true, true) => Ok(()),
+        _ => Err(Rejection::NotAcceptable(
             "Accept must list both application/json and text/event-stream".into(),
-        ))
+        )),
     }
 }
 
 /// GET must accept SSE.
 pub(crate) fn check_get_accept(headers: &HeaderMap) -> Result<(), Rejection> {
-    if accepts(headers, EVENT_STREAM) {
+    if accepted(headers).1 {
         Ok(())
     } else {
         Err(Rejection::NotAcceptable(
