@@ -70,6 +70,16 @@ pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     cargo_env(args, &[])
 }
 
+/// Builds the release server binary the HTTP and client benchmarks run.
+const RELEASE_SERVER: &[&str] = &[
+    "build",
+    "--release",
+    "-p",
+    "mcp-server",
+    "--bin",
+    "mcp-server",
+];
+
 fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(env!("CARGO"))
@@ -201,14 +211,7 @@ fn bench(args: &[String]) -> Result<()> {
         )?;
     }
     if which == "all" || which == "http" {
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "mcp-server",
-            "--bin",
-            "mcp-server",
-        ])?;
+        cargo(RELEASE_SERVER)?;
         let peers = build_peers();
         cargo(&["bench", "-p", "mcp-server", "--bench", "http", "--no-run"])?;
         let target = root().join("target");
@@ -240,14 +243,7 @@ fn bench(args: &[String]) -> Result<()> {
         )?;
     }
     if which == "all" || which == "client" {
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "mcp-server",
-            "--bin",
-            "mcp-server",
-        ])?;
+        cargo(RELEASE_SERVER)?;
         // The TypeScript client compared against comes with the interop peers.
         interop::install_peers()?;
         cargo(&["bench", "-p", "mcp-client", "--bench", "client", "--no-run"])?;
