@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use session_core::wire::{

@@ -5,10 +5,10 @@
 //! stream: a connection resuming with `Last-Event-ID` gets the stored events
 //! after that id and then every later one, with no gap and no duplicate.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use session_core::{EventId, EventStore, SessionId, StreamId};
 use tokio::sync::mpsc;
@@ -97,7 +97,7 @@ pub(crate) struct Connection {
 impl Hub {
     pub(crate) fn new(events: Arc<dyn EventStore>) -> Self {
         Hub {
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::default(),
             events,
             next_connection: AtomicU64::new(1),
         }

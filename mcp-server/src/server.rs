@@ -43,7 +43,7 @@ pub(crate) struct Shared {
     pub(crate) manager: Arc<SessionManager>,
     pub(crate) hub: Hub,
     pub(crate) inflight: InFlight,
-    pub(crate) levels: Mutex<HashMap<SessionId, LoggingLevel>>,
+    pub(crate) levels: Mutex<foldhash::HashMap<SessionId, LoggingLevel>>,
     pub(crate) pending: Arc<Pending>,
     /// `initialize` results by revision, serialized once.
     pub(crate) initialize_results:
@@ -57,7 +57,7 @@ pub(crate) struct Shared {
 /// the token that cancels each.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    map: Mutex<HashMap<(SessionId, RequestId), CancellationToken>>,
+    map: Mutex<foldhash::HashMap<(SessionId, RequestId), CancellationToken>>,
 }
 
 impl InFlight {
@@ -416,7 +416,7 @@ impl McpServerBuilder {
             manager: manager.clone(),
             hub: Hub::new(events),
             inflight: InFlight::default(),
-            levels: Mutex::new(HashMap::new()),
+            levels: Mutex::default(),
             pending: Arc::default(),
             initialize_results: std::sync::OnceLock::new(),
             config: self.config,

@@ -1,11 +1,13 @@
 //! [`MemoryEventStore`]: resumable-stream events in process memory.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use foldhash::HashMap;
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use session_core::{EventId, EventStore, Result, SessionId, StoredEvent, StreamId};
 
@@ -55,7 +57,7 @@ impl MemoryEventStore {
     pub fn new(events_per_stream: usize, streams_per_session: usize) -> Self {
         MemoryEventStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             events_per_stream: events_per_stream.max(1),
             streams_per_session: streams_per_session.max(1),
         }

@@ -1,11 +1,14 @@
 //! [`MemoryStore`]: sessions in process memory.
 
-use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, BinaryHeap};
+
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use foldhash::HashMap;
+use foldhash::fast::RandomState;
 use parking_lot::RwLock;
 use session_core::{
     Cas, Error, Page, Result, SessionId, SessionRecord, SessionStore, Timestamp, terminal_error,
@@ -91,7 +94,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             live: AtomicUsize::new(0),
         }
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// The id of a request: a string or an integer (never `null` in MCP).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
 pub enum RequestId {
     /// A numeric id.
@@ -24,6 +24,36 @@ impl fmt::Display for RequestId {
             RequestId::Number(n) => write!(f, "{n}"),
             RequestId::String(s) => write!(f, "{s:?}"),
         }
+    }
+}
+
+// Read directly rather than as an untagged enum, which would buffer every
+// id before trying each variant in turn.
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl de::Visitor<'_> for Visit {
+            type Value = RequestId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an integer")
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RequestId, E> {
+                Ok(RequestId::Number(n))
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RequestId, E> {
+                i64::try_from(n)
+                    .map(RequestId::Number)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RequestId, E> {
+                Ok(RequestId::String(Arc::from(s)))
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -161,13 +191,34 @@ pub struct ParseError {
 /// The shape every message is read into before it is classified.
 #[derive(Deserialize)]
 struct Envelope {
-    jsonrpc: Option<String>,
+    jsonrpc: Option<IsVersion2>,
     #[serde(default, deserialize_with = "present")]
     id: Option<Option<RequestId>>,
     method: Option<String>,
     params: Option<Box<RawValue>>,
     result: Option<Box<RawValue>>,
     error: Option<ErrorObject>,
+}
+
+/// Whether a `"jsonrpc"` member says `"2.0"`, read without copying it.
+struct IsVersion2(bool);
+
+impl<'de> Deserialize<'de> for IsVersion2 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl de::Visitor<'_> for Visit {
+            type Value = IsVersion2;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the string \"2.0\"")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<IsVersion2, E> {
+                Ok(IsVersion2(s == "2.0"))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
 }
 
 /// Just the id of a message that is otherwise malformed.
@@ -228,7 +279,7 @@ impl Message {
             id,
         };
         let id = envelope.id.clone().flatten();
-        if envelope.jsonrpc.as_deref() != Some("2.0") {
+        if !matches!(envelope.jsonrpc, Some(IsVersion2(true))) {
             return Err(invalid(
                 "Invalid Request: \"jsonrpc\" must be \"2.0\"".into(),
                 id,
@@ -285,7 +336,14 @@ impl Message {
         out.push_str("{\"jsonrpc\":\"2.0\"");
         let push_id = |out: &mut String, id: &Option<RequestId>| {
             out.push_str(",\"id\":");
-            out.push_str(&serde_json::to_string(id).unwrap_or_else(|_| "null".into()));
+            match id {
+                Some(RequestId::Number(n)) => {
+                    use fmt::Write as _;
+                    let _ = write!(out, "{n}");
+                }
+                Some(RequestId::String(s)) => push_json_string(out, s),
+                None => out.push_str("null"),
+            }
         };
         match self {
             Message::Request(r) => {
@@ -314,11 +372,20 @@ impl Message {
 
 fn push_method(out: &mut String, method: &str, params: Option<&RawValue>) {
     out.push_str(",\"method\":");
-    out.push_str(&serde_json::to_string(method).unwrap_or_default());
+    push_json_string(out, method);
     if let Some(params) = params {
         out.push_str(",\"params\":");
         out.push_str(params.get());
     }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut String, text: &str) {
+    // Serializing into a `Vec` of the string's own bytes cannot fail, and
+    // serde_json writes only valid UTF-8.
+    let mut bytes = std::mem::take(out).into_bytes();
+    let _ = serde_json::to_writer(&mut bytes, text);
+    *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
 /// Serializes `value` as raw JSON, for params and results.
@@ -381,6 +448,8 @@ mod tests {
         ));
         let note = parse(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).unwrap();
         assert!(matches!(note, Message::Notification(_)));
+        let escaped = Message::parse(br#"{"jsonrpc":"2\u002e0","method":"n"}"#).unwrap();
+        assert!(matches!(escaped, Message::Notification(_)));
         let resp = parse(json!({"jsonrpc": "2.0", "id": "a", "result": {}})).unwrap();
         assert!(matches!(
             resp,
@@ -396,6 +465,26 @@ mod tests {
                 outcome: Err(_)
             })
         ));
+    }
+
+    #[test]
+    fn ids_are_strings_or_integers_only() {
+        let id = |v: Value| serde_json::from_value::<RequestId>(v);
+        assert_eq!(id(json!(-3)).unwrap(), RequestId::Number(-3));
+        assert_eq!(id(json!(i64::MAX)).unwrap(), RequestId::Number(i64::MAX));
+        assert_eq!(id(json!("a\"b")).unwrap(), RequestId::from("a\"b"));
+        // From text, so escaped strings take serde_json's owned path.
+        let escaped: RequestId = serde_json::from_str(r#""x\u0041""#).unwrap();
+        assert_eq!(escaped, RequestId::from("xA"));
+        for bad in [
+            json!(u64::MAX),
+            json!(1.5),
+            json!(true),
+            json!(null),
+            json!([1]),
+        ] {
+            assert!(id(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -429,6 +518,13 @@ mod tests {
             m.to_json(),
             r#"{"jsonrpc":"2.0","id":"x","result":{"a":1}}"#
         );
+        let m = Message::Response(Response::ok("q\"1".into(), to_raw(&json!(null))));
+        assert_eq!(
+            m.to_json(),
+            r#"{"jsonrpc":"2.0","id":"q\"1","result":null}"#
+        );
+        let m = Message::Response(Response::ok(RequestId::Number(-4), to_raw(&json!(1))));
+        assert_eq!(m.to_json(), r#"{"jsonrpc":"2.0","id":-4,"result":1}"#);
         let m = Message::Response(Response::error(None, ErrorObject::new(-1, "m")));
         assert_eq!(
             m.to_json(),

@@ -5,12 +5,14 @@
 //! still take away. Writers validate against the latest accepted write, so a
 //! compare-and-swap never has to wait for the previous write's fsync.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
+
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use foldhash::HashMap;
+use foldhash::fast::RandomState;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use session_core::{SessionId, SessionRecord, Timestamp};
 
@@ -98,7 +100,7 @@ impl Index {
     pub(crate) fn new() -> Self {
         Index {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             live: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
         }
