@@ -120,6 +120,29 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         after: &EventId,
     ) -> Result<Option<Vec<StoredEvent>>>;
 
+    /// The id of the last event appended to `stream`, whether or not the
+    /// bound has dropped it since; `None` if the store knows of none. A
+    /// fresh connection to a stream follows from here, so it is not sent
+    /// what was stored before it connected.
+    ///
+    /// The default reads the whole stream through
+    /// [`replay_after`](Self::replay_after); stores override it with a
+    /// direct lookup.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) on a store failure.
+    async fn latest(&self, session: &SessionId, stream: &StreamId) -> Result<Option<EventId>> {
+        let origin = EventId {
+            stream: stream.clone(),
+            seq: 0,
+        };
+        Ok(self
+            .replay_after(session, &origin)
+            .await?
+            .and_then(|events| events.last().map(|e| e.id.clone())))
+    }
+
     /// Waits up to `wait_ms` for events of `after`'s stream that follow it,
     /// appended by any process sharing the store. `Ok(None)` means the store
     /// has no live feed (every event is appended by this process, which

@@ -137,6 +137,18 @@ impl EventStore for MemoryEventStore {
         ))
     }
 
+    async fn latest(&self, session: &SessionId, stream: &StreamId) -> Result<Option<EventId>> {
+        let shard = self.shard(session).lock();
+        Ok(shard
+            .get(session)
+            .and_then(|events| events.streams.get(stream))
+            .filter(|s| s.last_seq > 0)
+            .map(|s| EventId {
+                stream: stream.clone(),
+                seq: s.last_seq,
+            }))
+    }
+
     async fn remove_session(&self, session: &SessionId) -> Result<()> {
         self.shard(session).lock().remove(session);
         Ok(())
