@@ -249,8 +249,20 @@ impl McpServer {
     /// flight get up to `grace` to finish and send their responses, and
     /// those still running then are cancelled.
     pub async fn shutdown(&self, grace: Duration) {
+        self.begin_shutdown();
+        self.drain(grace).await;
+    }
+
+    /// The first step of [`shutdown`](Self::shutdown): new requests are
+    /// refused (503), the sweeper stops, idle streams end.
+    pub(crate) fn begin_shutdown(&self) {
         self.shared.shutdown.cancel();
         self.shared.hub.close_idle();
+    }
+
+    /// The rest of [`shutdown`](Self::shutdown): requests in flight get
+    /// `grace` to finish, then are cancelled; every stream ends.
+    pub(crate) async fn drain(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         while self.shared.inflight.len() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

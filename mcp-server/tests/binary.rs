@@ -69,6 +69,20 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
             .unwrap()
             .success()
     );
+    // Shutting down: a new client is turned away (the listener is closed,
+    // or a request that slipped in gets 503) while the slow call finishes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let late = Client::new(&server.url);
+    let refused = match late.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "late", "version": "1"}}}))
+        .send()
+        .await
+    {
+        Err(e) => e.is_connect() || e.is_request(),
+        Ok(response) => response.status() == 503,
+    };
+    assert!(refused, "a new session was accepted during shutdown");
     let answer = slow.await.unwrap();
     assert_eq!(
         answer["result"]["content"][0]["text"], "completed 4 steps",

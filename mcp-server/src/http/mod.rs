@@ -106,13 +106,28 @@ impl McpServer {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let signal = async move {
-            shutdown.await;
-            server.shutdown(std::time::Duration::from_secs(10)).await;
+        // When `shutdown` resolves, the signal completes at once so the
+        // listener stops accepting; open connections then drain while the
+        // requests in flight finish (or are cancelled after the grace).
+        let draining = Arc::new(parking_lot::Mutex::new(None));
+        let signal = {
+            let draining = draining.clone();
+            async move {
+                shutdown.await;
+                server.begin_shutdown();
+                let drain = tokio::spawn(async move { server.drain(SHUTDOWN_GRACE).await });
+                *draining.lock() = Some(drain);
+            }
         };
         let served = axum::serve(listener, service)
             .with_graceful_shutdown(signal)
             .await;
+        // Requests whose client went away still finish (their events are
+        // stored for a resume), within the grace.
+        let drain = draining.lock().take();
+        if let Some(drain) = drain {
+            let _ = drain.await;
+        }
         sweeper.abort();
         served.map_err(|source| Error::Io {
             action: format!("serve HTTP on {addr}"),
@@ -120,6 +135,9 @@ impl McpServer {
         })
     }
 }
+
+/// How long requests in flight may run on after shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The endpoint served without a router: anything but its path is 404.
 async fn endpoint_at_path(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -130,6 +148,9 @@ async fn endpoint_at_path(State(app): State<Arc<App>>, request: Request) -> Resp
 }
 
 async fn endpoint(State(app): State<Arc<App>>, request: Request) -> Response {
+    if app.shared.shutdown.is_cancelled() {
+        return reject(&Rejection::Unavailable("the server is shutting down".into()));
+    }
     let outcome = match *request.method() {
         Method::POST => post(&app, request).await,
         Method::GET => get(&app, request).await,
