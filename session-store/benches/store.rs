@@ -18,17 +18,26 @@ use session_store::testkit::redis::RedisServer;
 use session_store::{FileStore, MemoryStore, RedisOptions, RedisStore, SystemClock};
 use tokio::runtime::Runtime;
 
-const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
 const PREFILL: usize = 10_000;
+/// Idle timeout of the sessions the sweep benchmark expires; every other
+/// session has the default 30 minutes.
+const SWEPT_IDLE: Duration = Duration::from_secs(60);
 const TASKS: u64 = 64;
 
 fn record(now: Timestamp) -> SessionRecord {
-    SessionRecord::create(
-        SessionId::generate(),
-        NewSession::new(),
-        now,
-        ExpiryPolicy::default(),
-    )
+    record_with(now, ExpiryPolicy::default())
+}
+
+fn record_with(now: Timestamp, expiry: ExpiryPolicy) -> SessionRecord {
+    SessionRecord::create(SessionId::generate(), NewSession::new(), now, expiry)
+}
+
+/// The wall clock. Every record is created at the real time, never at a fixed
+/// instant: Redis expires keys at their deadline (plus grace) in real time, and
+/// the sweep benchmark relies on the prefilled sessions not being due, so a
+/// fixed date would make the benchmarks break once it passes.
+fn now() -> Timestamp {
+    SystemClock.now()
 }
 
 fn single() -> Runtime {
@@ -50,6 +59,8 @@ fn multi() -> Runtime {
 struct Subject {
     store: Arc<dyn SessionStore>,
     ids: Vec<SessionId>,
+    /// When the prefilled sessions were created (they expire 30 minutes on).
+    t0: Timestamp,
     _dir: Option<tempfile::TempDir>,
     _redis: Option<RedisServer>,
 }
@@ -75,7 +86,8 @@ fn fresh(rt: &Runtime, kind: &'static str) -> Subject {
 }
 
 fn prefill(rt: &Runtime, store: Arc<dyn SessionStore>, dir: Option<tempfile::TempDir>) -> Subject {
-    let records: Vec<_> = (0..PREFILL).map(|_| record(T0)).collect();
+    let t0 = now();
+    let records: Vec<_> = (0..PREFILL).map(|_| record(t0)).collect();
     let ids = records.iter().map(|r| r.id().clone()).collect();
     rt.block_on(concurrently(
         records,
@@ -87,6 +99,7 @@ fn prefill(rt: &Runtime, store: Arc<dyn SessionStore>, dir: Option<tempfile::Tem
     Subject {
         store,
         ids,
+        t0,
         _dir: dir,
         _redis: None,
     }
@@ -146,7 +159,7 @@ fn operations(c: &mut Criterion) {
                 b.to_async(&rt).iter_custom(|iters| {
                     let store = store.clone();
                     async move {
-                        let records: Vec<_> = (0..iters).map(|_| record(T0)).collect();
+                        let records: Vec<_> = (0..iters).map(|_| record(now())).collect();
                         let ids: Vec<_> = records.iter().map(|r| r.id().clone()).collect();
                         let start = Instant::now();
                         if parallel {
@@ -196,7 +209,7 @@ fn operations(c: &mut Criterion) {
             });
 
             let subject = fresh(&rt, kind);
-            let (store, ids) = (&subject.store, &subject.ids);
+            let (store, ids, t0) = (&subject.store, &subject.ids, subject.t0);
             group.bench_function("update", |b| {
                 b.to_async(&rt).iter_custom(|iters| {
                     let (store, ids) = (store.clone(), ids.clone());
@@ -206,10 +219,10 @@ fn operations(c: &mut Criterion) {
                         let work: Vec<_> = ids.iter().take(iters as usize).cloned().map(|id| (id, per_session)).collect();
                         let total = work.len() as u64 * per_session;
                         let start = Instant::now();
-                        let update = |(id, n): (SessionId, u64), s: Arc<dyn SessionStore>| async move {
+                        let update = move |(id, n): (SessionId, u64), s: Arc<dyn SessionStore>| async move {
                             let mut current = s.load(&id).await.unwrap().unwrap();
                             for _ in 0..n {
-                                let next = current.begin_write(T0).unwrap().finish();
+                                let next = current.begin_write(t0).unwrap().finish();
                                 s.compare_and_swap(&next, current.version()).await.unwrap();
                                 current = next;
                             }
@@ -228,27 +241,35 @@ fn operations(c: &mut Criterion) {
             });
 
             let subject = fresh(&rt, kind);
-            let store = &subject.store;
+            let (store, t0) = (&subject.store, subject.t0);
             group.bench_function("sweep", |b| {
                 b.to_async(&rt).iter_custom(|iters| {
                     let store = store.clone();
                     async move {
-                        // `iters` sessions created now, swept 31 minutes on
-                        // (past their 30-minute idle deadline, before Redis's
-                        // own expiry), among the live ones.
-                        let now = SystemClock.now();
-                        let records: Vec<_> = (0..iters).map(|_| record(now)).collect();
+                        // `iters` sessions with a one-minute idle timeout,
+                        // created now and swept one minute on (past their
+                        // deadline, before Redis's own expiry), among the
+                        // prefilled ones, which stay live for 30 minutes
+                        // after `t0`. Only elapsed time matters, not the date.
+                        let created = now();
+                        let records: Vec<_> = (0..iters)
+                            .map(|_| record_with(created, ExpiryPolicy::idle(SWEPT_IDLE)))
+                            .collect();
                         concurrently(
                             records,
                             |r, s| async move { s.insert(&r).await.unwrap() },
                             store.clone(),
                         )
                         .await;
-                        let now = now.saturating_add(Duration::from_secs(31 * 60));
+                        let sweep_at = created.saturating_add(SWEPT_IDLE);
+                        assert!(
+                            sweep_at < t0.saturating_add(ExpiryPolicy::DEFAULT_IDLE_TIMEOUT),
+                            "the sweep benchmark ran so long that the prefilled sessions are due"
+                        );
                         let start = Instant::now();
                         let mut removed = 0;
                         loop {
-                            let batch = store.remove_expired(now, 1000).await.unwrap().len();
+                            let batch = store.remove_expired(sweep_at, 1000).await.unwrap().len();
                             removed += batch;
                             if batch < 1000 {
                                 break;
@@ -297,6 +318,7 @@ fn durability(c: &mut Criterion) {
             b.to_async(&rt).iter_custom(|iters| {
                 let store = subject.store.clone();
                 let ids = subject.ids.clone();
+                let t0 = subject.t0;
                 async move {
                     let per_writer = iters.div_ceil(writers).max(1);
                     let start = Instant::now();
@@ -307,7 +329,7 @@ fn durability(c: &mut Criterion) {
                             tokio::spawn(async move {
                                 let mut current = store.load(&id).await.unwrap().unwrap();
                                 for _ in 0..per_writer {
-                                    let next = current.begin_write(T0).unwrap().finish();
+                                    let next = current.begin_write(t0).unwrap().finish();
                                     store
                                         .compare_and_swap(&next, current.version())
                                         .await
@@ -336,7 +358,8 @@ fn reopen(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     {
         let store: Arc<dyn SessionStore> = Arc::new(FileStore::open(dir.path()).unwrap());
-        let records: Vec<_> = (0..100_000).map(|_| record(T0)).collect();
+        let t0 = now();
+        let records: Vec<_> = (0..100_000).map(|_| record(t0)).collect();
         rt.block_on(concurrently(
             records,
             |r, s| async move { s.insert(&r).await.unwrap() },
@@ -361,9 +384,10 @@ fn memory_per_session() {
     let rt = single();
     let store = MemoryStore::new();
     let before = resident_bytes();
+    let t0 = now();
     rt.block_on(async {
         for _ in 0..N {
-            store.insert(&record(T0)).await.unwrap();
+            store.insert(&record(t0)).await.unwrap();
         }
     });
     let after = resident_bytes();
