@@ -1,6 +1,7 @@
 //! The MCP dispatcher: typed messages in, typed messages out. It knows
 //! sessions and methods, and nothing of HTTP or stdio.
 
+use futures_util::FutureExt as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -172,10 +173,22 @@ impl Shared {
             // served; its session must not die at the handshake deadline.
             let _ = self.manager.activate(session.id()).await;
         }
-        let guard = self.inflight.start(session.id(), &request.id);
+        let Some(guard) = self.inflight.start(session.id(), &request.id) else {
+            // The id would make cancellation ambiguous; ids must be unique
+            // among a session's requests.
+            let error = ErrorObject::new(
+                code::INVALID_REQUEST,
+                format!(
+                    "Invalid Request: request id {} is already in use in this session",
+                    request.id
+                ),
+            );
+            return Some(Response::error(Some(request.id), error));
+        };
         let meta = meta(request.params.as_deref());
         let handle = SessionHandle::new(self.manager.clone(), session);
-        let level = self.log_level(handle.id());
+        let session_id = handle.id().clone();
+        let level = self.log_level(&session_id);
         let ctx = RequestContext::new(
             request.id.clone(),
             Some(handle),
@@ -185,8 +198,13 @@ impl Shared {
             level,
             self.pending.clone(),
         );
+        // A handler that panics fails its request, not the connection.
+        let routed = std::panic::AssertUnwindSafe(self.route(&ctx, &request)).catch_unwind();
         let outcome = tokio::select! {
-            outcome = self.route(&ctx, &request) => outcome,
+            outcome = routed => outcome.unwrap_or_else(|_| {
+                tracing::error!(session = %session_id, method = %request.method, "the handler panicked");
+                Err(ErrorObject::new(code::INTERNAL_ERROR, "Internal error: the handler failed"))
+            }),
             () = guard.token.cancelled() => return None,
         };
         if guard.token.is_cancelled() {

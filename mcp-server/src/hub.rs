@@ -134,6 +134,9 @@ impl Hub {
     /// Stores `data` as the next event of the stream and sends it to the
     /// connection carrying the stream, if any. A connection that cannot keep
     /// up is cut off; its client resumes from the store.
+    ///
+    /// When the store refuses the event, it is still sent to the connection,
+    /// without an id (it cannot be resumed from), and the error returned.
     pub(crate) async fn publish(
         &self,
         session: &SessionId,
@@ -142,13 +145,21 @@ impl Hub {
     ) -> Result<EventId, session_core::Error> {
         let slot = self.slot(session, stream);
         let mut slot = slot.lock().await;
-        let id = self.events.append(session, stream, data.clone()).await?;
+        let stored = self.events.append(session, stream, data.clone()).await;
+        let frame = match &stored {
+            Ok(id) => Frame::event(id.clone(), data),
+            Err(_) => Frame {
+                id: None,
+                data,
+                end: false,
+            },
+        };
         if let Some((_, tx)) = &slot.connection
-            && tx.try_send(Frame::event(id.clone(), data)).is_err()
+            && tx.try_send(frame).is_err()
         {
             slot.connection = None;
         }
-        Ok(id)
+        stored
     }
 
     /// Attaches a new connection to the stream. With `after`, it first gets
@@ -172,21 +183,28 @@ impl Hub {
                 "an SSE stream is already open for this session".into(),
             ));
         }
-        let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
         let mut last = after.cloned();
         let mut replayed_response = false;
+        let replay = match after {
+            Some(after) => {
+                let replay = self
+                    .events
+                    .replay_after(session, after)
+                    .await
+                    .map_err(|e| Rejection::Unavailable(format!("event store: {e}")))?;
+                // Position 0 is the priming event's: before anything was sent.
+                match replay {
+                    Some(events) => events,
+                    None if after.seq == 0 => Vec::new(),
+                    None => return Err(Rejection::CannotResume(after.to_string())),
+                }
+            }
+            None => Vec::new(),
+        };
+        // Room for the whole replay, however many events the store keeps,
+        // and then the usual buffer for live ones.
+        let (tx, rx) = mpsc::channel(replay.len() + CONNECTION_BUFFER);
         if let Some(after) = after {
-            let replay = self
-                .events
-                .replay_after(session, after)
-                .await
-                .map_err(|e| Rejection::Unavailable(format!("event store: {e}")))?;
-            // Position 0 is the priming event's: before anything was sent.
-            let replay = match replay {
-                Some(events) => events,
-                None if after.seq == 0 => Vec::new(),
-                None => return Err(Rejection::CannotResume(after.to_string())),
-            };
             for event in replay {
                 last = Some(event.id.clone());
                 replayed_response |= matches!(

@@ -62,15 +62,23 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     /// Registers a request; the returned guard unregisters it when dropped.
-    pub(crate) fn start(&self, session: &SessionId, request: &RequestId) -> InFlightGuard<'_> {
+    /// `None` if a request with that id is already in flight in the session.
+    pub(crate) fn start(
+        &self,
+        session: &SessionId,
+        request: &RequestId,
+    ) -> Option<InFlightGuard<'_>> {
         let token = CancellationToken::new();
         let key = (session.clone(), request.clone());
-        self.map.lock().insert(key.clone(), token.clone());
-        InFlightGuard {
+        match self.map.lock().entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => return None,
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(token.clone()),
+        };
+        Some(InFlightGuard {
             owner: self,
             key,
             token,
-        }
+        })
     }
 
     /// Cancels one request; whether it was in flight here.

@@ -83,7 +83,8 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
 
 /// Host names that are always allowed: loopback.
 fn is_loopback_host(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+    // Host names are case-insensitive.
+    host.eq_ignore_ascii_case("localhost") || matches!(host, "127.0.0.1" | "[::1]" | "::1")
 }
 
 /// The host part of `host[:port]` or `[v6]:port`.

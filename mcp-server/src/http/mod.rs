@@ -162,7 +162,12 @@ async fn endpoint(State(app): State<Arc<App>>, request: Request) -> Response {
 
 /// The answer to a refused message: its status and a JSON-RPC error body.
 fn reject(rejection: &Rejection) -> Response {
-    let body = RpcResponse::error(None, rejection.error_object());
+    reject_with_id(rejection, None)
+}
+
+/// [`reject`] for a request whose id could be read.
+fn reject_with_id(rejection: &Rejection, id: Option<session_core::wire::RequestId>) -> Response {
+    let body = RpcResponse::error(id, rejection.error_object());
     let mut response = json(rejection.status(), Message::Response(body).to_json());
     if *rejection == Rejection::MethodNotAllowed {
         response
@@ -220,24 +225,53 @@ async fn post(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     app.guard.check(headers)?;
-    headers::check_post_accept(headers)?;
     headers::check_content_type(headers)?;
     let principal = parts.extensions.get::<Principal>().map(|p| p.0.clone());
     let body = read_body(app, body, headers).await?;
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        headers::check_post_accept(headers)?;
         return batch(app, headers, principal.as_deref(), &body).await;
     }
-    let message = Message::parse(&body).map_err(parse_rejection)?;
-    if let Message::Request(request) = &message {
-        if request.method == "initialize" {
-            return initialize(app, request, principal.as_deref()).await;
+    let message = match Message::parse(&body) {
+        Ok(message) => message,
+        Err(e) => {
+            let id = e.id.clone();
+            return Ok(reject_with_id(&parse_rejection(e), id));
         }
-        if let Some(requested) = modern_revision(&request.method, request.params.as_deref()) {
-            return Err(Rejection::UnsupportedVersion { requested });
-        }
+    };
+    // A refusal of a request answers it by its id.
+    let id = match &message {
+        Message::Request(request) => Some(request.id.clone()),
+        _ => None,
+    };
+    match post_message(app, headers, principal.as_deref(), message).await {
+        Ok(response) => Ok(response),
+        Err(rejection) => Ok(reject_with_id(&rejection, id)),
+    }
+}
+
+async fn post_message(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    principal: Option<&str>,
+    message: Message,
+) -> Result<Response, Rejection> {
+    // A sessionless (2026-07-28) client learns the supported versions
+    // whatever it accepts, so it can fall back to `initialize`.
+    if let Message::Request(request) = &message
+        && request.method != "initialize"
+        && let Some(requested) = modern_revision(&request.method, request.params.as_deref())
+    {
+        return Err(Rejection::UnsupportedVersion { requested });
+    }
+    headers::check_post_accept(headers)?;
+    if let Message::Request(request) = &message
+        && request.method == "initialize"
+    {
+        return initialize(app, request, principal).await;
     }
     headers::protocol_version(headers)?;
-    let session = resolve(app, headers, principal.as_deref()).await?;
+    let session = resolve(app, headers, principal).await?;
     match message {
         Message::Notification(note) => {
             app.shared.notification(&session, &note).await;
@@ -521,19 +555,19 @@ async fn get(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
     ))
 }
 
-/// The id of the newest stored event of `stream` (position 0 if none).
+/// The id of the last event appended to `stream` (position 0 if none), so
+/// a fresh connection is fed only what comes after it.
 async fn latest_event(
     shared: &Shared,
     session: &session_core::SessionId,
     stream: &StreamId,
 ) -> EventId {
-    let origin = EventId {
-        stream: stream.clone(),
-        seq: 0,
-    };
-    match shared.hub.events().replay_after(session, &origin).await {
-        Ok(Some(events)) => events.last().map_or(origin, |e| e.id.clone()),
-        _ => origin,
+    match shared.hub.events().latest(session, stream).await {
+        Ok(Some(id)) => id,
+        _ => EventId {
+            stream: stream.clone(),
+            seq: 0,
+        },
     }
 }
 
@@ -593,6 +627,7 @@ async fn follow_store(
 async fn delete(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
     let headers = request.headers();
     app.guard.check(headers)?;
+    headers::protocol_version(headers)?;
     let session = resolve(app, headers, principal(&request).as_deref()).await?;
     if !app.config.allow_delete {
         return Err(Rejection::MethodNotAllowed);

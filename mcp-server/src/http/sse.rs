@@ -35,9 +35,38 @@ struct Events {
     keep_alive: Interval,
     /// End after this many frames (a replayed stream that already ended).
     remaining: Option<usize>,
-    /// Number of the last event sent: an event arriving twice (from this
-    /// process and from the shared store) is sent once.
-    sent: u64,
+    /// Numbers of the events sent lately: an event arriving twice (from this
+    /// process and from the shared store) is sent once, and one arriving
+    /// late (another replica's, read from the store after a later local
+    /// one) is still sent.
+    sent: Sent,
+}
+
+/// The recently sent event numbers of one stream, bounded.
+#[derive(Debug, Default)]
+struct Sent {
+    numbers: std::collections::BTreeSet<u64>,
+}
+
+impl Sent {
+    /// How many numbers are remembered; older ones are taken as sent.
+    const WINDOW: usize = 4096;
+
+    /// Records `seq`; whether it was new.
+    fn insert(&mut self, seq: u64) -> bool {
+        if self.numbers.len() >= Self::WINDOW
+            && self.numbers.first().is_some_and(|&oldest| seq < oldest)
+        {
+            return false;
+        }
+        if !self.numbers.insert(seq) {
+            return false;
+        }
+        if self.numbers.len() > Self::WINDOW {
+            self.numbers.pop_first();
+        }
+        true
+    }
 }
 
 impl Stream for Events {
@@ -59,11 +88,10 @@ impl Stream for Events {
                     if let Some(n) = self.remaining.as_mut() {
                         *n = n.saturating_sub(1);
                     }
-                    if let Some(id) = &frame.id {
-                        if id.seq <= self.sent {
-                            continue; // already sent
-                        }
-                        self.sent = id.seq;
+                    if let Some(id) = &frame.id
+                        && !self.sent.insert(id.seq)
+                    {
+                        continue; // already sent
                     }
                     self.keep_alive.reset();
                     return Poll::Ready(Some(Ok(encode(&frame))));
@@ -122,7 +150,7 @@ pub(crate) fn response(
         hub,
         keep_alive,
         remaining: limit,
-        sent: 0,
+        sent: Sent::default(),
     };
     (
         [
@@ -132,4 +160,22 @@ pub(crate) fn response(
         Body::from_stream(events),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sent;
+
+    #[test]
+    fn each_number_is_sent_once_even_out_of_order() {
+        let mut sent = Sent::default();
+        assert!(sent.insert(5));
+        assert!(sent.insert(4), "a late, lower number is still sent");
+        assert!(!sent.insert(5));
+        assert!(!sent.insert(4));
+        for seq in 6..6 + Sent::WINDOW as u64 {
+            assert!(sent.insert(seq));
+        }
+        assert!(!sent.insert(1), "below the window counts as sent");
+    }
 }
