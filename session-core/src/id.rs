@@ -1,4 +1,5 @@
-//! Session identifiers: minted from a CSPRNG, parsed from untrusted input with a bound.
+//! Session identifiers: minted from a cryptographically secure generator,
+//! parsed from untrusted input with a bound.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -16,8 +17,12 @@ pub const MAX_SESSION_ID_LEN: usize = 128;
 
 /// A session identifier.
 ///
-/// Minted ids carry 122 random bits from the operating system's CSPRNG (a
-/// version-4 UUID) and are written as 32 lowercase hex digits. Parsed ids may be
+/// Minted ids carry 122 random bits (a version-4 UUID) and are written as 32
+/// lowercase hex digits. The bits come from `rand`'s thread-local generator
+/// (through `uuid`'s `fast-rng` feature): ChaCha12, a cryptographically secure
+/// generator seeded from the operating system's random source and reseeded
+/// from it after every 64 KiB of output. Not reseeding on `fork` is `rand`'s
+/// documented limitation; this crate does not fork. Parsed ids may be
 /// any string of 1 to [`MAX_SESSION_ID_LEN`] visible ASCII characters
 /// (0x21 to 0x7E), the set the MCP specification allows in `MCP-Session-Id`.
 ///
@@ -38,12 +43,13 @@ pub const MAX_SESSION_ID_LEN: usize = 128;
 pub struct SessionId(Arc<str>);
 
 impl SessionId {
-    /// Mints a fresh id from the operating system's CSPRNG.
+    /// Mints a fresh id from the thread-local ChaCha12 generator, seeded from
+    /// the operating system (see [`SessionId`]).
     ///
     /// # Panics
     ///
-    /// Panics only if the operating system cannot provide random bytes, which
-    /// `uuid` (through `getrandom`) treats as unrecoverable.
+    /// Panics only if the operating system cannot provide random bytes to
+    /// seed or reseed the generator, which `rand` treats as unrecoverable.
     pub fn generate() -> Self {
         let uuid = uuid::Uuid::new_v4();
         let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
