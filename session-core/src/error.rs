@@ -22,7 +22,9 @@ pub enum Error {
     #[error("session closed")]
     Closed,
     /// A compare-and-swap lost: the stored version is not the expected one.
-    /// `found` is `None` when the record is gone.
+    /// `found` is `None` when the record is gone. The manager reports it when
+    /// a write lost `max_write_attempts` races in a row, with the version
+    /// the store holds now.
     #[error("version conflict: expected {expected}, found {found:?}")]
     Conflict {
         /// The version the writer based its change on.
@@ -48,6 +50,25 @@ pub enum Error {
         /// Serialized size of the rejected state.
         size: usize,
         /// The configured limit.
+        limit: usize,
+    },
+    /// The session's metadata (owner, protocol version, `clientInfo` and
+    /// capabilities, all from the client) would exceed the configured size
+    /// limit; nothing is written.
+    #[error("session metadata of {size} bytes exceeds the limit of {limit} bytes")]
+    MetaTooLarge {
+        /// Serialized size of the rejected metadata.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The whole encoded record is larger than the store can keep; nothing is
+    /// written.
+    #[error("session record of {size} bytes exceeds the store's limit of {limit} bytes")]
+    RecordTooLarge {
+        /// Encoded size of the rejected record.
+        size: usize,
+        /// The store's limit.
         limit: usize,
     },
     /// The lifecycle has no such move.

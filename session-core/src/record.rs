@@ -105,6 +105,9 @@ impl NewSession {
 
     /// Starts the session in [`Initializing`](SessionStatus::Initializing): it
     /// must be activated within `timeout` or it expires, however busy it is.
+    /// A [`SessionManager`](crate::SessionManager) shortens `timeout` to its
+    /// [`handshake_timeout`](crate::ManagerConfig::handshake_timeout) if that
+    /// is smaller.
     pub fn initializing(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = Some(timeout);
         self

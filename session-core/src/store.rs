@@ -186,6 +186,24 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// [`Error::Backend`] on a store failure.
     async fn remove_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionRecord>>;
+
+    /// Up to `limit` ids of stored records that fail their integrity check:
+    /// those [`load`](Self::load) reports as [`Error::Corrupt`], which
+    /// [`list`](Self::list) leaves out and which have no deadline
+    /// [`remove_expired`](Self::remove_expired) could act on.
+    /// [`delete`](Self::delete) removes one like any other record, after
+    /// which it is no longer found here. Used by
+    /// [`SessionManager::clear_all`](crate::SessionManager::clear_all), so
+    /// that damage is not kept forever. The default, for stores that detect
+    /// no damage, finds none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] on a store failure.
+    async fn list_corrupt(&self, limit: usize) -> Result<Vec<SessionId>> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 }
 
 /// The error for a write attempted on a record with terminal `status`:

@@ -22,12 +22,26 @@ use crate::{ExpiryPolicy, RecordWrite};
 pub struct ManagerConfig {
     /// Default expiry of new sessions (30 minutes idle, no absolute lifetime).
     pub expiry: ExpiryPolicy,
-    /// How long a session may stay `Initializing` (10 s).
+    /// The longest a session may stay `Initializing` (10 s).
+    ///
+    /// A session created with
+    /// [`NewSession::initializing(timeout)`](crate::NewSession::initializing)
+    /// must be activated within the smaller of `timeout` and this. The
+    /// manager enforces it: the handshake deadline is fixed at creation and
+    /// writes do not move it, so from then on reads and writes report
+    /// [`Error::Expired`](crate::Error::Expired) and a sweep removes the
+    /// session. Transports need no timer of their own. Sessions created
+    /// without `initializing` start `Active` and are not affected.
     pub handshake_timeout: Duration,
     /// Cap on live sessions; `None` for no cap (100,000).
     pub max_sessions: Option<usize>,
     /// Largest serialized state in bytes (1 MiB).
     pub max_state_bytes: usize,
+    /// Largest serialized metadata in bytes (64 KiB): the owner, protocol
+    /// version, `clientInfo` and capabilities a session is created with, which
+    /// come from the client. A larger one is refused with
+    /// [`Error::MetaTooLarge`](crate::Error::MetaTooLarge).
+    pub max_meta_bytes: usize,
     /// How long a closed or expired record is kept, so that a late request
     /// learns the session was closed or expired rather than never existed (5 min).
     /// Zero deletes the record at once: later calls read
@@ -39,10 +53,11 @@ pub struct ManagerConfig {
     /// A session may therefore expire up to this much earlier than its last
     /// read plus its idle timeout; writes always record activity.
     pub touch_interval: Duration,
-    /// Records removed per store call when sweeping (1,000).
+    /// Records removed or listed per store call when sweeping or clearing
+    /// (1,000); 0 counts as 1.
     pub sweep_batch: usize,
     /// Compare-and-swap attempts before an update gives up with
-    /// [`Error::Conflict`](crate::Error::Conflict) (10,000).
+    /// [`Error::Conflict`](crate::Error::Conflict) (10,000); 0 counts as 1.
     pub max_write_attempts: u32,
 }
 
@@ -53,6 +68,7 @@ impl Default for ManagerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_sessions: Some(100_000),
             max_state_bytes: 1 << 20,
+            max_meta_bytes: 64 << 10,
             retention: RecordWrite::DEFAULT_RETENTION,
             touch_interval: Duration::from_secs(1),
             sweep_batch: 1_000,
@@ -89,6 +105,24 @@ impl ManagerConfig {
     /// Sets the largest serialized state.
     pub fn max_state_bytes(mut self, bytes: usize) -> Self {
         self.max_state_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest serialized metadata.
+    pub fn max_meta_bytes(mut self, bytes: usize) -> Self {
+        self.max_meta_bytes = bytes;
+        self
+    }
+
+    /// Sets how many records one store call sweeps or lists.
+    pub fn sweep_batch(mut self, batch: usize) -> Self {
+        self.sweep_batch = batch;
+        self
+    }
+
+    /// Sets how many compare-and-swap attempts a write makes.
+    pub fn max_write_attempts(mut self, attempts: u32) -> Self {
+        self.max_write_attempts = attempts;
         self
     }
 

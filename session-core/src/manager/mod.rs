@@ -86,8 +86,9 @@ impl SessionManager {
     ///
     /// [`Error::LimitReached`] at the cap on live sessions (after sweeping
     /// what has expired), [`Error::StateTooLarge`] for an oversized initial
-    /// state, [`Error::Backend`] on a store failure.
-    pub async fn create(&self, new: NewSession) -> Result<SessionRecord> {
+    /// state, [`Error::MetaTooLarge`] for oversized metadata (`clientInfo`,
+    /// capabilities, …), [`Error::Backend`] on a store failure.
+    pub async fn create(&self, mut new: NewSession) -> Result<SessionRecord> {
         let _gate = self.gate.read().await;
         let size = crate::record::json_size(&new.state);
         if size > self.config.max_state_bytes {
@@ -96,6 +97,16 @@ impl SessionManager {
                 limit: self.config.max_state_bytes,
             });
         }
+        let size = crate::record::json_size(&new.meta);
+        if size > self.config.max_meta_bytes {
+            return Err(Error::MetaTooLarge {
+                size,
+                limit: self.config.max_meta_bytes,
+            });
+        }
+        new.handshake_timeout = new
+            .handshake_timeout
+            .map(|timeout| timeout.min(self.config.handshake_timeout));
         let _slot = self.reserve_slot().await?;
         let mut record = SessionRecord::create(
             SessionId::generate(),
@@ -252,22 +263,29 @@ impl SessionManager {
     }
 
     /// Deletes a live record as closed; hooks run. The caller holds the gate.
-    async fn delete_closed(&self, current: SessionRecord) -> Result<SessionRecord> {
-        let id = current.id().clone();
-        let mut write = match current.begin_write(self.clock.now()) {
-            Ok(write) => write,
-            Err(Error::Expired) if !current.stored_status().is_terminal() => {
-                return self.retire(current).await.and(Err(Error::Expired));
+    async fn delete_closed(&self, mut current: SessionRecord) -> Result<SessionRecord> {
+        loop {
+            let mut write = match current.begin_write(self.clock.now()) {
+                Ok(write) => write,
+                Err(Error::Expired) if !current.stored_status().is_terminal() => {
+                    match self.retire(current, Retire::Overdue).await? {
+                        Retired::Expired(_) => return Err(Error::Expired),
+                        Retired::Live(latest) => {
+                            current = latest;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            write.set_status(SessionStatus::Closed)?;
+            let closed = write.finish();
+            if !self.store.delete(closed.id()).await? {
+                return Err(Error::NotFound);
             }
-            Err(e) => return Err(e),
-        };
-        write.set_status(SessionStatus::Closed)?;
-        let closed = write.finish();
-        if !self.store.delete(&id).await? {
-            return Err(Error::NotFound);
+            self.run_hooks(&closed, SessionStatus::Closed);
+            return Ok(closed);
         }
-        self.run_hooks(&closed, SessionStatus::Closed);
-        Ok(closed)
     }
 
     /// Expires a live session now, whatever its deadline; hooks run.
@@ -280,7 +298,8 @@ impl SessionManager {
         let _gate = self.gate.read().await;
         let record = self.load(id).await?;
         let overdue = record.status_at(self.clock.now()) == SessionStatus::Expired;
-        let retired = self.retire(record).await?;
+        let (Retired::Expired(retired) | Retired::Live(retired)) =
+            self.retire(record, Retire::Always).await?;
         if overdue {
             return Err(Error::Expired);
         }
@@ -319,21 +338,21 @@ impl SessionManager {
 
     /// Ends and removes every session: waits for writes in flight, holds new
     /// writes back meanwhile, runs the close hooks of live sessions (the expiry
-    /// hooks of those past their deadline) and deletes all records. Returns how
-    /// many records were removed.
+    /// hooks of those past their deadline) and deletes all records. Records
+    /// that fail their integrity check ([`SessionStore::list_corrupt`]) are
+    /// deleted too, without hooks: there is no readable record to hand them.
+    /// Returns how many records were removed.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] from the store.
     pub async fn clear_all(&self) -> Result<usize> {
         let _exclusive = self.gate.write().await;
+        let batch = self.config.sweep_batch.max(1);
         let mut removed = 0;
         let mut cursor: Option<String> = None;
         loop {
-            let page = self
-                .store
-                .list(cursor.as_deref(), self.config.sweep_batch)
-                .await?;
+            let page = self.store.list(cursor.as_deref(), batch).await?;
             let now = self.clock.now();
             for record in &page.records {
                 if self.store.delete(record.id()).await? {
@@ -349,7 +368,21 @@ impl SessionManager {
             }
             match page.next {
                 Some(next) => cursor = Some(next),
-                None => return Ok(removed),
+                None => break,
+            }
+        }
+        loop {
+            let corrupt = self.store.list_corrupt(batch).await?;
+            let mut deleted = 0;
+            for id in &corrupt {
+                if self.store.delete(id).await? {
+                    deleted += 1;
+                }
+            }
+            removed += deleted;
+            // Stop when the store has no more, or deleting makes no progress.
+            if corrupt.len() < batch || deleted == 0 {
+                return Ok(removed);
             }
         }
     }
@@ -370,7 +403,11 @@ impl SessionManager {
             SessionStatus::Closed => return Err(Error::Closed),
             SessionStatus::Expired => {
                 let _gate = self.gate.read().await;
-                return self.retire(record).await.and(Err(Error::Expired));
+                return match self.retire(record, Retire::Overdue).await? {
+                    Retired::Expired(_) => Err(Error::Expired),
+                    // Written just before its deadline by another writer.
+                    Retired::Live(latest) => Ok(latest),
+                };
             }
             _ => {}
         }
@@ -432,12 +469,21 @@ impl SessionManager {
         mut current: SessionRecord,
         mut change: impl FnMut(&mut RecordWrite) -> Result<T> + Send,
     ) -> Result<(SessionRecord, T)> {
-        for _ in 0..self.config.max_write_attempts {
+        let mut expected = current.version();
+        for _ in 0..self.config.max_write_attempts.max(1) {
             let now = self.clock.now();
             let mut write = match current.begin_write(now) {
                 Ok(write) => write,
                 Err(Error::Expired) if !current.stored_status().is_terminal() => {
-                    return self.retire(current).await.and(Err(Error::Expired));
+                    match self.retire(current, Retire::Overdue).await? {
+                        Retired::Expired(_) => return Err(Error::Expired),
+                        // Another writer got in just before the deadline:
+                        // write on top of its version.
+                        Retired::Live(latest) => {
+                            current = latest;
+                            continue;
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
             };
@@ -454,11 +500,8 @@ impl SessionManager {
                     });
                 }
             }
-            match self
-                .store
-                .compare_and_swap(&next, current.version())
-                .await?
-            {
+            expected = current.version();
+            match self.store.compare_and_swap(&next, expected).await? {
                 Cas::Swapped => return Ok((next, out)),
                 Cas::Conflict {
                     current: Some(latest),
@@ -466,33 +509,43 @@ impl SessionManager {
                 Cas::Conflict { current: None } => return Err(Error::NotFound),
             }
         }
+        // `current` is the version the store holds now: the record exists.
         Err(Error::Conflict {
-            expected: current.version(),
-            found: None,
+            expected,
+            found: Some(current.version()),
         })
     }
 
-    /// Marks a live session expired (hooks run), retrying on conflict. Returns
-    /// the terminal record. The caller holds the gate.
-    async fn retire(&self, mut current: SessionRecord) -> Result<SessionRecord> {
-        if self.config.retention.is_zero() {
-            let expired = current.expired_version(self.clock.now(), Duration::ZERO)?;
-            if !self.store.delete(current.id()).await? {
-                return Err(Error::NotFound);
-            }
-            self.run_hooks(&expired, SessionStatus::Expired);
-            return Ok(expired);
-        }
-        for _ in 0..self.config.max_write_attempts {
-            let next = current.expired_version(self.clock.now(), self.config.retention)?;
-            match self
-                .store
-                .compare_and_swap(&next, current.version())
-                .await?
+    /// Marks a live session expired (hooks run), retrying on conflict. The
+    /// caller holds the gate.
+    ///
+    /// With [`Retire::Overdue`] a conflicting newer version is expired only
+    /// if it too is past its deadline; one written just before the deadline
+    /// is returned as [`Retired::Live`] and nothing is written. With zero
+    /// retention the expired version is written and then deleted, so that
+    /// expiring stays conditional on the version like every other write.
+    async fn retire(&self, mut current: SessionRecord, why: Retire) -> Result<Retired> {
+        let retention = self.config.retention;
+        let mut expected = current.version();
+        for _ in 0..self.config.max_write_attempts.max(1) {
+            let now = self.clock.now();
+            if why == Retire::Overdue
+                && !current.stored_status().is_terminal()
+                && current.status_at(now) != SessionStatus::Expired
             {
+                return Ok(Retired::Live(current));
+            }
+            let next = current.expired_version(now, retention)?;
+            expected = current.version();
+            match self.store.compare_and_swap(&next, expected).await? {
                 Cas::Swapped => {
+                    if retention.is_zero() {
+                        // Nothing writes to the expired version, so this
+                        // removes exactly it (or a sweep got there first).
+                        self.store.delete(next.id()).await?;
+                    }
                     self.run_hooks(&next, SessionStatus::Expired);
-                    return Ok(next);
+                    return Ok(Retired::Expired(next));
                 }
                 Cas::Conflict {
                     current: Some(latest),
@@ -501,8 +554,8 @@ impl SessionManager {
             }
         }
         Err(Error::Conflict {
-            expected: current.version(),
-            found: None,
+            expected,
+            found: Some(current.version()),
         })
     }
 
@@ -553,6 +606,25 @@ impl SessionManager {
             }
         }
     }
+}
+
+/// Why a live session is being retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retire {
+    /// It was found past its deadline: a newer version is expired only if it
+    /// is past its own.
+    Overdue,
+    /// [`SessionManager::expire`] asked for it, whatever the deadline.
+    Always,
+}
+
+/// What [`SessionManager::retire`] did.
+#[derive(Debug)]
+enum Retired {
+    /// The session is expired now and hooks ran: the terminal version.
+    Expired(SessionRecord),
+    /// A newer version is live at the current time; nothing was written.
+    Live(SessionRecord),
 }
 
 struct Slot<'a>(&'a AtomicUsize);

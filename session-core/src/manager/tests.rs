@@ -1,9 +1,9 @@
 //! The manager's rules against a minimal in-test store. The full contract runs
 //! against the real backends in `session-store`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use async_trait::async_trait;
 use proptest::prelude::*;
@@ -18,6 +18,11 @@ struct TestStore {
     /// When set, each compare-and-swap first takes a permit from it.
     cas_gate: Option<Arc<tokio::sync::Semaphore>>,
     cas_entered: AtomicU32,
+    /// Ids whose stored record "fails its integrity check".
+    corrupt: Mutex<BTreeSet<SessionId>>,
+    /// When set, every compare-and-swap loses to a rival write made just
+    /// before it.
+    rival: AtomicBool,
 }
 
 #[async_trait]
@@ -31,6 +36,12 @@ impl SessionStore for TestStore {
         Ok(())
     }
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
+        if self.corrupt.lock().unwrap().contains(id) {
+            return Err(Error::Corrupt {
+                id: id.clone(),
+                detail: "test damage".into(),
+            });
+        }
         Ok(self.map.lock().unwrap().get(id).cloned())
     }
     async fn compare_and_swap(&self, record: &SessionRecord, expected: u64) -> Result<Cas> {
@@ -39,6 +50,12 @@ impl SessionStore for TestStore {
             gate.acquire().await.unwrap().forget();
         }
         let mut map = self.map.lock().unwrap();
+        if self.rival.load(Ordering::SeqCst)
+            && let Some(cur) = map.get(record.id()).cloned()
+        {
+            let rival = cur.begin_write(cur.last_activity()).unwrap().finish();
+            map.insert(rival.id().clone(), rival);
+        }
         match map.get(record.id()) {
             Some(cur) if cur.stored_status().is_terminal() => {
                 Err(terminal_error(cur.stored_status()))
@@ -54,7 +71,8 @@ impl SessionStore for TestStore {
         }
     }
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        Ok(self.map.lock().unwrap().remove(id).is_some())
+        let corrupt = self.corrupt.lock().unwrap().remove(id);
+        Ok(self.map.lock().unwrap().remove(id).is_some() || corrupt)
     }
     async fn count(&self) -> Result<usize> {
         let map = self.map.lock().unwrap();
@@ -65,9 +83,10 @@ impl SessionStore for TestStore {
     }
     async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
         let map = self.map.lock().unwrap();
+        let corrupt = self.corrupt.lock().unwrap();
         let records: Vec<_> = map
             .values()
-            .filter(|r| r.id().as_str() > cursor.unwrap_or(""))
+            .filter(|r| r.id().as_str() > cursor.unwrap_or("") && !corrupt.contains(r.id()))
             .take(limit)
             .cloned()
             .collect();
@@ -85,6 +104,10 @@ impl SessionStore for TestStore {
             .map(|r| r.id().clone())
             .collect();
         Ok(due.iter().filter_map(|id| map.remove(id)).collect())
+    }
+    async fn list_corrupt(&self, limit: usize) -> Result<Vec<SessionId>> {
+        let corrupt = self.corrupt.lock().unwrap();
+        Ok(corrupt.iter().take(limit).cloned().collect())
     }
 }
 
@@ -405,6 +428,201 @@ async fn clear_all_waits_for_writes_in_flight() {
     assert_eq!(clearer.await.unwrap().unwrap(), 1);
     assert!(store.map.lock().unwrap().is_empty());
     assert_eq!(f.hook.closed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn clear_all_with_a_zero_batch_still_removes_everything() {
+    let f = fixture(ManagerConfig::default().sweep_batch(0));
+    for _ in 0..3 {
+        f.manager.create(NewSession::new()).await.unwrap();
+    }
+    assert_eq!(f.manager.clear_all().await.unwrap(), 3);
+    assert_eq!(f.manager.count().await.unwrap(), 0);
+    assert_eq!(f.hook.closed.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn clear_all_removes_corrupt_records_too_without_hooks() {
+    let store = Arc::new(TestStore::default());
+    let f = fixture_with(store.clone(), ManagerConfig::default().sweep_batch(2));
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            f.manager
+                .create(NewSession::new())
+                .await
+                .unwrap()
+                .id()
+                .clone(),
+        );
+    }
+    store
+        .corrupt
+        .lock()
+        .unwrap()
+        .extend(ids[..3].iter().cloned());
+    assert!(matches!(
+        f.manager.get(&ids[0]).await,
+        Err(Error::Corrupt { .. })
+    ));
+    assert_eq!(f.manager.clear_all().await.unwrap(), 5);
+    assert!(store.corrupt.lock().unwrap().is_empty());
+    assert!(store.map.lock().unwrap().is_empty());
+    assert_eq!(
+        f.hook.closed.load(Ordering::SeqCst),
+        2,
+        "hooks run for the readable records only"
+    );
+}
+
+#[tokio::test]
+async fn oversized_client_metadata_is_refused_and_nothing_is_stored() {
+    let f = fixture(ManagerConfig::default().max_meta_bytes(64));
+    let big = json!({"name": "x".repeat(100)});
+    assert!(matches!(
+        f.manager.create(NewSession::new().client_info(big.clone())).await,
+        Err(Error::MetaTooLarge { limit: 64, size }) if size > 64
+    ));
+    assert!(matches!(
+        f.manager.create(NewSession::new().capabilities(big)).await,
+        Err(Error::MetaTooLarge { .. })
+    ));
+    assert_eq!(f.manager.count().await.unwrap(), 0);
+    let small = json!({"name": "c", "version": "1"});
+    f.manager
+        .create(NewSession::new().client_info(small))
+        .await
+        .expect("metadata within the limit is accepted");
+}
+
+#[tokio::test]
+async fn the_configured_handshake_timeout_bounds_every_handshake() {
+    let f = fixture(ManagerConfig::default().handshake_timeout(secs(2)));
+    let created = f.clock.now();
+    let slow = f
+        .manager
+        .create(NewSession::new().initializing(secs(60)))
+        .await
+        .unwrap();
+    let plain = f.manager.create(NewSession::new()).await.unwrap();
+    assert_eq!(slow.expires_at(), created.saturating_add(secs(2)));
+    f.clock.advance(Duration::from_millis(1_999));
+    f.manager.touch(slow.id()).await.unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    assert!(matches!(
+        f.manager.activate(slow.id()).await,
+        Err(Error::Expired)
+    ));
+    assert_eq!(f.hook.expired.load(Ordering::SeqCst), 1);
+    assert!(
+        f.manager.get(plain.id()).await.is_ok(),
+        "a session created active has no handshake deadline"
+    );
+    let quick = f
+        .manager
+        .create(NewSession::new().initializing(secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        quick.expires_at(),
+        f.clock.now().saturating_add(secs(1)),
+        "a shorter per-session timeout is kept"
+    );
+}
+
+#[tokio::test]
+async fn an_unfinished_handshake_is_swept_at_the_configured_timeout() {
+    let f = fixture(ManagerConfig::default().handshake_timeout(secs(2)));
+    f.manager
+        .create(NewSession::new().initializing(secs(600)))
+        .await
+        .unwrap();
+    f.clock.advance(secs(2));
+    assert_eq!(f.manager.sweep().await.unwrap(), 1);
+    assert_eq!(f.manager.count().await.unwrap(), 0);
+}
+
+/// Two managers over one store, each with its own clock (two processes).
+fn two_processes(config: ManagerConfig) -> (Arc<TestStore>, Fixture, Fixture) {
+    let store = Arc::new(TestStore::default());
+    let a = fixture_with(store.clone(), config.clone());
+    let b = fixture_with(store.clone(), config);
+    (store, a, b)
+}
+
+#[tokio::test]
+async fn a_stale_overdue_version_does_not_expire_a_session_touched_in_time() {
+    let (store, a, b) = two_processes(ManagerConfig::default().idle_timeout(secs(10)));
+    let stale = a.manager.create(NewSession::new()).await.unwrap();
+    // The other process touches the session just before its deadline...
+    b.clock.advance(Duration::from_millis(9_900));
+    let touched = b.manager.touch(stale.id()).await.unwrap();
+    // ...and this one writes on the version it read before, now overdue.
+    a.clock.advance(secs(10));
+    let written = a.manager.activate_from(stale.clone()).await.unwrap();
+    assert_eq!(written.version(), touched.version() + 1);
+    assert_eq!(written.stored_status(), SessionStatus::Active);
+    assert_eq!(a.hook.expired.load(Ordering::SeqCst), 0);
+    let stored = store.map.lock().unwrap().get(stale.id()).cloned().unwrap();
+    assert_eq!(stored, written);
+}
+
+#[tokio::test]
+async fn closing_a_stale_overdue_version_closes_the_live_session_instead_of_expiring_it() {
+    let config = ManagerConfig::default()
+        .idle_timeout(secs(10))
+        .retention(Duration::ZERO);
+    let (store, a, b) = two_processes(config);
+    let stale = a.manager.create(NewSession::new()).await.unwrap();
+    b.clock.advance(Duration::from_millis(9_900));
+    b.manager.touch(stale.id()).await.unwrap();
+    a.clock.advance(secs(10));
+    let closed = a.manager.close_from(stale.clone()).await.unwrap();
+    assert_eq!(closed.stored_status(), SessionStatus::Closed);
+    assert_eq!(a.hook.closed.load(Ordering::SeqCst), 1);
+    assert_eq!(a.hook.expired.load(Ordering::SeqCst), 0);
+    assert!(store.map.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_overdue_session_is_still_expired_when_the_newer_version_is_overdue_too() {
+    let (store, a, b) = two_processes(ManagerConfig::default().idle_timeout(secs(10)));
+    let stale = a.manager.create(NewSession::new()).await.unwrap();
+    b.clock.advance(secs(5));
+    b.manager.touch(stale.id()).await.unwrap();
+    a.clock.advance(secs(15));
+    assert!(matches!(
+        a.manager.activate_from(stale.clone()).await,
+        Err(Error::Expired)
+    ));
+    assert_eq!(a.hook.expired.load(Ordering::SeqCst), 1);
+    let stored = store.map.lock().unwrap().get(stale.id()).cloned().unwrap();
+    assert_eq!(stored.stored_status(), SessionStatus::Expired);
+}
+
+#[tokio::test]
+async fn a_write_that_keeps_losing_reports_the_version_the_store_holds() {
+    let store = Arc::new(TestStore::default());
+    let f = fixture_with(
+        store.clone(),
+        ManagerConfig::default().max_write_attempts(3),
+    );
+    let s = f.manager.create(NewSession::new()).await.unwrap();
+    store.rival.store(true, Ordering::SeqCst);
+    let lost = f.manager.update_state(s.id(), state(json!({"a": 1}))).await;
+    let stored = store.map.lock().unwrap().get(s.id()).cloned().unwrap();
+    match lost {
+        Err(Error::Conflict { expected, found }) => {
+            assert_eq!(found, Some(stored.version()), "the record exists");
+            assert_eq!(expected, stored.version() - 1);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.cas_entered.load(Ordering::SeqCst), 3);
+    assert!(
+        stored.state().get("a").is_none(),
+        "the lost write is not stored"
+    );
 }
 
 /// One operation of the model test.
