@@ -386,6 +386,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:0".into());
     let builder = McpServer::builder().name("conformance-fixtures");
     let server = prompts(resources(tools(builder)))
+        .completion(|_ctx, _params| async {
+            Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}}))
+        })
         .config(ServerConfig::default())
         .build();
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -79,7 +79,10 @@ impl Shared {
 
     /// The capabilities announced in `initialize`.
     fn capabilities(&self) -> Value {
-        let mut caps = json!({"tools": {"listChanged": false}, "logging": {}, "completions": {}});
+        let mut caps = json!({"tools": {"listChanged": false}, "logging": {}});
+        if self.registry.completion.is_some() {
+            caps["completions"] = json!({});
+        }
         if !self.registry.resources.is_empty() || !self.registry.templates.is_empty() {
             caps["resources"] = json!({"subscribe": true, "listChanged": false});
         }
@@ -277,7 +280,17 @@ impl Shared {
             "resources/subscribe" | "resources/unsubscribe"
                 if !registry.resources.is_empty() || !registry.templates.is_empty() =>
             {
-                let _: ReadResourceParams = parse_params(params)?;
+                let target: ReadResourceParams = parse_params(params)?;
+                let session = ctx.require_session()?.id().clone();
+                let mut subscriptions = self.subscriptions.lock();
+                if request.method == "resources/subscribe" {
+                    subscriptions.entry(session).or_default().insert(target.uri);
+                } else if let Some(uris) = subscriptions.get_mut(&session) {
+                    uris.remove(&target.uri);
+                    if uris.is_empty() {
+                        subscriptions.remove(&session);
+                    }
+                }
                 Ok(to_raw(&json!({})))
             }
             "prompts/list" if !registry.prompts.is_empty() => Ok(to_raw(&ListPromptsResult {
@@ -294,9 +307,19 @@ impl Shared {
                 };
                 Ok(to_raw(&prompt(ctx.clone(), get.arguments).await?))
             }
-            "completion/complete" => Ok(to_raw(
-                &json!({"completion": {"values": [], "total": 0, "hasMore": false}}),
-            )),
+            "completion/complete" if registry.completion.is_some() => {
+                let params: Value = match params {
+                    Some(p) => serde_json::from_str(p.get()).map_err(|e| {
+                        ErrorObject::new(code::INVALID_PARAMS, format!("Invalid params: {e}"))
+                    })?,
+                    None => Value::Object(serde_json::Map::new()),
+                };
+                let complete = registry
+                    .completion
+                    .clone()
+                    .ok_or_else(|| not_found("completion/complete"))?;
+                Ok(to_raw(&complete(ctx.clone(), params).await?))
+            }
             "logging/setLevel" => {
                 let set: SetLevelParams = parse_params(params)?;
                 let session = ctx.require_session()?;

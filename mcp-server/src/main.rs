@@ -27,7 +27,9 @@ struct Args {
     listen: SocketAddr,
     /// Where sessions live: `memory`, `file:DIR` (durable, one process), or
     /// `redis://HOST:PORT/DB` (shared by replicas). Default: a file store in
-    /// the user's data directory.
+    /// the user's data directory; with --stdio, memory (a stdio server has
+    /// one client, whose session ends with the process, and several may run
+    /// at once).
     #[arg(long)]
     store: Option<String>,
     /// Sessions idle for this long expire (e.g. 30m, 90s, 1h).
@@ -68,11 +70,12 @@ fn default_data_dir() -> PathBuf {
 type Stores = (Arc<dyn SessionStore>, Option<Arc<dyn EventStore>>, String);
 
 /// Opens the store named by `--store`.
-async fn open_store(spec: Option<&str>) -> Result<Stores, String> {
-    let spec = spec.map_or_else(
-        || format!("file:{}", default_data_dir().display()),
-        str::to_string,
-    );
+async fn open_store(spec: Option<&str>, stdio: bool) -> Result<Stores, String> {
+    let spec = match spec {
+        Some(spec) => spec.to_string(),
+        None if stdio => "memory".to_string(),
+        None => format!("file:{}", default_data_dir().display()),
+    };
     if spec == "memory" {
         return Ok((Arc::new(MemoryStore::new()), None, spec));
     }
@@ -170,7 +173,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (store, events, store_name) = open_store(args.store.as_deref()).await?;
+    let (store, events, store_name) = open_store(args.store.as_deref(), args.stdio).await?;
     let config = ServerConfig::default()
         .idle_timeout(args.idle_timeout)
         .handshake_timeout(args.handshake_timeout)

@@ -28,6 +28,7 @@ type TemplateFn = dyn Fn(RequestContext, String, HashMap<String, String>) -> Box
     + Sync;
 type PromptFn =
     dyn Fn(RequestContext, Map<String, Value>) -> BoxFuture<GetPromptResult> + Send + Sync;
+pub(crate) type CompletionFn = dyn Fn(RequestContext, Value) -> BoxFuture<Value> + Send + Sync;
 
 /// One kind of offering: definitions in registration order, found by key.
 pub(crate) struct Table<D, H: ?Sized> {
@@ -80,6 +81,7 @@ pub(crate) struct Registry {
     pub(crate) resources: Table<Resource, ResourceFn>,
     pub(crate) templates: Table<ResourceTemplate, TemplateFn>,
     pub(crate) prompts: Table<Prompt, PromptFn>,
+    pub(crate) completion: Option<Arc<CompletionFn>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -95,6 +97,7 @@ impl std::fmt::Debug for Registry {
                 &self.templates.by_key.keys().collect::<Vec<_>>(),
             )
             .field("prompts", &self.prompts.by_key.keys().collect::<Vec<_>>())
+            .field("completion", &self.completion.is_some())
             .finish()
     }
 }
@@ -171,6 +174,14 @@ impl Registry {
     {
         let get: Arc<PromptFn> = Arc::new(move |ctx, args| Box::pin(handler(ctx, args)));
         self.prompts.insert(prompt.name.clone(), prompt, get);
+    }
+
+    pub(crate) fn set_completion<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(RequestContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<Value>> + Send + 'static,
+    {
+        self.completion = Some(Arc::new(move |ctx, params| Box::pin(handler(ctx, params))));
     }
 
     /// The handler for reading `uri`: a resource of that exact URI, else the

@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) inflight: InFlight,
     pub(crate) levels: Mutex<foldhash::HashMap<SessionId, LoggingLevel>>,
+    /// Resource URIs each session subscribed to on this process.
+    pub(crate) subscriptions:
+        Mutex<foldhash::HashMap<SessionId, std::collections::BTreeSet<String>>>,
     pub(crate) pending: Arc<Pending>,
     /// `initialize` results by revision, serialized once.
     pub(crate) initialize_results:
@@ -163,6 +166,7 @@ impl Shared {
         let had_streams = self.hub.drop_session(session);
         self.inflight.cancel_session(session);
         self.levels.lock().remove(session);
+        self.subscriptions.lock().remove(session);
         if !had_streams {
             // Nothing was published for it here, so the event store holds
             // nothing of this process's for it.
@@ -235,6 +239,42 @@ impl McpServer {
     /// Requests being handled right now.
     pub fn requests_in_flight(&self) -> usize {
         self.shared.inflight.len()
+    }
+
+    /// Tells every session subscribed to `uri` (`resources/subscribe`) that
+    /// the resource changed: a `notifications/resources/updated` on the
+    /// session's GET stream (stored for resumption like any event). Returns
+    /// how many sessions were told.
+    ///
+    /// Subscriptions are held by the process that received them, like log
+    /// levels; with replicas, call this on each.
+    pub async fn notify_resource_updated(&self, uri: &str) -> usize {
+        let sessions: Vec<SessionId> = self
+            .shared
+            .subscriptions
+            .lock()
+            .iter()
+            .filter(|(_, uris)| uris.contains(uri))
+            .map(|(session, _)| session.clone())
+            .collect();
+        let note = session_core::wire::Message::Notification(session_core::wire::Notification {
+            method: "notifications/resources/updated".into(),
+            params: Some(session_core::wire::to_raw(
+                &serde_json::json!({ "uri": uri }),
+            )),
+        });
+        let data: Arc<str> = Arc::from(note.to_json());
+        for session in &sessions {
+            if let Err(e) = self
+                .shared
+                .hub
+                .publish(session, &session_core::StreamId::standalone(), data.clone())
+                .await
+            {
+                tracing::warn!(%session, "cannot store a resource update: {e}");
+            }
+        }
+        sessions.len()
     }
 
     /// Starts the background sweeper: every `sweep_interval` it expires idle
@@ -407,6 +447,43 @@ impl McpServerBuilder {
         self
     }
 
+    /// Adds a prompt whose arguments are read into `A`; arguments that do
+    /// not fit are answered with an invalid-params error naming the problem.
+    pub fn typed_prompt<A, F, Fut>(mut self, prompt: Prompt, handler: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(RequestContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<GetPromptResult>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.registry.add_prompt(prompt, move |ctx, args| {
+            let handler = handler.clone();
+            async move {
+                let args: A = serde_json::from_value(Value::Object(args)).map_err(|e| {
+                    session_core::wire::ErrorObject::new(
+                        session_core::wire::code::INVALID_PARAMS,
+                        format!("Invalid prompt arguments: {e}"),
+                    )
+                })?;
+                handler(ctx, args).await
+            }
+        });
+        self
+    }
+
+    /// Answers `completion/complete` with `handler`, which gets the request's
+    /// params (`ref`, `argument`, `context`) and returns the whole result
+    /// (`{"completion": {"values": [...], ...}}`). The server announces the
+    /// `completions` capability only when a handler is set.
+    pub fn completion<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(RequestContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult<Value>> + Send + 'static,
+    {
+        self.registry.set_completion(handler);
+        self
+    }
+
     /// Builds the server.
     pub fn build(self) -> McpServer {
         let store = self
@@ -437,6 +514,7 @@ impl McpServerBuilder {
             hub: Hub::new(events),
             inflight: InFlight::default(),
             levels: Mutex::default(),
+            subscriptions: Mutex::default(),
             pending: Arc::default(),
             initialize_results: std::sync::OnceLock::new(),
             config: self.config,

@@ -110,11 +110,22 @@ async fn handle_line(
             return;
         }
     };
-    let record = match session {
+    let mut ended = None;
+    let record = match session.as_ref() {
         Some(id) => match shared.manager.get(id).await {
             Ok(record) => Some(record),
             Err(e) => {
                 tracing::warn!(session = %id, "the session is unusable: {e}");
+                if matches!(
+                    e,
+                    session_core::Error::Expired
+                        | session_core::Error::Closed
+                        | session_core::Error::NotFound
+                ) {
+                    // It is over: a new `initialize` starts another.
+                    ended = Some(e.to_string());
+                    *session = None;
+                }
                 None
             }
         },
@@ -151,6 +162,12 @@ async fn handle_line(
                     request.id,
                     session_core::wire::to_raw(&serde_json::json!({})),
                 ))
+            } else if let Some(why) = &ended {
+                error(
+                    Some(request.id),
+                    code::INVALID_REQUEST,
+                    &format!("The session ended ({why}): send initialize to start a new one"),
+                )
             } else {
                 error(
                     Some(request.id),

@@ -82,6 +82,14 @@ async fn another_principal_gets_the_same_404_as_an_unknown_session_even_for_dele
         404
     );
     assert_eq!(
+        as_user(Some("bob"), reqwest::Method::GET)
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "another principal cannot open the session's stream"
+    );
+    assert_eq!(
         as_user(Some("bob"), reqwest::Method::DELETE)
             .await
             .unwrap()

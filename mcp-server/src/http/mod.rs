@@ -149,7 +149,9 @@ async fn endpoint_at_path(State(app): State<Arc<App>>, request: Request) -> Resp
 
 async fn endpoint(State(app): State<Arc<App>>, request: Request) -> Response {
     if app.shared.shutdown.is_cancelled() {
-        return reject(&Rejection::Unavailable("the server is shutting down".into()));
+        return reject(&Rejection::Unavailable(
+            "the server is shutting down".into(),
+        ));
     }
     let outcome = match *request.method() {
         Method::POST => post(&app, request).await,
