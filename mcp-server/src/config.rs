@@ -105,6 +105,11 @@ pub struct HttpConfig {
     pub keep_alive: Duration,
     /// Whether clients may end sessions with DELETE (yes; no answers 405).
     pub allow_delete: bool,
+    /// A resumed request stream that is followed in a shared store (its
+    /// request runs on another replica) ends after this long without an
+    /// event (5 min), so a stream whose replica died does not stay open
+    /// forever; the client may resume it again with `Last-Event-ID`.
+    pub follow_idle_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -118,6 +123,7 @@ impl Default for HttpConfig {
             sse_retry: Duration::from_secs(1),
             keep_alive: Duration::from_secs(15),
             allow_delete: true,
+            follow_idle_timeout: Duration::from_secs(300),
         }
     }
 }

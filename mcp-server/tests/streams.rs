@@ -579,3 +579,52 @@ async fn a_stdio_client_whose_session_expired_can_initialize_again() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_followed_request_stream_whose_replica_went_quiet_ends() {
+    use session_store::testkit::redis::RedisServer;
+    use session_store::{RedisOptions, RedisStore};
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), RedisOptions::default()).unwrap();
+    let events: Arc<dyn EventStore> = Arc::new(store.event_store());
+    let mut config = HttpConfig::default();
+    config.follow_idle_timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(
+        demo::register(McpServer::builder())
+            .store(Arc::new(store))
+            .event_store(events.clone()),
+        ServerConfig::default(),
+        config,
+    )
+    .await;
+    let mut client = server.client();
+    client.connect().await;
+    let session = SessionId::parse(client.session.as_deref().unwrap()).unwrap();
+    // A request stream that another replica started, then died in.
+    let stream = StreamId::parse("r00000000deadbeef").unwrap();
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+    let first = events
+        .append(&session, &stream, Arc::from(note))
+        .await
+        .unwrap();
+    events
+        .append(&session, &stream, Arc::from(note))
+        .await
+        .unwrap();
+    let resumed = client
+        .http
+        .get(&client.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session.as_str())
+        .header("mcp-protocol-version", &client.version)
+        .header("last-event-id", first.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let got = tokio::time::timeout(Duration::from_secs(10), read_sse(resumed, usize::MAX))
+        .await
+        .expect("the followed stream ended after going quiet");
+    assert_eq!(got.len(), 1, "the missed event, then the end: {got:?}");
+    server.stop().await;
+}

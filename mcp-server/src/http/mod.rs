@@ -545,7 +545,7 @@ async fn get(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
             connection.number,
             feed,
             from,
-            request_stream,
+            request_stream.then_some(app.config.follow_idle_timeout),
         ));
     }
     Ok(sse::response(
@@ -582,10 +582,19 @@ async fn follow_store(
     number: u64,
     feed: mpsc::Sender<crate::hub::Frame>,
     mut last: EventId,
-    request_stream: bool,
+    // For a request's stream: how long it may go without an event.
+    idle_limit: Option<std::time::Duration>,
 ) {
     use crate::hub::Frame;
+    let request_stream = idle_limit.is_some();
+    let mut quiet_since = tokio::time::Instant::now();
     loop {
+        if idle_limit.is_some_and(|limit| quiet_since.elapsed() >= limit) {
+            // Whoever ran the request has gone quiet (or died): end here,
+            // the client can resume again.
+            let _ = feed.send(Frame::end()).await;
+            return;
+        }
         if feed.is_closed()
             || !shared.hub.is_attached(&key, number)
             || shared.shutdown.is_cancelled()
@@ -602,6 +611,9 @@ async fn follow_store(
                 return;
             }
             Ok(Some(events)) => {
+                if !events.is_empty() {
+                    quiet_since = tokio::time::Instant::now();
+                }
                 for event in events {
                     last = event.id.clone();
                     let response = request_stream
