@@ -2,6 +2,7 @@
 //! store shared between two processes' worth of clients.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use session_core::{
@@ -51,33 +52,191 @@ where
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_a_redis_restart_and_the_store_reconnects() {
-    let mut server = RedisServer::start();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(async { store(&server) });
-    let written = rt.block_on(async {
-        let mut written = Vec::new();
-        for _ in 0..20 {
+/// What one writer had acknowledged when it stopped.
+struct Ledger {
+    /// Each session it created, as last acknowledged (or read back after a
+    /// write of unknown outcome), and the state keys of its acknowledged
+    /// writes.
+    sessions: Vec<(SessionRecord, Vec<String>)>,
+    /// Sessions that disappeared or went back to an older version.
+    lost: Vec<String>,
+}
+
+/// Creates sessions and writes them until told to stop, through a Redis
+/// that goes away and comes back: every outcome is either acknowledged
+/// (recorded) or unknown (then read back from the store before going on).
+/// Stops only right after an acknowledged write, so what it last knows of
+/// each session is exactly what the store must hold.
+async fn writer(store: Arc<RedisStore>, acked: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> Ledger {
+    let mut ledger = Ledger {
+        sessions: Vec::new(),
+        lost: Vec::new(),
+    };
+    let mut op = 0usize;
+    let mut last_acked = false;
+    loop {
+        if stop.load(Ordering::Relaxed) && last_acked {
+            return ledger;
+        }
+        op += 1;
+        last_acked = false;
+        if ledger.sessions.len() < 3 || op.is_multiple_of(8) {
             let r = record();
-            store.insert(&r).await.unwrap();
-            let next = r.begin_write(r.created_at()).unwrap().finish();
-            assert_eq!(
-                store.compare_and_swap(&next, 1).await.unwrap(),
-                Cas::Swapped
-            );
-            written.push(next);
+            match store.insert(&r).await {
+                Ok(()) => {
+                    ledger.sessions.push((r, Vec::new()));
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    last_acked = true;
+                }
+                // It may or may not exist: not tracked.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+            continue;
         }
-        written
-    });
+        let at = op % ledger.sessions.len();
+        let (current, keys) = &mut ledger.sessions[at];
+        let key = format!("w{op}");
+        let mut write = current
+            .begin_write(
+                current
+                    .last_activity()
+                    .saturating_add(Duration::from_millis(1)),
+            )
+            .unwrap();
+        write.state_mut().insert(key.clone(), op.into());
+        let next = write.finish();
+        match store.compare_and_swap(&next, current.version()).await {
+            Ok(Cas::Swapped) => {
+                *current = next;
+                keys.push(key);
+                acked.fetch_add(1, Ordering::Relaxed);
+                last_acked = true;
+            }
+            Ok(Cas::Conflict { current: Some(c) }) => {
+                // Only this writer writes it: the store went back.
+                ledger.lost.push(format!(
+                    "{} is at version {} after {} was acknowledged",
+                    c.id(),
+                    c.version(),
+                    current.version()
+                ));
+                *current = c;
+            }
+            Ok(Cas::Conflict { current: None }) => {
+                ledger.lost.push(format!("{} disappeared", current.id()));
+                ledger.sessions.swap_remove(at);
+            }
+            Err(_) => {
+                // Unknown outcome: read back what the store holds.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let id = current.id().clone();
+                match until_ok(|| store.load(&id)).await {
+                    Some(c) if c.version() >= current.version() => *current = c,
+                    Some(c) => {
+                        ledger
+                            .lost
+                            .push(format!("{id} went back to version {}", c.version()));
+                        *current = c;
+                    }
+                    None => {
+                        ledger.lost.push(format!("{id} disappeared"));
+                        ledger.sessions.swap_remove(at);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls `done` every 10 ms for at most `within`.
+fn wait_for(within: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn under_traffic_a_redis_restart_loses_no_acknowledged_write_and_writes_resume() {
+    const WRITERS: usize = 4;
+    let mut server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::new(rt.block_on(async { store(&server) }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Vec<Arc<AtomicUsize>> = (0..WRITERS).map(|_| Arc::default()).collect();
+    let writers: Vec<_> = acked
+        .iter()
+        .map(|acked| rt.spawn(writer(store.clone(), acked.clone(), stop.clone())))
+        .collect();
+    let total = || {
+        acked
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || total() >= 20 * WRITERS),
+        "writes before the restart were not acknowledged"
+    );
+
+    // Redis dies under traffic and comes back from its append-only file.
     server.kill();
+    std::thread::sleep(Duration::from_millis(300));
     server.restart();
-    rt.block_on(async {
-        for r in &written {
-            let loaded = until_ok(|| store.load(r.id())).await;
-            assert_eq!(loaded.as_ref(), Some(r), "an acknowledged write was lost");
+    let at_restart: Vec<usize> = acked.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    let resumed = wait_for(Duration::from_secs(15), || {
+        acked
+            .iter()
+            .zip(&at_restart)
+            .all(|(a, before)| a.load(Ordering::Relaxed) >= before + 10)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let ledgers: Vec<Ledger> = rt.block_on(async {
+        let mut ledgers = Vec::new();
+        for writer in writers {
+            ledgers.push(writer.await.unwrap());
         }
-        assert_eq!(store.count().await.unwrap(), 20);
+        ledgers
+    });
+    assert!(
+        resumed,
+        "every writer must have writes acknowledged after the restart: {:?} then {:?}",
+        at_restart,
+        acked
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect::<Vec<_>>()
+    );
+
+    let lost: Vec<&String> = ledgers.iter().flat_map(|l| &l.lost).collect();
+    assert!(lost.is_empty(), "acknowledged writes were lost: {lost:?}");
+    rt.block_on(async {
+        let mut sessions = 0;
+        for (expected, keys) in ledgers.iter().flat_map(|l| &l.sessions) {
+            sessions += 1;
+            let loaded = store.load(expected.id()).await.unwrap();
+            let Some(loaded) = loaded else {
+                panic!("{} was acknowledged and is gone", expected.id());
+            };
+            for key in keys {
+                assert!(
+                    loaded.state().contains_key(key),
+                    "the acknowledged write {key} of {} is lost",
+                    expected.id()
+                );
+            }
+            assert_eq!(&loaded, expected, "not the last acknowledged version");
+        }
+        assert!(sessions >= 3 * WRITERS);
+        assert!(store.count().await.unwrap() >= sessions);
     });
 }
 

@@ -2,52 +2,102 @@
 //! every server process, so a stream broken on one replica resumes on another.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, AsyncConnectionConfig, Script, Value};
 use session_core::{EventId, EventStore, Result, SessionId, StoredEvent, StreamId};
 
 use super::{RedisOptions, keys::Keys, redis_error};
 
 /// Appends one event.
-/// KEYS[1] events, KEYS[2] counter, KEYS[3] streams of the session.
-/// ARGV[1] data, ARGV[2] max events, ARGV[3] ttl ms, ARGV[4] now ms,
-/// ARGV[5] stream name. Returns the event's number.
+/// KEYS[1] events of the stream, KEYS[2] counters of the session, KEYS[3]
+/// streams of the session. ARGV[1] data, ARGV[2] max events, ARGV[3] TTL
+/// (ms), ARGV[4] stream name, ARGV[5] max streams, ARGV[6] the standalone
+/// stream's name. Returns {the event's number, names of dropped streams}.
+///
+/// A stream numbered afresh starts from an empty events key (left over, if
+/// at all, from a stream of that name dropped by the cap), so its numbers
+/// always increase. The counters and the stream list keep at least the
+/// events' TTL (a record write raises them to the record's own). Beyond the
+/// cap the streams appended to least recently go, never the standalone one
+/// and never the one appended to; their events keys are deleted by the
+/// caller (they are not among this script's keys).
 const APPEND: &str = r"
-local n = redis.call('INCR', KEYS[2])
+local n = redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+if n == 1 then redis.call('DEL', KEYS[1]) end
 redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[2], '0-' .. n, 'd', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-if n == 1 then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5]) end
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-return n
+local ttl = tonumber(ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[3], t[1] .. string.format('%06d', tonumber(t[2])), ARGV[4])
+for i = 2, 3 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+local dropped = {}
+local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+if over > 0 then
+  for _, name in ipairs(redis.call('ZRANGE', KEYS[3], 0, over + 1)) do
+    if over > 0 and name ~= ARGV[4] and name ~= ARGV[6] then
+      redis.call('ZREM', KEYS[3], name)
+      redis.call('HDEL', KEYS[2], name)
+      dropped[#dropped + 1] = name
+      over = over - 1
+    end
+  end
+end
+return {n, dropped}
 ";
+
+/// Idle connections for blocking reads kept for reuse, at most.
+const IDLE_BLOCKING: usize = 32;
+
+/// A connection for blocking reads and the reply timeout it was made with.
+struct Blocking {
+    response_timeout: Duration,
+    connection: MultiplexedConnection,
+}
 
 /// Events of resumable streams in Redis.
 ///
 /// Each stream is a Redis stream `<prefix>:{<id>}:e:<stream>` whose entries
-/// are numbered `0-1`, `0-2`, … by a counter, capped to the configured
-/// number of events, and expiring with its last event's TTL. Any process
-/// can replay a stream from a `Last-Event-ID`, and a process holding a
-/// resumed connection follows events appended elsewhere with `XREAD BLOCK`
-/// (on connections of its own, not the shared one).
+/// are numbered `0-1`, `0-2`, … by a counter (a field of the session's hash
+/// `<prefix>:{<id>}:c`), capped to the configured number of events, and
+/// dropped [`events_ttl`](RedisOptions::events_ttl) after its last event.
+/// A session keeps at most
+/// [`streams_per_session`](RedisOptions::streams_per_session) streams, in
+/// `<prefix>:{<id>}:streams`. The counters and that list live as long as the
+/// session record too, so a stream's numbers are never reused while the
+/// session lives: a resume from an event whose successors expired is refused
+/// (`None`), never confused with newer events.
+///
+/// Any process can replay a stream from a `Last-Event-ID`, and a process
+/// holding a resumed connection follows events appended elsewhere with
+/// `XREAD BLOCK` (on connections of its own, not the shared one, whose reply
+/// timeout covers the wait).
 #[derive(Clone)]
 pub struct RedisEventStore {
     connection: ConnectionManager,
     client: redis::Client,
     keys: Keys,
     max_events: usize,
+    max_streams: usize,
     ttl_ms: u64,
+    response_timeout: Duration,
+    connection_timeout: Duration,
     /// Connections for blocking reads, reused.
-    blocking: Arc<Mutex<Vec<MultiplexedConnection>>>,
+    blocking: Arc<Mutex<Vec<Blocking>>>,
 }
 
 impl std::fmt::Debug for RedisEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEventStore")
             .field("max_events", &self.max_events)
+            .field("max_streams", &self.max_streams)
+            .field("ttl_ms", &self.ttl_ms)
             .finish_non_exhaustive()
     }
 }
@@ -69,10 +119,10 @@ fn entries(value: &Value) -> Vec<(u64, String)> {
             };
             let id: String = redis::from_redis_value_ref(pair.first()?).ok()?;
             let fields: Vec<String> = redis::from_redis_value_ref(pair.get(1)?).ok()?;
-            let data = fields
-                .chunks(2)
-                .find(|kv| kv[0] == "d")
-                .map(|kv| kv[1].clone())?;
+            let data = fields.chunks(2).find_map(|kv| match kv {
+                [key, value] if key == "d" => Some(value.clone()),
+                _ => None,
+            })?;
             Some((seq_of(&id)?, data))
         })
         .collect()
@@ -90,9 +140,45 @@ impl RedisEventStore {
             client,
             keys,
             max_events: options.events_per_stream.max(1),
-            ttl_ms: u64::try_from(options.events_ttl.as_millis()).unwrap_or(u64::MAX),
+            max_streams: options.streams_per_session.max(1),
+            ttl_ms: super::millis(options.events_ttl),
+            response_timeout: options.response_timeout,
+            connection_timeout: options.connection_timeout,
             blocking: Arc::default(),
         }
+    }
+
+    /// How long events are kept after a stream's last event, in ms.
+    pub fn events_ttl_ms(&self) -> u64 {
+        self.ttl_ms
+    }
+
+    /// A connection for a blocking read of up to `wait`: a pooled one whose
+    /// reply timeout covers it, or a new one whose reply timeout is `wait`
+    /// plus the usual reply timeout.
+    async fn blocking_connection(&self, wait: Duration) -> Result<Blocking> {
+        let needed = wait.saturating_add(self.response_timeout);
+        let pooled = {
+            let mut pool = self.blocking.lock();
+            pool.iter()
+                .rposition(|b| b.response_timeout >= needed)
+                .map(|at| pool.swap_remove(at))
+        };
+        if let Some(pooled) = pooled {
+            return Ok(pooled);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(Some(needed));
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| redis_error("connect", e))?;
+        Ok(Blocking {
+            response_timeout: needed,
+            connection,
+        })
     }
 
     fn stored(stream: &StreamId, events: Vec<(u64, String)>) -> Vec<StoredEvent> {
@@ -118,21 +204,31 @@ impl EventStore for RedisEventStore {
         data: Arc<str>,
     ) -> Result<EventId> {
         let mut con = self.connection.clone();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let seq: u64 = Script::new(APPEND)
+        let (seq, dropped): (u64, Vec<String>) = Script::new(APPEND)
             .key(self.keys.events(session, stream))
-            .key(self.keys.counter(session, stream))
+            .key(self.keys.counters(session))
             .key(self.keys.streams(session))
             .arg(&*data)
             .arg(self.max_events)
             .arg(self.ttl_ms)
-            .arg(now)
             .arg(stream.as_str())
+            .arg(self.max_streams)
+            .arg(StreamId::standalone().as_str())
             .invoke_async(&mut con)
             .await
             .map_err(|e| redis_error("XADD", e))?;
+        let dropped: Vec<String> = dropped
+            .iter()
+            .filter_map(|name| StreamId::parse(name))
+            .map(|old| self.keys.events(session, &old))
+            .collect();
+        if !dropped.is_empty() {
+            // Best effort: their numbering is gone already, so nothing reads
+            // them; left over, they expire with their TTL.
+            if let Err(e) = con.del::<_, ()>(dropped).await {
+                tracing::warn!(session = %session, "redis: cannot drop old streams' events: {e}");
+            }
+        }
         Ok(EventId {
             stream: stream.clone(),
             seq,
@@ -146,7 +242,7 @@ impl EventStore for RedisEventStore {
     ) -> Result<Option<Vec<StoredEvent>>> {
         let mut con = self.connection.clone();
         let (last, all): (Option<u64>, Value) = redis::pipe()
-            .get(self.keys.counter(session, &after.stream))
+            .hget(self.keys.counters(session), after.stream.as_str())
             .cmd("XRANGE")
             .arg(self.keys.events(session, &after.stream))
             .arg("-")
@@ -172,31 +268,49 @@ impl EventStore for RedisEventStore {
         Ok(Some(Self::stored(&after.stream, later)))
     }
 
+    /// The stream's counter: the last number appended, even when the cap
+    /// has dropped that event since.
+    async fn latest(&self, session: &SessionId, stream: &StreamId) -> Result<Option<EventId>> {
+        let mut con = self.connection.clone();
+        let last: Option<u64> = con
+            .hget(self.keys.counters(session), stream.as_str())
+            .await
+            .map_err(|e| redis_error("HGET", e))?;
+        Ok(last.filter(|&seq| seq > 0).map(|seq| EventId {
+            stream: stream.clone(),
+            seq,
+        }))
+    }
+
+    /// `XREAD BLOCK` on a connection of its own (`BLOCK` holds up every
+    /// command behind it on a connection), whose reply timeout is the wait
+    /// plus the usual reply timeout; reused unless the read failed.
     async fn wait_after(
         &self,
         session: &SessionId,
         after: &EventId,
         wait_ms: u64,
     ) -> Result<Option<Vec<StoredEvent>>> {
-        let pooled = self.blocking.lock().pop();
-        let mut con = match pooled {
-            Some(con) => con,
-            None => self
-                .client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| redis_error("connect", e))?,
-        };
+        // `BLOCK 0` would wait for ever.
+        let wait_ms = wait_ms.max(1);
+        let mut blocking = self
+            .blocking_connection(Duration::from_millis(wait_ms))
+            .await?;
         let reply: Value = redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(wait_ms)
             .arg("STREAMS")
             .arg(self.keys.events(session, &after.stream))
             .arg(format!("0-{}", after.seq))
-            .query_async(&mut con)
+            .query_async(&mut blocking.connection)
             .await
             .map_err(|e| redis_error("XREAD", e))?;
-        self.blocking.lock().push(con);
+        {
+            let mut pool = self.blocking.lock();
+            if pool.len() < IDLE_BLOCKING {
+                pool.push(blocking);
+            }
+        }
         // A reply is [[key, entries]]; nil when the wait ran out.
         let events = match &reply {
             Value::Array(streams) => streams
@@ -218,11 +332,10 @@ impl EventStore for RedisEventStore {
             .zrange(self.keys.streams(session), 0, -1)
             .await
             .map_err(|e| redis_error("ZRANGE", e))?;
-        let mut keys = vec![self.keys.streams(session)];
+        let mut keys = vec![self.keys.streams(session), self.keys.counters(session)];
         for name in streams {
             if let Some(stream) = StreamId::parse(&name) {
                 keys.push(self.keys.events(session, &stream));
-                keys.push(self.keys.counter(session, &stream));
             }
         }
         // Every key carries the session's hash tag: one slot, one DEL.

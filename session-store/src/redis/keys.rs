@@ -47,12 +47,13 @@ impl Keys {
         format!("{}:{{{}}}:e:{}", self.prefix, id, stream)
     }
 
-    /// The counter that numbers a stream's events.
-    pub(crate) fn counter(&self, id: &SessionId, stream: &StreamId) -> String {
-        format!("{}:{{{}}}:c:{}", self.prefix, id, stream)
+    /// The counters that number the events of a session's streams: a hash
+    /// from stream name to its last event's number.
+    pub(crate) fn counters(&self, id: &SessionId) -> String {
+        format!("{}:{{{}}}:c", self.prefix, id)
     }
 
-    /// The streams of a session, by creation time.
+    /// The streams of a session, by their last event (Redis's time, µs).
     pub(crate) fn streams(&self, id: &SessionId) -> String {
         format!("{}:{{{}}}:streams", self.prefix, id)
     }
@@ -74,6 +75,7 @@ mod tests {
             "mcp:{abc123}:e:g"
         );
         assert!(keys.streams(&id).contains("{abc123}"));
+        assert_eq!(keys.counters(&id), "mcp:{abc123}:c");
         assert_eq!(keys.id_of("other:{abc123}:s"), None);
     }
 }

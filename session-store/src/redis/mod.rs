@@ -21,19 +21,34 @@ use keys::Keys;
 #[non_exhaustive]
 pub struct RedisOptions {
     /// Prefix of every key (`mcp`). Keys of one session share a hash tag,
-    /// `{<session id>}`, so they live in one Redis Cluster slot.
+    /// `{<session id>}`, so they live in one Redis Cluster slot. A `prefix`
+    /// query parameter of the URL given to [`RedisStore::connect`]
+    /// (`redis://host:6379/0?prefix=myapp`) takes precedence.
     pub prefix: String,
     /// Redis keeps a record this long past its `expires_at` before its own
-    /// TTL removes it (5 min): room for clock skew between the servers and
-    /// Redis. The record's `expires_at` stays what decides expiry.
+    /// TTL removes it (5 min). The TTL is relative: the time from the
+    /// record's last write to its deadline, plus this, so it does not depend
+    /// on how the servers' clocks compare with Redis's. The record's
+    /// `expires_at` stays what decides expiry.
     pub ttl_grace: Duration,
-    /// Longest wait for a Redis reply before the call fails (2 s).
+    /// Longest wait for a Redis reply before the call fails (2 s). A
+    /// blocking read for events waits this long beyond its own wait.
     pub response_timeout: Duration,
     /// Longest wait for a connection to Redis (2 s).
     pub connection_timeout: Duration,
     /// Events kept per resumable stream (256).
     pub events_per_stream: usize,
-    /// Events of a stream are dropped this long after its last event (30 min).
+    /// Streams kept per session (64): beyond it, appending to a new stream
+    /// drops the stream appended to least recently (never the session's
+    /// standalone GET stream), as [`MemoryEventStore`](crate::MemoryEventStore)
+    /// does.
+    pub streams_per_session: usize,
+    /// Events of a stream are dropped this long after its last event (35 min:
+    /// the default idle timeout plus the default grace). Set it from the
+    /// sessions' idle timeout with
+    /// [`session_idle_timeout`](Self::session_idle_timeout). A session's event
+    /// numbering (the last number of each stream) lives as long as the session
+    /// record as well, so numbers are never reused while the session lives.
     pub events_ttl: Duration,
 }
 
@@ -45,7 +60,9 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             events_per_stream: 256,
-            events_ttl: Duration::from_secs(1800),
+            streams_per_session: 64,
+            events_ttl: session_core::ExpiryPolicy::DEFAULT_IDLE_TIMEOUT
+                .saturating_add(Duration::from_secs(300)),
         }
     }
 }
@@ -62,6 +79,82 @@ impl RedisOptions {
         self.response_timeout = timeout;
         self
     }
+
+    /// Sets how long events are kept after a stream's last event.
+    pub fn events_ttl(mut self, ttl: Duration) -> Self {
+        self.events_ttl = ttl;
+        self
+    }
+
+    /// Keeps events as long as a session that received them can live idle:
+    /// `idle_timeout` plus [`ttl_grace`](Self::ttl_grace) after the stream's
+    /// last event. What a server sets from its sessions' idle timeout.
+    pub fn session_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.events_ttl = idle_timeout.saturating_add(self.ttl_grace);
+        self
+    }
+
+    /// Sets how many events each stream keeps (at least 1).
+    pub fn events_per_stream(mut self, events: usize) -> Self {
+        self.events_per_stream = events;
+        self
+    }
+
+    /// Sets how many streams each session keeps (at least 1).
+    pub fn streams_per_session(mut self, streams: usize) -> Self {
+        self.streams_per_session = streams;
+        self
+    }
+}
+
+/// Milliseconds of a duration, for Redis: at least 1 (Redis refuses a TTL of
+/// 0), at most `u64::MAX`.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Splits the `prefix` query parameter off a Redis URL:
+/// `redis://host:6379/0?prefix=myapp` is `redis://host:6379/0` and `myapp`.
+/// Other query parameters stay. A prefix is 1 to 64 characters of
+/// `[A-Za-z0-9_.:-]`.
+fn split_prefix(url: &str) -> std::result::Result<(String, Option<String>), String> {
+    let (before_fragment, fragment) = match url.find('#') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let Some((base, query)) = before_fragment.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut prefix = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "prefix" {
+            kept.push(pair);
+            continue;
+        }
+        let valid = (1..=64).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        if !valid {
+            return Err(format!(
+                "the prefix `{value}` must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"
+            ));
+        }
+        if prefix.replace(value.to_string()).is_some() {
+            return Err("the prefix is given twice".into());
+        }
+    }
+    let mut rebuilt = base.to_string();
+    if !kept.is_empty() {
+        rebuilt.push('?');
+        rebuilt.push_str(&kept.join("&"));
+    }
+    rebuilt.push_str(fragment);
+    Ok((rebuilt, prefix))
 }
 
 /// A session store in Redis: for several server processes (replicas behind
@@ -75,17 +168,39 @@ impl RedisOptions {
 /// **How it keeps the contract:**
 /// - a record is one string key, `<prefix>:{<id>}:s`, holding a small header
 ///   (version, status, deadline) and the record's JSON;
-/// - creation is `SET … NX PXAT`, so ids never collide;
+/// - creation is `SET … NX PX`, so ids never collide;
 /// - compare-and-swap is a Lua script on that one key (safe on a shared,
 ///   multiplexed connection, unlike `WATCH`/`MULTI`), which also refuses
 ///   writes to a terminal record;
-/// - every write sets Redis's own expiry to the record's deadline plus a
-///   grace period, so abandoned sessions disappear even if no server sweeps,
-///   while the record's own `expires_at` decides expiry on every read;
+/// - every write sets Redis's own TTL to the time from the record's last
+///   write (`last_activity`) to its deadline, plus a grace period: relative,
+///   computed from the record alone, so a server clock behind or ahead of
+///   Redis (or a test's manual clock) changes nothing. Abandoned sessions
+///   disappear even if no server sweeps, while the record's own `expires_at`
+///   decides expiry on every read;
 /// - two sorted sets, `<prefix>:deadlines` and `<prefix>:live`, index
 ///   deadlines (sweeping costs in proportion to what expired) and count live
 ///   sessions; they are hints, corrected by each sweep;
 /// - listing uses `SCAN`, never `KEYS`.
+///
+/// **Why the indexes are not updated atomically with the record:** a
+/// session's keys share the hash tag `{<id>}` and so one Redis Cluster slot,
+/// while each index is one key for all sessions, in another slot; a script
+/// or `MULTI` spanning both would be refused by a cluster (`CROSSSLOT`). So
+/// they are written in separate commands, ordered so the sweep corrects what
+/// a failure leaves behind:
+/// - [`insert`](SessionStore::insert) adds the index entries *before* the
+///   record: a failure there fails the insert with nothing written, and
+///   entries left by an insert that then failed (or lost the id to another)
+///   name a record that is missing, not due, or earlier than recorded, which
+///   the sweep drops or moves when their time comes;
+/// - [`compare_and_swap`](SessionStore::compare_and_swap) and
+///   [`delete`](SessionStore::delete) update the indexes *after* the record,
+///   best effort: once the record is written the call reports success (the
+///   write is acknowledged by Redis), and a failed index update is logged. The
+///   stale entry it leaves is the record's previous deadline, which the sweep
+///   moves to the current one, or a deleted record, which it drops (with its
+///   live entry).
 ///
 /// The connection reconnects by itself after Redis restarts; meanwhile calls
 /// fail after `response_timeout` with [`Error::Backend`], never hang.
@@ -167,15 +282,25 @@ fn redis_error(what: &str, e: redis::RedisError) -> Error {
 }
 
 /// Compare-and-swap on one record key.
-/// KEYS[1] record; ARGV[1] expected version, ARGV[2] new value, ARGV[3] PXAT.
+/// KEYS[1] record, KEYS[2] the session's event counters, KEYS[3] its
+/// streams; ARGV[1] expected version, ARGV[2] new value, ARGV[3] TTL (ms).
 /// Returns {0} gone, {1, current} conflict, {2, status} terminal, {3} swapped.
+///
+/// Every write sets the TTL again (a plain `SET` would clear it), and makes
+/// the session's event numbering live at least as long as the record, so a
+/// stream's numbers are not reused while the session lives.
 const CAS: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0} end
 local v, s = string.match(cur, '^(%d+) (%a) ')
 if s ~= 'L' then return {2, s} end
 if v ~= ARGV[1] then return {1, cur} end
-redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+for i = 2, 3 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left ~= -2 and left < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
 return {3}
 ";
 
@@ -196,18 +321,33 @@ impl RedisStore {
     /// once: the connection is made on first use, and remade after failures.
     /// Call it inside a Tokio runtime (the connection lives on it).
     ///
+    /// The query parameter `prefix` sets the key prefix, overriding
+    /// [`RedisOptions::prefix`]: `redis://host:6379/0?prefix=myapp` keeps
+    /// every key under `myapp:`. A prefix is 1 to 64 characters of
+    /// `[A-Za-z0-9_.:-]`; other query parameters go to the Redis client.
+    ///
     /// # Errors
     ///
-    /// [`crate::Error::Format`] for a URL that is not a Redis URL, or when
-    /// called outside a Tokio runtime.
-    pub fn connect(url: &str, options: RedisOptions) -> std::result::Result<Self, crate::Error> {
+    /// [`crate::Error::Format`] for a URL that is not a Redis URL or has an
+    /// invalid prefix, or when called outside a Tokio runtime.
+    pub fn connect(
+        url: &str,
+        mut options: RedisOptions,
+    ) -> std::result::Result<Self, crate::Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(crate::Error::Format {
                 path: url.into(),
                 detail: "RedisStore::connect must be called inside a Tokio runtime".into(),
             });
         }
-        let client = redis::Client::open(url).map_err(|e| crate::Error::Format {
+        let (client_url, prefix) = split_prefix(url).map_err(|detail| crate::Error::Format {
+            path: url.into(),
+            detail,
+        })?;
+        if let Some(prefix) = prefix {
+            options.prefix = prefix;
+        }
+        let client = redis::Client::open(client_url).map_err(|e| crate::Error::Format {
             path: url.into(),
             detail: format!("not a Redis URL: {e}"),
         })?;
@@ -255,10 +395,24 @@ impl RedisStore {
             .map_err(|e| redis_error("PING", e))
     }
 
-    /// Redis's own expiry for a record: its deadline plus the grace period.
-    fn pxat(&self, record: &SessionRecord) -> u64 {
-        let grace = u64::try_from(self.options.ttl_grace.as_millis()).unwrap_or(u64::MAX);
-        record.expires_at().as_millis().saturating_add(grace)
+    /// The key prefix in use.
+    pub fn prefix(&self) -> &str {
+        &self.options.prefix
+    }
+
+    /// Redis's own TTL for a record, in ms: from the record's last write to
+    /// its deadline, plus the grace period. Computed from the record alone,
+    /// so it does not depend on how the writer's clock compares with Redis's.
+    /// (A record made terminal by a sweep keeps its last activity from
+    /// before, so its TTL can be longer than needed: the sweep, not the TTL,
+    /// removes it.)
+    fn ttl_ms(&self, record: &SessionRecord) -> u64 {
+        let written = record.last_activity().max(record.created_at());
+        let left = record
+            .expires_at()
+            .as_millis()
+            .saturating_sub(written.as_millis());
+        left.saturating_add(millis(self.options.ttl_grace)).max(1)
     }
 }
 
@@ -266,29 +420,38 @@ impl RedisStore {
 impl SessionStore for RedisStore {
     async fn insert(&self, record: &SessionRecord) -> Result<()> {
         let mut con = self.connection.clone();
-        let key = self.keys.record(record.id());
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(encode(record)?)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(self.pxat(record))
-            .query_async(&mut con)
-            .await
-            .map_err(|e| redis_error("SET NX", e))?;
-        if set.is_none() {
-            return Err(Error::AlreadyExists);
-        }
+        let value = encode(record)?;
+        // The index entries first (see the type's docs): a failure here
+        // fails the insert with no record written. `LT` keeps the earlier
+        // deadline should the id belong to another record: an early hint is
+        // one the sweep moves, a late one would delay its sweep.
         let id = record.id().as_str();
         let mut pipe = redis::pipe();
-        pipe.zadd(self.keys.deadlines(), id, record.expires_at().as_millis())
+        pipe.cmd("ZADD")
+            .arg(self.keys.deadlines())
+            .arg("LT")
+            .arg(record.expires_at().as_millis())
+            .arg(id)
             .ignore();
         if !record.stored_status().is_terminal() {
             pipe.zadd(self.keys.live(), id, 0).ignore();
         }
         pipe.query_async::<()>(&mut con)
             .await
-            .map_err(|e| redis_error("ZADD", e))
+            .map_err(|e| redis_error("ZADD", e))?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.record(record.id()))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl_ms(record))
+            .query_async(&mut con)
+            .await
+            .map_err(|e| redis_error("SET NX", e))?;
+        if set.is_none() {
+            return Err(Error::AlreadyExists);
+        }
+        Ok(())
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
@@ -304,9 +467,11 @@ impl SessionStore for RedisStore {
         let mut con = self.connection.clone();
         let reply: Vec<Value> = Script::new(CAS)
             .key(self.keys.record(record.id()))
+            .key(self.keys.counters(record.id()))
+            .key(self.keys.streams(record.id()))
             .arg(expected_version)
             .arg(encode(record)?)
-            .arg(self.pxat(record))
+            .arg(self.ttl_ms(record))
             .invoke_async(&mut con)
             .await
             .map_err(|e| redis_error("compare-and-swap", e))?;
@@ -338,6 +503,9 @@ impl SessionStore for RedisStore {
                 Err(terminal_error(status))
             }
             3 => {
+                // The record is written: from here on the write is
+                // acknowledged. The index update is best effort (see the
+                // type's docs): what it fails to do, the sweep corrects.
                 let id = record.id().as_str();
                 let mut pipe = redis::pipe();
                 pipe.zadd(self.keys.deadlines(), id, record.expires_at().as_millis())
@@ -345,9 +513,13 @@ impl SessionStore for RedisStore {
                 if record.stored_status().is_terminal() {
                     pipe.zrem(self.keys.live(), id).ignore();
                 }
-                pipe.query_async::<()>(&mut con)
-                    .await
-                    .map_err(|e| redis_error("ZADD", e))?;
+                if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                    tracing::warn!(
+                        session = %record.id(),
+                        "redis: the record is written but its index entries are not \
+                         (the sweep corrects them): {e}"
+                    );
+                }
                 Ok(Cas::Swapped)
             }
             _ => Err(Error::backend_msg(format!(
@@ -358,15 +530,26 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let mut con = self.connection.clone();
-        let (deleted,): (i64,) = redis::pipe()
+        let deleted: i64 = con
             .del(self.keys.record(id))
+            .await
+            .map_err(|e| redis_error("DEL", e))?;
+        // The record is gone: the index update is best effort (see the
+        // type's docs); a sweep drops entries of missing records.
+        let forgotten = redis::pipe()
             .zrem(self.keys.deadlines(), id.as_str())
             .ignore()
             .zrem(self.keys.live(), id.as_str())
             .ignore()
-            .query_async(&mut con)
-            .await
-            .map_err(|e| redis_error("DEL", e))?;
+            .query_async::<()>(&mut con)
+            .await;
+        if let Err(e) = forgotten {
+            tracing::warn!(
+                session = %id,
+                "redis: the record is deleted but its index entries are not \
+                 (the sweep drops them): {e}"
+            );
+        }
         Ok(deleted > 0)
     }
 
