@@ -104,6 +104,10 @@ impl MemoryStore {
         &self.shards[(hash as usize) % SHARDS]
     }
 
+    /// Adjusts the live count for one record's change. Called with the
+    /// record's shard locked, so the changes of one record reach the counter
+    /// in the order they happened: a delete never subtracts before the
+    /// insert it undoes has added, and the count never dips below zero.
     fn count_change(&self, before: Option<&SessionRecord>, after: Option<&SessionRecord>) {
         let live = |r: Option<&SessionRecord>| r.is_some_and(|r| !r.stored_status().is_terminal());
         match (live(before), live(after)) {
@@ -126,7 +130,6 @@ impl SessionStore for MemoryStore {
             return Err(Error::AlreadyExists);
         }
         shard.put(record.clone());
-        drop(shard);
         self.count_change(None, Some(record));
         Ok(())
     }
@@ -150,13 +153,13 @@ impl SessionStore for MemoryStore {
             Entry::Vacant(_) => return Ok(Cas::Conflict { current: None }),
         }
         let previous = shard.put(record.clone());
-        drop(shard);
         self.count_change(previous.as_ref(), Some(record));
         Ok(Cas::Swapped)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        let removed = self.shard(id).write().remove(id);
+        let mut shard = self.shard(id).write();
+        let removed = shard.remove(id);
         self.count_change(removed.as_ref(), None);
         Ok(removed.is_some())
     }
@@ -170,7 +173,12 @@ impl SessionStore for MemoryStore {
     async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
         let after = cursor.unwrap_or("");
         // The `limit` smallest ids above the cursor, kept in a max-heap.
-        let mut smallest: BinaryHeap<SessionId> = BinaryHeap::with_capacity(limit + 1);
+        // Never reserve more than there can be: `limit` may be huge
+        // (`usize::MAX` for "everything").
+        let capacity = limit
+            .min(self.live.load(Ordering::Relaxed))
+            .saturating_add(1);
+        let mut smallest: BinaryHeap<SessionId> = BinaryHeap::with_capacity(capacity);
         for shard in self.shards.iter() {
             for id in shard.read().records.keys() {
                 if id.as_str() > after
@@ -217,12 +225,10 @@ impl SessionStore for MemoryStore {
                     break;
                 }
                 if let Some(record) = shard.remove(&id) {
+                    self.count_change(Some(&record), None);
                     removed.push(record);
                 }
             }
-        }
-        for record in &removed {
-            self.count_change(Some(record), None);
         }
         Ok(removed)
     }

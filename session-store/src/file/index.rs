@@ -213,9 +213,25 @@ impl Index {
         due
     }
 
-    /// Up to `limit` durable records with ids above `after`, in id order.
-    pub(crate) fn page(&self, after: &str, limit: usize) -> Vec<SessionRecord> {
-        let mut smallest: BinaryHeap<SessionId> = BinaryHeap::with_capacity(limit + 1);
+    /// Up to `limit` durable records with ids above `after`, in id order,
+    /// and the cursor of the next page: the last id chosen, or `None` when
+    /// fewer than `limit` ids were chosen (or `limit` is 0).
+    ///
+    /// The cursor is decided from the ids chosen, not from the records
+    /// returned: a record deleted between choosing its id and fetching it is
+    /// missing from the page, and the listing still goes on after it.
+    pub(crate) fn page(&self, after: &str, limit: usize) -> (Vec<SessionRecord>, Option<String>) {
+        let ids = self.page_ids(after, limit);
+        self.fetch_page(&ids, limit)
+    }
+
+    /// The `limit` smallest ids above `after` that have a readable durable
+    /// record, in id order. Costs O(n log limit) over all n records.
+    fn page_ids(&self, after: &str, limit: usize) -> Vec<SessionId> {
+        // Never reserve more than there can be: `limit` comes from callers
+        // and may be huge (`usize::MAX` for "everything").
+        let capacity = limit.min(self.live()).saturating_add(1);
+        let mut smallest: BinaryHeap<SessionId> = BinaryHeap::with_capacity(capacity);
         for shard in self.shards.iter() {
             for (id, slot) in &shard.read().slots {
                 if matches!(slot.durable, Some(Durable::Record(_)))
@@ -229,14 +245,23 @@ impl Index {
                 }
             }
         }
-        smallest
-            .into_sorted_vec()
+        smallest.into_sorted_vec()
+    }
+
+    /// The durable records of `ids` (chosen by [`page_ids`](Self::page_ids)
+    /// with `limit`) that still exist, and the next page's cursor.
+    fn fetch_page(&self, ids: &[SessionId], limit: usize) -> (Vec<SessionRecord>, Option<String>) {
+        let next = (limit > 0 && ids.len() == limit)
+            .then(|| ids.last().map(SessionId::to_string))
+            .flatten();
+        let records = ids
             .iter()
             .filter_map(|id| match self.durable(id) {
                 Some(Durable::Record(record)) => Some(record),
                 _ => None,
             })
-            .collect()
+            .collect();
+        (records, next)
     }
 
     /// Every durable entry. Consistent as of the last promotion only when
@@ -253,5 +278,62 @@ impl Index {
             );
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::{ExpiryPolicy, NewSession};
+
+    fn index_with(n: usize) -> (Index, Vec<SessionId>) {
+        let index = Index::new();
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let record = SessionRecord::create(
+                SessionId::generate(),
+                NewSession::new(),
+                Timestamp::from_millis(1),
+                ExpiryPolicy::default(),
+            );
+            let id = record.id().clone();
+            index.promote(&id, 0, Some(Durable::Record(record)), 1);
+            ids.push(id);
+        }
+        ids.sort();
+        (index, ids)
+    }
+
+    #[test]
+    fn a_record_deleted_after_its_id_was_chosen_does_not_end_the_listing() {
+        let (index, ids) = index_with(5);
+        let chosen = index.page_ids("", 3);
+        assert_eq!(chosen, ids[..3]);
+        // A delete lands between choosing the page's ids and fetching them.
+        index.promote(&ids[1], 0, None, 0);
+        let (records, next) = index.fetch_page(&chosen, 3);
+        assert_eq!(records.len(), 2, "the deleted record is not returned");
+        assert_eq!(
+            next.as_deref(),
+            Some(ids[2].as_str()),
+            "a page that lost a record is still followed by the next one"
+        );
+        let (rest, end) = index.page(ids[2].as_str(), 3);
+        let rest: Vec<_> = rest.iter().map(|r| r.id().clone()).collect();
+        assert_eq!(rest, ids[3..]);
+        assert_eq!(end, None);
+    }
+
+    #[test]
+    fn huge_limits_list_everything_without_reserving_for_them() {
+        let (index, ids) = index_with(4);
+        let (records, next) = index.page("", usize::MAX);
+        assert_eq!(records.len(), 4);
+        assert_eq!(next, None);
+        let (records, next) = index.page("", 4);
+        assert_eq!(records.len(), 4);
+        assert_eq!(next.as_deref(), Some(ids[3].as_str()));
+        let (records, next) = index.page("", 0);
+        assert!(records.is_empty() && next.is_none());
     }
 }

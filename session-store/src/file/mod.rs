@@ -295,10 +295,7 @@ impl SessionStore for FileStore {
     /// Lists in id order; the cursor is the last id of the previous page.
     /// Corrupt records are not listed (see [`FileStore::recovery`]).
     async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let records = self.index.page(cursor.unwrap_or(""), limit);
-        let next = (records.len() == limit && limit > 0)
-            .then(|| records.last().map(|r| r.id().to_string()))
-            .flatten();
+        let (records, next) = self.index.page(cursor.unwrap_or(""), limit);
         Ok(Page { records, next })
     }
 

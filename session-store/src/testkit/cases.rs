@@ -394,6 +394,76 @@ pub async fn list_pages_through_every_stored_record(store: Arc<dyn SessionStore>
     );
 }
 
+/// A listing runs to its end while other tasks delete records: a page that
+/// loses a record to a delete after the store chose it (so it comes back
+/// shorter than the limit) still names the next page. Every record stored
+/// throughout is listed by every full pass made meanwhile.
+pub async fn list_completes_while_records_are_deleted_concurrently(store: Arc<dyn SessionStore>) {
+    const RECORDS: usize = 400;
+    const LIMIT: usize = 32;
+    const DELETERS: usize = 4;
+    let mut kept = HashSet::new();
+    let mut doomed: Vec<Vec<SessionId>> = vec![Vec::new(); DELETERS];
+    for i in 0..RECORDS {
+        let r = record(T0);
+        store.insert(&r).await.unwrap();
+        if i % 2 == 0 {
+            doomed[(i / 2) % DELETERS].push(r.id().clone());
+        } else {
+            kept.insert(r.id().clone());
+        }
+    }
+    let remaining = Arc::new(AtomicUsize::new(DELETERS));
+    let deleters: Vec<_> = doomed
+        .into_iter()
+        .map(|ids| {
+            let store = store.clone();
+            let remaining = remaining.clone();
+            tokio::spawn(async move {
+                for id in ids {
+                    assert!(store.delete(&id).await.unwrap(), "a doomed record vanished");
+                    tokio::task::yield_now().await;
+                }
+                remaining.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    // Full listings while the deletes run, and one after they are done.
+    let mut passes = 0;
+    loop {
+        let deleting = remaining.load(Ordering::SeqCst) > 0;
+        let mut seen = HashSet::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = store.list(cursor.as_deref(), LIMIT).await.unwrap();
+            assert!(page.records.len() <= LIMIT, "a page must respect the limit");
+            seen.extend(page.records.iter().map(|r| r.id().clone()));
+            pages += 1;
+            assert!(pages < 10 * RECORDS, "listing does not terminate");
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            tokio::task::yield_now().await;
+        }
+        let missing = kept.difference(&seen).count();
+        assert_eq!(
+            missing, 0,
+            "pass {passes}: {missing} records stored throughout were not listed \
+             (did a page shortened by a concurrent delete end the listing?)"
+        );
+        passes += 1;
+        if !deleting {
+            break;
+        }
+    }
+    for deleter in deleters {
+        deleter.await.unwrap();
+    }
+    assert_eq!(store.count().await.unwrap(), kept.len());
+}
+
 /// `remove_expired` takes exactly the records due, oldest first, up to the
 /// limit, and returns them.
 pub async fn remove_expired_takes_only_due_records(store: Arc<dyn SessionStore>) {

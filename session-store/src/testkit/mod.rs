@@ -110,6 +110,7 @@ macro_rules! store_tests {
             cases::two_managers_sharing_the_store_lose_no_update,
             cases::count_tracks_live_records,
             cases::list_pages_through_every_stored_record,
+            cases::list_completes_while_records_are_deleted_concurrently,
             cases::remove_expired_takes_only_due_records,
             cases::expired_record_reads_expired_before_any_sweep,
             cases::sweep_runs_expiry_hooks_once_per_session,
