@@ -7,6 +7,9 @@
 //!   acknowledged write survives a crash, concurrent writers share an `fsync`
 //!   (group commit), damage is reported per session;
 //! - [`MemoryEventStore`]: bounded SSE event buffers for resumable streams;
+//! - [`FileEventStore`]: the same bounds in a directory (beside a
+//!   [`FileStore`]), so streams resume after a crash and restart and event ids
+//!   never repeat;
 //! - with the `redis` feature, `RedisStore` and `RedisEventStore`: sessions
 //!   and resumable streams shared by many server processes;
 //! - [`SystemClock`]: the wall clock for a
@@ -43,6 +46,7 @@ mod clock;
 mod error;
 mod events;
 mod file;
+mod file_events;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -58,6 +62,7 @@ pub use self::{
     error::Error,
     events::MemoryEventStore,
     file::{FileStore, FileStoreOptions, RecoveryReport},
+    file_events::{EventRecoveryReport, FileEventStore, FileEventStoreOptions},
     memory::MemoryStore,
 };
 #[doc(no_inline)]

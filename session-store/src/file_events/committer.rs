@@ -1,0 +1,327 @@
+//! Group commit: one thread writes every queued append to the log, syncs
+//! once for the whole batch, then makes the batch visible and acknowledges it.
+//!
+//! Appends queue while a sync is in progress and the next batch takes all of
+//! them: one writer pays one sync per event, 64 concurrent writers share a
+//! sync between them. The same thread starts compactions between batches.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use session_core::{Error, SessionId, StreamId};
+use tokio::sync::oneshot;
+
+use super::files;
+use super::format::{self, FileKind, FrameKind};
+use super::state::{Retained, State};
+
+/// What an operation writes.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// Event `seq` of `stream` (of the stream incarnation `epoch`), and the
+    /// stream's start if this event created it.
+    Event {
+        stream: StreamId,
+        start: Option<u64>,
+        seq: u64,
+        epoch: u64,
+        data: Arc<str>,
+        crc: u32,
+    },
+    /// The session's tombstone.
+    Remove,
+    /// Nothing: acknowledged once everything queued before it is durable.
+    Barrier,
+}
+
+/// One queued operation.
+#[derive(Debug)]
+pub(super) struct Op {
+    pub(super) session: SessionId,
+    pub(super) work: Work,
+    pub(super) ack: oneshot::Sender<Result<(), Error>>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ops: Vec<Op>,
+    stopping: bool,
+}
+
+/// The queue between appenders and the commit thread.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    /// Set once, on the first I/O failure; after it appends are refused.
+    poison: OnceLock<Arc<str>>,
+}
+
+impl Queue {
+    /// Queues `op`. Callers hold the session's shard lock, so the log order
+    /// of one session's operations is the order they were accepted in.
+    pub(super) fn push(&self, op: Op) {
+        let mut state = self.state.lock();
+        if state.stopping {
+            drop(state);
+            let _ = op
+                .ack
+                .send(Err(Error::backend_msg("the event store is shutting down")));
+            return;
+        }
+        state.ops.push(op);
+        let wake = state.ops.len() == 1;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    pub(super) fn check_poison(&self) -> Result<(), Error> {
+        match self.poison.get() {
+            Some(reason) => Err(Error::backend_msg(format!(
+                "the event store refuses appends after an I/O failure: {reason}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the commit thread to finish what is queued and stop.
+    pub(super) fn stop(&self) {
+        self.state.lock().stopping = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for work; `None` once stopping with nothing left.
+    fn take(&self) -> Option<Vec<Op>> {
+        let mut state = self.state.lock();
+        while state.ops.is_empty() && !state.stopping {
+            self.ready.wait(&mut state);
+        }
+        if state.ops.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut state.ops))
+    }
+}
+
+/// The commit thread's state.
+#[derive(Debug)]
+pub(super) struct Committer {
+    pub(super) dir: PathBuf,
+    pub(super) state: Arc<State>,
+    pub(super) queue: Arc<Queue>,
+    pub(super) log: File,
+    pub(super) log_number: u64,
+    pub(super) log_bytes: u64,
+    /// Compact once the log exceeds this and twice the retained data.
+    pub(super) compact_min_bytes: u64,
+    pub(super) compaction: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Runs until the queue stops, then waits for a compaction in progress.
+    pub(super) fn run(mut self) {
+        let mut buf = Vec::with_capacity(64 << 10);
+        while let Some(ops) = self.queue.take() {
+            if let Err(e) = self.queue.check_poison() {
+                fail(ops, &e.to_string());
+                continue;
+            }
+            buf.clear();
+            for op in &ops {
+                let session = op.session.as_str();
+                match &op.work {
+                    Work::Event {
+                        stream,
+                        start,
+                        seq,
+                        data,
+                        crc,
+                        ..
+                    } => {
+                        if let Some(base) = start {
+                            let name = stream.as_str();
+                            format::encode_frame(
+                                &mut buf,
+                                FrameKind::Start,
+                                session,
+                                name,
+                                *base,
+                                &[],
+                                0,
+                            );
+                        }
+                        format::encode_frame(
+                            &mut buf,
+                            FrameKind::Event,
+                            session,
+                            stream.as_str(),
+                            *seq,
+                            data.as_bytes(),
+                            *crc,
+                        );
+                    }
+                    Work::Remove => {
+                        format::encode_frame(&mut buf, FrameKind::Remove, session, "", 0, &[], 0);
+                    }
+                    Work::Barrier => {}
+                }
+            }
+            let written = if buf.is_empty() {
+                Ok(())
+            } else {
+                self.log.write_all(&buf).and_then(|()| self.log.sync_data())
+            };
+            match written {
+                Ok(()) => {
+                    self.log_bytes += buf.len() as u64;
+                    self.publish(ops);
+                    self.maybe_compact();
+                }
+                Err(e) => {
+                    let reason = format!("writing the event log failed: {e}");
+                    tracing::error!(dir = %self.dir.display(), "{reason}");
+                    let _ = self.queue.poison.set(Arc::from(reason.as_str()));
+                    fail(ops, &reason);
+                }
+            }
+        }
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.join();
+        }
+    }
+
+    /// Makes a durable batch visible to readers, then acknowledges it.
+    fn publish(&self, ops: Vec<Op>) {
+        for op in ops {
+            if let Work::Event {
+                stream, seq, epoch, ..
+            } = &op.work
+            {
+                self.state
+                    .lock(&op.session)
+                    .mark_durable(&op.session, stream, *epoch, *seq);
+            }
+            let _ = op.ack.send(Ok(()));
+        }
+    }
+
+    /// Starts a compaction when the log holds more than twice the retained
+    /// data (and at least the configured minimum), unless one is running.
+    fn maybe_compact(&mut self) {
+        let threshold = self
+            .compact_min_bytes
+            .max(self.state.live_bytes().saturating_mul(2));
+        if self.log_bytes <= threshold {
+            return;
+        }
+        if let Some(running) = &self.compaction {
+            if !running.is_finished() {
+                return;
+            }
+            if let Some(done) = self.compaction.take() {
+                let _ = done.join();
+            }
+        }
+        // Start the next log first. Between batches everything written is
+        // durable and visible, so the snapshot of the durable state holds
+        // exactly what the earlier logs hold; what is queued goes to the new
+        // log.
+        let next = self.log_number + 1;
+        let path = files::log_path(&self.dir, next);
+        let log = match files::create_synced(&self.dir, &path, &format::file_header(FileKind::Log))
+        {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot start a new event log, compaction postponed: {e}");
+                return;
+            }
+        };
+        self.log = log;
+        self.log_number = next;
+        self.log_bytes = format::FILE_HEADER_LEN as u64;
+        let retained = self.state.retained();
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("event-store-compact".into())
+            .spawn(move || {
+                if let Err(e) = write_snapshot(&dir, next, &retained) {
+                    tracing::warn!(dir = %dir.display(), "event compaction failed, the logs are kept: {e}");
+                }
+            });
+        match spawned {
+            Ok(handle) => self.compaction = Some(handle),
+            Err(e) => tracing::warn!("cannot start the event compaction thread: {e}"),
+        }
+    }
+}
+
+fn fail(ops: Vec<Op>, reason: &str) {
+    for op in ops {
+        let _ = op.ack.send(Err(Error::backend_msg(format!(
+            "the event may not be durable: {reason}"
+        ))));
+    }
+}
+
+/// Writes `snapshot-<n>` holding `retained` (temporary file, fsync, rename,
+/// fsync of the directory), then removes the files it replaces.
+pub(super) fn write_snapshot(dir: &Path, n: u64, retained: &[Retained]) -> io::Result<()> {
+    let temp = files::snapshot_temp_path(dir, n);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
+    out.write_all(&format::file_header(FileKind::Snapshot))?;
+    let mut buf = Vec::with_capacity(4096);
+    for entry in retained {
+        buf.clear();
+        match entry {
+            Retained::Start(session, stream, base) => format::encode_frame(
+                &mut buf,
+                FrameKind::Start,
+                session.as_str(),
+                stream.as_str(),
+                *base,
+                &[],
+                0,
+            ),
+            Retained::Event(session, stream, seq, data) => format::encode_frame(
+                &mut buf,
+                FrameKind::Event,
+                session.as_str(),
+                stream.as_str(),
+                *seq,
+                data.as_bytes(),
+                crc32fast::hash(data.as_bytes()),
+            ),
+            Retained::Mark(session, stream, seq) => format::encode_frame(
+                &mut buf,
+                FrameKind::Mark,
+                session.as_str(),
+                stream.as_str(),
+                *seq,
+                &[],
+                0,
+            ),
+            Retained::Floor(session, seq) => format::encode_frame(
+                &mut buf,
+                FrameKind::Floor,
+                session.as_str(),
+                "",
+                *seq,
+                &[],
+                0,
+            ),
+        }
+        out.write_all(&buf)?;
+    }
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, files::snapshot_path(dir, n))?;
+    files::sync_dir(dir)?;
+    files::remove_before(dir, n)
+}

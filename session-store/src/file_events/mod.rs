@@ -1,0 +1,379 @@
+//! [`FileEventStore`]: resumable-stream events in a directory, durable
+//! across crashes and restarts.
+
+mod committer;
+mod files;
+mod format;
+mod recovery;
+mod state;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use session_core::{EventId, EventStore, Result, SessionId, StoredEvent, StreamId};
+use tokio::sync::oneshot;
+
+use crate::Error;
+use committer::{Committer, Op, Queue, Work};
+use state::{Limits, State};
+
+pub use recovery::EventRecoveryReport;
+
+/// Settings of a [`FileEventStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FileEventStoreOptions {
+    /// Events kept per stream, oldest dropped first (256; at least 1).
+    pub events_per_stream: usize,
+    /// Streams kept per session, least recently created dropped first (64;
+    /// at least 1).
+    pub streams_per_session: usize,
+    /// The log is compacted once it is larger than this and than twice the
+    /// retained events (4 MiB).
+    pub compact_min_bytes: u64,
+}
+
+impl Default for FileEventStoreOptions {
+    fn default() -> Self {
+        FileEventStoreOptions {
+            events_per_stream: 256,
+            streams_per_session: 64,
+            compact_min_bytes: 4 << 20,
+        }
+    }
+}
+
+impl FileEventStoreOptions {
+    /// Sets the events kept per stream.
+    pub fn events_per_stream(mut self, n: usize) -> Self {
+        self.events_per_stream = n;
+        self
+    }
+
+    /// Sets the streams kept per session.
+    pub fn streams_per_session(mut self, n: usize) -> Self {
+        self.streams_per_session = n;
+        self
+    }
+
+    /// Sets the minimum log size before compaction.
+    pub fn compact_min_bytes(mut self, bytes: u64) -> Self {
+        self.compact_min_bytes = bytes;
+        self
+    }
+}
+
+/// Keeps the latest events of each stream in a directory, so a client can
+/// resume its SSE streams (`Last-Event-ID`) after the server was killed and
+/// restarted. Meant to live beside a [`FileStore`](crate::FileStore), in a
+/// subdirectory `events/` of its directory; it takes its own lock, so it is
+/// safe on its own too.
+///
+/// Every retained event is also held in memory: reads never touch the disk.
+///
+/// # Durability
+///
+/// - **When an append is acknowledged.** `append` and `remove_session`
+///   return `Ok` only after the frame, and every frame queued before it, has
+///   been written to the log and `fdatasync` has returned.
+/// - **What reads see.** Only acknowledged events: `replay_after` and
+///   `latest` never show an event a crash could still take away, so an id a
+///   client was sent is never handed out again.
+/// - **Ids never repeat.** Sequence numbers continue after a reopen. A stream
+///   dropped by the bound and created again under the same name (the
+///   standalone stream `g` of a long session) restarts above every id it had,
+///   so `<stream>_<seq>` never names two events of one session: once a
+///   session has dropped a stream, the streams it creates start above the
+///   highest id of any stream it dropped (instead of at 1; position 0 still
+///   replays such a stream from its start). Only `remove_session` forgets a
+///   session's numbering, with its events.
+/// - **Group commit.** One thread writes every queued append in one batch and
+///   syncs once: concurrent appends share a sync.
+/// - **What a crash can lose.** Appends not yet acknowledged. An unfinished
+///   write at the end of the log is dropped on open
+///   ([`EventRecoveryReport::torn_bytes`]); an append whose future was
+///   dropped, or that returned an error, may or may not be kept.
+/// - **Damage.** Every frame carries CRC-32 checksums of its header and of
+///   its data. A damaged frame is skipped and listed in
+///   [`EventRecoveryReport::damage`], never returned as data: its stream
+///   resumes only from after it (`replay_after` from before it is `None`).
+/// - **After an I/O error** the store refuses further appends (reads go on);
+///   reopen the directory to recover.
+/// - **Assumptions.** `fsync`/`fdatasync` make written data durable; a rename
+///   followed by an `fsync` of the directory is atomic and durable.
+///
+/// # Bounds and space
+///
+/// At most `events_per_stream` events per stream (oldest dropped first) and
+/// `streams_per_session` streams per session (least recently created dropped
+/// first), as [`MemoryEventStore`](crate::MemoryEventStore). `replay_after` is
+/// `None` for an unknown stream or when events after `after` were dropped;
+/// `latest` is the last acknowledged id even if the bound dropped the event.
+/// Once the log outgrows twice the retained events, the retained events are
+/// written to a snapshot (temporary file, `fsync`, rename, `fsync` of the
+/// directory) and the older files removed, so the directory stays within a
+/// small multiple of the retained data and reopening reads only that.
+///
+/// ```
+/// use session_core::{EventId, EventStore, SessionId, StreamId};
+/// use session_store::FileEventStore;
+///
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path().join("events");
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let session = SessionId::generate();
+/// let g = StreamId::standalone();
+/// let first = {
+///     let events = FileEventStore::open(&dir, 256, 64)?;
+///     let first = events.append(&session, &g, r#"{"n":1}"#.into()).await?;
+///     events.append(&session, &g, r#"{"n":2}"#.into()).await?;
+///     first
+/// }; // closed here, as at a restart (or a kill -9 after the appends returned)
+/// let events = FileEventStore::open(&dir, 256, 64)?;
+/// let replay = events.replay_after(&session, &first).await?.unwrap();
+/// assert_eq!(&*replay[0].data, r#"{"n":2}"#);
+/// // Numbering continues: no id is ever reused.
+/// let third = events.append(&session, &g, r#"{"n":3}"#.into()).await?;
+/// assert_eq!(third.to_string(), "g_3");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct FileEventStore {
+    state: Arc<State>,
+    queue: Arc<Queue>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    report: EventRecoveryReport,
+    dir: PathBuf,
+    /// Held for the store's lifetime; closing it releases the lock.
+    _lock: File,
+}
+
+impl FileEventStore {
+    /// Opens (creating if needed) the event store in `dir`, keeping
+    /// `events_per_stream` events of each stream and `streams_per_session`
+    /// streams of each session (both at least 1).
+    ///
+    /// Opening reads the retained events, so call it from a blocking context
+    /// (`tokio::task::spawn_blocking`) if the runtime must not stall.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another store has the directory open,
+    /// [`Error::Format`] for files of another format version, [`Error::Io`] if
+    /// the directory cannot be created, read or written.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        events_per_stream: usize,
+        streams_per_session: usize,
+    ) -> std::result::Result<Self, Error> {
+        Self::open_with(
+            dir,
+            FileEventStoreOptions::default()
+                .events_per_stream(events_per_stream)
+                .streams_per_session(streams_per_session),
+        )
+    }
+
+    /// Opens the event store in `dir` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: FileEventStoreOptions,
+    ) -> std::result::Result<Self, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = files::lock(&dir)?;
+        let state = Arc::new(State::new(Limits {
+            events_per_stream: options.events_per_stream.max(1),
+            streams_per_session: options.streams_per_session.max(1),
+        }));
+        let recovered = recovery::recover(&dir, &state)?;
+        if let Some(snapshot) = recovered.snapshot {
+            files::remove_before(&dir, snapshot)
+                .map_err(|e| Error::io("remove old event logs in", &dir, e))?;
+        }
+        let (log, log_number, log_bytes) =
+            open_log(&dir, recovered.log, recovered.snapshot.unwrap_or(1))?;
+        let queue = Arc::new(Queue::default());
+        let committer = Committer {
+            dir: dir.clone(),
+            state: state.clone(),
+            queue: queue.clone(),
+            log,
+            log_number,
+            log_bytes,
+            compact_min_bytes: options.compact_min_bytes,
+            compaction: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("event-store-commit".into())
+            .spawn(move || committer.run())
+            .map_err(|e| Error::io("start the commit thread for", &dir, e))?;
+        Ok(FileEventStore {
+            state,
+            queue,
+            committer: Mutex::new(Some(handle)),
+            report: recovered.report,
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What opening the directory found: events loaded, damage, torn bytes.
+    pub fn recovery(&self) -> &EventRecoveryReport {
+        &self.report
+    }
+}
+
+/// Waits for a queued operation to become durable.
+async fn durable(done: oneshot::Receiver<Result<()>>) -> Result<()> {
+    done.await.unwrap_or_else(|_| {
+        Err(session_core::Error::backend_msg(
+            "the event store stopped before the event was durable",
+        ))
+    })
+}
+
+#[async_trait]
+impl EventStore for FileEventStore {
+    async fn append(
+        &self,
+        session: &SessionId,
+        stream: &StreamId,
+        data: Arc<str>,
+    ) -> Result<EventId> {
+        if data.len() > format::MAX_DATA {
+            return Err(session_core::Error::backend_msg(format!(
+                "an event of {} bytes is larger than the event store takes ({} bytes)",
+                data.len(),
+                format::MAX_DATA
+            )));
+        }
+        let crc = crc32fast::hash(data.as_bytes());
+        let (ack, done) = oneshot::channel();
+        let seq = {
+            let mut shard = self.state.lock(session);
+            self.queue.check_poison()?;
+            let (seq, epoch, start) = shard.append(session, stream, data.clone());
+            self.queue.push(Op {
+                session: session.clone(),
+                work: Work::Event {
+                    stream: stream.clone(),
+                    start,
+                    seq,
+                    epoch,
+                    data,
+                    crc,
+                },
+                ack,
+            });
+            seq
+        };
+        durable(done).await?;
+        Ok(EventId {
+            stream: stream.clone(),
+            seq,
+        })
+    }
+
+    async fn replay_after(
+        &self,
+        session: &SessionId,
+        after: &EventId,
+    ) -> Result<Option<Vec<StoredEvent>>> {
+        Ok(self.state.lock(session).replay_after(session, after))
+    }
+
+    async fn latest(&self, session: &SessionId, stream: &StreamId) -> Result<Option<EventId>> {
+        Ok(self
+            .state
+            .lock(session)
+            .latest(session, stream)
+            .map(|seq| EventId {
+                stream: stream.clone(),
+                seq,
+            }))
+    }
+
+    async fn remove_session(&self, session: &SessionId) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        {
+            let mut shard = self.state.lock(session);
+            self.queue.check_poison()?;
+            // A session with no events has nothing on disk, unless a removal
+            // of it is still on its way: wait for what is queued.
+            let work = if shard.remove(session) {
+                Work::Remove
+            } else {
+                Work::Barrier
+            };
+            self.queue.push(Op {
+                session: session.clone(),
+                work,
+                ack,
+            });
+        }
+        durable(done).await
+    }
+}
+
+impl Drop for FileEventStore {
+    /// Finishes the appends already queued, then releases the directory.
+    fn drop(&mut self) {
+        self.queue.stop();
+        if let Some(handle) = self.committer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Opens the log to append to: the newest one cut back to its last intact
+/// frame, or a new one numbered `first`. Returns the file, its number and its
+/// length.
+fn open_log(
+    dir: &Path,
+    newest: Option<(u64, u64, bool)>,
+    first: u64,
+) -> std::result::Result<(File, u64, u64), Error> {
+    let header = format::file_header(format::FileKind::Log);
+    let Some((n, valid, intact)) = newest else {
+        let path = files::log_path(dir, first);
+        let file = files::create_synced(dir, &path, &header)
+            .map_err(|e| Error::io("create event log", &path, e))?;
+        return Ok((file, first, header.len() as u64));
+    };
+    let path = files::log_path(dir, n);
+    let io = |e| Error::io("open event log", &path, e);
+    let mut file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let valid = if !intact && valid <= header.len() as u64 {
+        // The header never made it to disk whole, and nothing follows it:
+        // start the file again.
+        file.set_len(0).map_err(io)?;
+        file.write_all(&header).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        header.len() as u64
+    } else {
+        valid
+    };
+    if len != valid {
+        file.set_len(valid).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    file.seek(SeekFrom::Start(valid)).map_err(io)?;
+    Ok((file, n, valid))
+}
