@@ -367,6 +367,21 @@ fn a_blocking_read_longer_than_the_default_reply_timeout_delivers() {
                 (got, started.elapsed())
             })
         };
+        // Once the read is blocked in Redis, the event comes 900 ms later.
+        let mut con = raw(&server).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("clients")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            if info.contains("blocked_clients:1") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the read never blocked: {info}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::time::sleep(Duration::from_millis(900)).await;
         writer.append(&session, &g, "two".into()).await.unwrap();
         let (got, took) = waiter.await.unwrap();
@@ -374,7 +389,7 @@ fn a_blocking_read_longer_than_the_default_reply_timeout_delivers() {
             .expect("a blocking read past 500 ms must not fail")
             .unwrap();
         assert_eq!(got.iter().map(|e| &*e.data).collect::<Vec<_>>(), ["two"]);
-        assert!(took >= Duration::from_millis(800), "{took:?}");
+        assert!(took >= Duration::from_millis(900), "{took:?}");
 
         // Nothing arrives: the wait runs out (past 500 ms) with no events
         // and no error, on the pooled connection.
