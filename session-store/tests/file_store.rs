@@ -294,6 +294,171 @@ fn remove_expired_is_durable() {
     assert_eq!(present, 1);
 }
 
+fn snapshot_path(dir: &Path) -> PathBuf {
+    let mut found: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("snapshot-") && name.ends_with(".mcps")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one snapshot expected: {found:?}");
+    found.pop().unwrap()
+}
+
+/// Writes `n` sessions, then compacts them into a snapshot (by rewriting one
+/// more session until the log outgrows twice the live data) and closes the
+/// store. The `n` sessions then live in the snapshot only.
+fn sessions_in_a_snapshot(dir: &Path, n: usize) -> Vec<SessionRecord> {
+    let rs = block_on(async { insert(&FileStore::open(dir).unwrap(), n).await });
+    let options = FileStoreOptions::default().compact_min_bytes(1);
+    let store = FileStore::open_with(dir, options).unwrap();
+    block_on(async {
+        let mut current = insert(&store, 1).await.remove(0);
+        for _ in 0..10 {
+            let v = next(&current, T0, |_| {});
+            store.compare_and_swap(&v, current.version()).await.unwrap();
+            current = v;
+        }
+    });
+    drop(store);
+    assert_eq!(snapshots(dir), 1);
+    for log in logs(dir) {
+        let bytes = fs::read(&log).unwrap();
+        for r in &rs {
+            assert!(
+                !bytes.windows(32).any(|w| w == r.id().as_str().as_bytes()),
+                "session {} should be in the snapshot only",
+                r.id()
+            );
+        }
+    }
+    rs
+}
+
+/// Length of the commit frame that ends a snapshot: a 26-byte header, no id,
+/// a 4-byte count.
+const COMMIT_FRAME: usize = 30;
+
+#[test]
+fn damage_to_a_snapshot_commit_loses_only_the_damaged_session() {
+    for damage in ["commit header", "truncated commit"] {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = sessions_in_a_snapshot(dir.path(), 5);
+        let path = snapshot_path(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        // One record's payload, as in a log...
+        let id = rs[2].id().as_str().as_bytes();
+        let at = bytes.windows(id.len()).position(|w| w == id).unwrap();
+        bytes[at + id.len() + 10] ^= 0x20;
+        // ...and the final commit frame, which made the whole snapshot
+        // count as torn and be skipped, losing every session in it.
+        let commit = bytes.len() - COMMIT_FRAME;
+        match damage {
+            "commit header" => bytes[commit + 8] ^= 0x01,
+            _ => bytes.truncate(commit + 12),
+        }
+        fs::write(&path, bytes).unwrap();
+
+        let store = FileStore::open(dir.path()).unwrap();
+        let report = store.recovery();
+        assert_eq!(report.corrupt, vec![rs[2].id().clone()], "{damage}");
+        assert!(
+            report.damage.iter().any(|d| d.contains("snapshot")),
+            "{damage}: the snapshot's damage is reported: {:?}",
+            report.damage
+        );
+        block_on(async {
+            for (i, r) in rs.iter().enumerate() {
+                let loaded = store.load(r.id()).await;
+                if i == 2 {
+                    assert!(
+                        matches!(&loaded, Err(CoreError::Corrupt { id, .. }) if id == r.id()),
+                        "{damage}: {loaded:?}"
+                    );
+                } else {
+                    assert_eq!(loaded.unwrap().as_ref(), Some(r), "{damage}: session {i}");
+                }
+            }
+            // The store goes on: new writes are durable beside the damage.
+            let more = insert(&store, 1).await;
+            drop(store);
+            let store = FileStore::open(dir.path()).unwrap();
+            assert!(store.load(more[0].id()).await.unwrap().is_some());
+            assert!(store.load(rs[0].id()).await.unwrap().is_some());
+        });
+    }
+}
+
+#[test]
+fn clear_all_removes_corrupt_records_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let rs = block_on(async { insert(&FileStore::open(dir.path()).unwrap(), 3).await });
+    damage_record(dir.path(), rs[1].id().as_str());
+    {
+        let store = Arc::new(FileStore::open(dir.path()).unwrap());
+        assert_eq!(store.recovery().corrupt, vec![rs[1].id().clone()]);
+        block_on(async {
+            assert_eq!(
+                store.list_corrupt(10).await.unwrap(),
+                vec![rs[1].id().clone()]
+            );
+            let manager = SessionManager::new(
+                store.clone(),
+                Arc::new(SystemClock),
+                ManagerConfig::default(),
+            );
+            assert_eq!(manager.clear_all().await.unwrap(), 3);
+            assert!(store.list_corrupt(10).await.unwrap().is_empty());
+            assert_eq!(store.load(rs[1].id()).await.unwrap(), None);
+        });
+    }
+    let store = FileStore::open(dir.path()).unwrap();
+    assert!(store.recovery().corrupt.is_empty(), "the delete is durable");
+    assert_eq!(store.recovery().sessions, 0);
+}
+
+#[test]
+fn a_record_too_large_to_read_back_is_refused_before_it_is_written() {
+    assert_eq!(
+        FileStoreOptions::default().max_record_bytes,
+        256 << 20,
+        "by default a write may store exactly what a reader accepts"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions::default().max_record_bytes(1024);
+    let big = || serde_json::from_value(json!({"blob": "x".repeat(2048)})).unwrap();
+    let small = {
+        let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
+        block_on(async {
+            let huge = SessionRecord::create(
+                session_core::SessionId::generate(),
+                NewSession::new().state(big()),
+                T0,
+                session_core::ExpiryPolicy::default(),
+            );
+            assert!(matches!(
+                store.insert(&huge).await,
+                Err(CoreError::RecordTooLarge { limit: 1024, size }) if size > 2048
+            ));
+            assert_eq!(store.load(huge.id()).await.unwrap(), None);
+            let small = insert(&store, 1).await.remove(0);
+            let grown = next(&small, T0, |w| w.merge_state(big()));
+            assert!(matches!(
+                store.compare_and_swap(&grown, 1).await,
+                Err(CoreError::RecordTooLarge { .. })
+            ));
+            assert_eq!(store.load(small.id()).await.unwrap().as_ref(), Some(&small));
+            small
+        })
+    };
+    let store = FileStore::open_with(dir.path(), options).unwrap();
+    assert!(store.recovery().damage.is_empty() && store.recovery().corrupt.is_empty());
+    assert_eq!(store.recovery().sessions, 1);
+    assert_eq!(block_on(store.load(small.id())).unwrap(), Some(small));
+}
+
 /// CRC-32 (IEEE), bit by bit: enough for a test fixture.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;

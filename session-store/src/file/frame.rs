@@ -29,8 +29,10 @@ pub(crate) const FILE_HEADER_LEN: usize = 20;
 const FRAME_MAGIC: [u8; 4] = [0xFF, b'M', b'S', b'F'];
 /// Length of a frame header, before the id.
 pub(crate) const FRAME_HEADER_LEN: usize = 26;
-/// Largest payload a reader accepts; anything larger is damage.
-const MAX_PAYLOAD: usize = 256 << 20;
+/// Largest payload a reader accepts; anything larger is damage. Writers
+/// refuse larger records before queueing them, so nothing acknowledged is
+/// ever read back as damage.
+pub(crate) const MAX_PAYLOAD: usize = 256 << 20;
 
 /// What a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

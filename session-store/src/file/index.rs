@@ -264,6 +264,23 @@ impl Index {
         (records, next)
     }
 
+    /// Up to `limit` ids whose latest accepted entry is a corrupt record, in
+    /// no particular order.
+    pub(crate) fn corrupt_ids(&self, limit: usize) -> Vec<SessionId> {
+        let mut ids = Vec::new();
+        for shard in self.shards.iter() {
+            for (id, slot) in &shard.read().slots {
+                if ids.len() >= limit {
+                    return ids;
+                }
+                if matches!(slot.latest(), Some(Latest::Corrupt(_))) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        ids
+    }
+
     /// Every durable entry. Consistent as of the last promotion only when
     /// called from the thread that promotes.
     pub(crate) fn snapshot(&self) -> Vec<(SessionId, Durable)> {
@@ -335,5 +352,17 @@ mod tests {
         assert_eq!(next.as_deref(), Some(ids[3].as_str()));
         let (records, next) = index.page("", 0);
         assert!(records.is_empty() && next.is_none());
+    }
+
+    #[test]
+    fn corrupt_entries_are_found_by_id_and_not_listed() {
+        let (index, ids) = index_with(3);
+        index.promote(&ids[0], 0, Some(Durable::Corrupt(Arc::from("bad"))), 1);
+        assert_eq!(index.corrupt_ids(10), vec![ids[0].clone()]);
+        assert!(index.corrupt_ids(0).is_empty());
+        let (records, _) = index.page("", 10);
+        assert_eq!(records.len(), 2);
+        index.promote(&ids[0], 0, None, 0);
+        assert!(index.corrupt_ids(10).is_empty());
     }
 }

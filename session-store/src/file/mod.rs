@@ -32,12 +32,18 @@ pub struct FileStoreOptions {
     /// The log is compacted into a snapshot once it is larger than this and
     /// than twice the live data (16 MiB).
     pub compact_min_bytes: u64,
+    /// The largest encoded record (its JSON) a write may store (256 MiB,
+    /// also the most a reader accepts; a larger value is lowered to it). A
+    /// larger record is refused with
+    /// [`session_core::Error::RecordTooLarge`] before anything is queued.
+    pub max_record_bytes: usize,
 }
 
 impl Default for FileStoreOptions {
     fn default() -> Self {
         FileStoreOptions {
             compact_min_bytes: 16 << 20,
+            max_record_bytes: frame::MAX_PAYLOAD,
         }
     }
 }
@@ -46,6 +52,12 @@ impl FileStoreOptions {
     /// Sets the minimum log size before compaction.
     pub fn compact_min_bytes(mut self, bytes: u64) -> Self {
         self.compact_min_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest encoded record a write may store (at most 256 MiB).
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
         self
     }
 }
@@ -75,8 +87,29 @@ impl FileStoreOptions {
 /// - **Damage.** Every frame carries CRC-32 checksums of its header and of its
 ///   record. A record that fails its check is reported for that session only:
 ///   loading it returns [`session_core::Error::Corrupt`], it is listed in
-///   [`RecoveryReport::corrupt`], and every other session loads. Damage that
-///   names no session is listed in [`RecoveryReport::damage`].
+///   [`RecoveryReport::corrupt`], and every other session loads. This holds
+///   in snapshots too: a snapshot is complete once renamed into place (it is
+///   synced first), so damage inside it, even to its final commit frame, is
+///   treated as damage and its readable records are used, never as a torn
+///   write that would discard them all.
+/// - **Damage that names no session.** A frame whose *header* fails its
+///   checksum cannot be attributed to a session: its id may be the damaged
+///   part. It is skipped and listed only in [`RecoveryReport::damage`]; the
+///   session it held is then missing (or at an earlier version, if an older
+///   frame of it is intact) and is not in [`RecoveryReport::corrupt`].
+/// - **What happens to a corrupt record.** It stays, and is carried into
+///   snapshots so the damage is not silently forgotten, until it is deleted:
+///   by id with [`delete`](SessionStore::delete), or by
+///   [`SessionManager::clear_all`](session_core::SessionManager::clear_all),
+///   which finds such records with
+///   [`list_corrupt`](SessionStore::list_corrupt). It is not listed by
+///   [`list`](SessionStore::list), and sweeps leave it alone because its
+///   deadline cannot be read. Writing over it is refused with
+///   [`session_core::Error::Corrupt`]: its owner cannot be checked.
+/// - **Size.** A record whose encoding exceeds
+///   [`FileStoreOptions::max_record_bytes`] is refused with
+///   [`session_core::Error::RecordTooLarge`] before it is queued, so every
+///   acknowledged record can be read back.
 /// - **After an I/O error** the store refuses all further writes (reads go
 ///   on), because a failed `fsync` may have dropped data the kernel will not
 ///   write again. Reopen the directory to recover.
@@ -113,6 +146,7 @@ impl FileStoreOptions {
 pub struct FileStore {
     index: Arc<Index>,
     queue: Arc<Queue>,
+    max_record_bytes: usize,
     committer: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
     dir: PathBuf,
@@ -178,6 +212,7 @@ impl FileStore {
         Ok(FileStore {
             index,
             queue,
+            max_record_bytes: options.max_record_bytes.min(frame::MAX_PAYLOAD),
             committer: Mutex::new(Some(handle)),
             report: recovered.report,
             dir,
@@ -218,14 +253,23 @@ async fn durable(done: oneshot::Receiver<Result<()>>) -> Result<()> {
     })
 }
 
-fn put(record: &SessionRecord) -> Result<LogWrite> {
-    let (payload, crc) = frame::record_payload(record)
-        .map_err(|e| session_core::Error::backend("cannot encode the session record", e))?;
-    Ok(LogWrite::Put {
-        record: record.clone(),
-        payload,
-        crc,
-    })
+impl FileStore {
+    /// Encodes `record` for the log, refusing one a reader would not accept.
+    fn put(&self, record: &SessionRecord) -> Result<LogWrite> {
+        let (payload, crc) = frame::record_payload(record)
+            .map_err(|e| session_core::Error::backend("cannot encode the session record", e))?;
+        if payload.len() > self.max_record_bytes {
+            return Err(session_core::Error::RecordTooLarge {
+                size: payload.len(),
+                limit: self.max_record_bytes,
+            });
+        }
+        Ok(LogWrite::Put {
+            record: record.clone(),
+            payload,
+            crc,
+        })
+    }
 }
 
 fn corrupt(id: &SessionId, detail: &str) -> session_core::Error {
@@ -238,7 +282,7 @@ fn corrupt(id: &SessionId, detail: &str) -> session_core::Error {
 #[async_trait]
 impl SessionStore for FileStore {
     async fn insert(&self, record: &SessionRecord) -> Result<()> {
-        let write = put(record)?;
+        let write = self.put(record)?;
         let staged = self.stage(record.id(), |latest| match latest {
             Some(_) => Err(Err(session_core::Error::AlreadyExists)),
             None => Ok(write),
@@ -258,7 +302,7 @@ impl SessionStore for FileStore {
     }
 
     async fn compare_and_swap(&self, record: &SessionRecord, expected_version: u64) -> Result<Cas> {
-        let write = put(record)?;
+        let write = self.put(record)?;
         let staged = self.stage(record.id(), |latest| match latest {
             None => Err(Ok(Cas::Conflict { current: None })),
             Some(Latest::Corrupt(detail)) => Err(Err(corrupt(record.id(), detail))),
@@ -293,7 +337,8 @@ impl SessionStore for FileStore {
     }
 
     /// Lists in id order; the cursor is the last id of the previous page.
-    /// Corrupt records are not listed (see [`FileStore::recovery`]).
+    /// Corrupt records are not listed (see
+    /// [`list_corrupt`](SessionStore::list_corrupt)).
     async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
         let (records, next) = self.index.page(cursor.unwrap_or(""), limit);
         Ok(Page { records, next })
@@ -321,6 +366,12 @@ impl SessionStore for FileStore {
             removed.push(record);
         }
         Ok(removed)
+    }
+
+    /// Sessions whose latest record is known to be corrupt (found at open,
+    /// and kept until deleted).
+    async fn list_corrupt(&self, limit: usize) -> Result<Vec<SessionId>> {
+        Ok(self.index.corrupt_ids(limit))
     }
 }
 

@@ -1,9 +1,16 @@
-//! Opening a directory: load the newest intact snapshot, replay the logs after
-//! it, drop an unacknowledged tail, and report damage per session.
+//! Opening a directory: load the newest snapshot, replay the logs after it,
+//! drop an unacknowledged tail, and report damage per session.
+//!
+//! A snapshot is synced before it is renamed into place, so one that is there
+//! was written whole: damage inside it (even to its final commit frame) is
+//! damage, not a torn write. Its readable records are used and the damaged
+//! ones reported, session by session. Only when the older snapshot and every
+//! log since it are still on disk (a crash before compaction removed them) is
+//! that complete older state used instead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,21 +79,27 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
             Entry::Temp => {}
         }
     }
+    let log_numbers: BTreeSet<u64> = logs.iter().map(|(n, _)| *n).collect();
     let mut replay = Replay::default();
     let mut snapshot = None;
-    for (n, path) in snapshots.iter().rev() {
+    for (i, (n, path)) in snapshots.iter().enumerate().rev() {
         let bytes = read(path)?;
         check_header(&bytes, path, FileKind::Snapshot)?;
         let mut attempt = Replay::default();
-        let outcome = attempt.file(&bytes, path, true);
-        attempt.report.files += 1;
-        if outcome.complete {
+        let outcome = attempt.file(&bytes, path, Tail::Snapshot);
+        attempt.report.files = replay.report.files + 1;
+        if outcome.complete || !older_state_intact(&snapshots[..i], *n, &log_numbers) {
+            let mut damage = std::mem::take(&mut replay.report.damage);
+            damage.append(&mut attempt.report.damage);
+            attempt.report.damage = damage;
             replay = attempt;
             snapshot = Some(*n);
             break;
         }
+        replay.report.files = attempt.report.files;
+        replay.report.damage.append(&mut attempt.report.damage);
         replay.report.damage.push(format!(
-            "{}: snapshot incomplete, an older state is used",
+            "{}: snapshot damaged; the older snapshot and the logs since it are used",
             path.display()
         ));
     }
@@ -97,7 +110,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
         let bytes = read(path)?;
         check_header(&bytes, path, FileKind::Log)?;
         let last = i + 1 == logs.len();
-        let outcome = replay.file(&bytes, path, last);
+        let tail = if last { Tail::Drop } else { Tail::Log };
+        let outcome = replay.file(&bytes, path, tail);
         replay.report.files += 1;
         if last {
             replay.report.torn_bytes = (bytes.len() - outcome.valid_end) as u64;
@@ -123,6 +137,15 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
     })
 }
 
+/// Whether the state before snapshot `n` can be rebuilt in full from the
+/// files still on disk: the next older snapshot (or none, when the logs start
+/// at 1) and every log from it up to `n`. Compaction removes old logs in
+/// order, so a crash while removing them leaves a gap this catches.
+fn older_state_intact(older: &[(u64, PathBuf)], n: u64, logs: &BTreeSet<u64>) -> bool {
+    let base = older.last().map_or(1, |(m, _)| *m);
+    (base..n).all(|k| logs.contains(&k))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
     fs::read(path).map_err(|e| Error::io("read", path, e))
 }
@@ -146,6 +169,19 @@ fn check_header(bytes: &[u8], path: &Path, kind: FileKind) -> Result<(), Error> 
     }
 }
 
+/// What to do with the frames after a file's last intact commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// The newest log: a batch without its commit was never acknowledged.
+    /// It is dropped.
+    Drop,
+    /// An older log: later logs prove its batches were acknowledged. Applied.
+    Log,
+    /// A snapshot: synced before it was renamed into place, so it was
+    /// written whole and what is readable is applied.
+    Snapshot,
+}
+
 /// How a file ended.
 struct Outcome {
     /// Offset just past the last applied batch.
@@ -155,10 +191,9 @@ struct Outcome {
 }
 
 impl Replay {
-    /// Replays one file. In the `last` file a batch without its commit at the
-    /// end was never acknowledged: it is dropped. Elsewhere a later batch
-    /// proves the earlier ones were acknowledged, so they are applied.
-    fn file(&mut self, bytes: &[u8], path: &Path, last: bool) -> Outcome {
+    /// Replays one file; `tail` says what to do with frames after its last
+    /// intact commit.
+    fn file(&mut self, bytes: &[u8], path: &Path, tail: Tail) -> Outcome {
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -219,10 +254,13 @@ impl Replay {
             }
         }
         let complete = batch.is_empty() && pos == bytes.len();
-        if !complete && !last {
-            damage.push(format!(
-                "{name}: ends without a commit, applied since later logs follow"
-            ));
+        if !complete && tail != Tail::Drop {
+            damage.push(match tail {
+                Tail::Snapshot => format!(
+                    "{name}: snapshot ends without an intact commit; its readable records are used"
+                ),
+                _ => format!("{name}: ends without a commit, applied since later logs follow"),
+            });
             if let Some(b) = batch_id {
                 self.last_batch = self.last_batch.max(b);
             }
@@ -288,4 +326,25 @@ fn effect(
         }
         FrameKind::Commit => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logs(numbers: &[u64]) -> BTreeSet<u64> {
+        numbers.iter().copied().collect()
+    }
+
+    #[test]
+    fn an_older_state_counts_only_with_every_log_since_it() {
+        let snapshot = |m: u64| (m, PathBuf::from(format!("snapshot-{m}")));
+        // No older snapshot: the logs must run from 1.
+        assert!(older_state_intact(&[], 4, &logs(&[1, 2, 3, 4])));
+        assert!(!older_state_intact(&[], 4, &logs(&[2, 3, 4])));
+        // An older snapshot: every log from it up to the damaged one.
+        assert!(older_state_intact(&[snapshot(2)], 4, &logs(&[2, 3, 4])));
+        assert!(!older_state_intact(&[snapshot(2)], 4, &logs(&[3, 4])));
+        assert!(!older_state_intact(&[snapshot(2)], 4, &logs(&[4])));
+    }
 }
