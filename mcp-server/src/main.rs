@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use mcp_server::{DEFAULT_LISTEN, HttpConfig, McpServer, ResponseMode, ServerConfig, demo};
 use session_core::{EventStore, SessionStore};
-use session_store::{FileStore, MemoryStore};
+use session_store::{FileEventStore, FileStore, MemoryStore};
 use tracing_subscriber::EnvFilter;
 
 /// An MCP server whose sessions survive restarts, expire on time and never
@@ -26,7 +26,8 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Where sessions live: `memory`, `file:DIR` (durable, one process), or
-    /// `redis://HOST:PORT/DB` (shared by replicas). Default: a file store in
+    /// `redis://HOST:PORT/DB[?prefix=NAME]` (shared by replicas; keys under
+    /// NAME, default `mcp`). Default: a file store in
     /// the user's data directory; with --stdio, memory (a stdio server has
     /// one client, whose session ends with the process, and several may run
     /// at once).
@@ -70,7 +71,11 @@ fn default_data_dir() -> PathBuf {
 type Stores = (Arc<dyn SessionStore>, Option<Arc<dyn EventStore>>, String);
 
 /// Opens the store named by `--store`.
-async fn open_store(spec: Option<&str>, stdio: bool) -> Result<Stores, String> {
+async fn open_store(
+    spec: Option<&str>,
+    stdio: bool,
+    idle_timeout: Duration,
+) -> Result<Stores, String> {
     let spec = match spec {
         Some(spec) => spec.to_string(),
         None if stdio => "memory".to_string(),
@@ -92,10 +97,27 @@ async fn open_store(spec: Option<&str>, stdio: bool) -> Result<Stores, String> {
             elapsed = ?report.elapsed,
             "opened the file store in {dir}"
         );
-        return Ok((Arc::new(store), None, spec));
+        // The events of resumable streams live beside the sessions, so a
+        // stream resumes after a restart too.
+        let defaults = ServerConfig::default();
+        let events = FileEventStore::open(
+            std::path::Path::new(dir).join("events"),
+            defaults.events_per_stream,
+            defaults.streams_per_session,
+        )
+        .map_err(|e| e.to_string())?;
+        let recovered = events.recovery();
+        tracing::info!(
+            events = recovered.events,
+            damage = recovered.damage.len(),
+            torn_bytes = recovered.torn_bytes,
+            "opened the event store in {dir}/events"
+        );
+        let events: Arc<dyn EventStore> = Arc::new(events);
+        return Ok((Arc::new(store), Some(events), spec));
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-        return open_redis(spec).await;
+        return open_redis(spec, idle_timeout).await;
     }
     Err(format!(
         "--store {spec}: expected `memory`, `file:DIR` or a redis:// URL"
@@ -103,9 +125,10 @@ async fn open_store(spec: Option<&str>, stdio: bool) -> Result<Stores, String> {
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(spec: String) -> Result<Stores, String> {
-    let store = session_store::RedisStore::connect(&spec, session_store::RedisOptions::default())
-        .map_err(|e| e.to_string())?;
+async fn open_redis(spec: String, idle_timeout: Duration) -> Result<Stores, String> {
+    // Stream events live as long as an idle session may.
+    let options = session_store::RedisOptions::default().session_idle_timeout(idle_timeout);
+    let store = session_store::RedisStore::connect(&spec, options).map_err(|e| e.to_string())?;
     match store.ping().await {
         Ok(()) => tracing::info!("connected to Redis at {spec}"),
         // Not fatal: requests fail with 503 until Redis answers.
@@ -116,7 +139,7 @@ async fn open_redis(spec: String) -> Result<Stores, String> {
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(spec: String) -> Result<Stores, String> {
+async fn open_redis(spec: String, _idle_timeout: Duration) -> Result<Stores, String> {
     Err(format!(
         "--store {spec}: this build has no Redis store (build with the `redis` feature)"
     ))
@@ -173,7 +196,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (store, events, store_name) = open_store(args.store.as_deref(), args.stdio).await?;
+    let (store, events, store_name) =
+        open_store(args.store.as_deref(), args.stdio, args.idle_timeout).await?;
     let config = ServerConfig::default()
         .idle_timeout(args.idle_timeout)
         .handshake_timeout(args.handshake_timeout)

@@ -163,15 +163,13 @@ impl SessionHook for Release {
 impl Shared {
     /// Drops everything this process holds for `session`.
     pub(crate) fn release(&self, session: &SessionId) {
-        let had_streams = self.hub.drop_session(session);
+        self.hub.drop_session(session);
         self.inflight.cancel_session(session);
         self.levels.lock().remove(session);
         self.subscriptions.lock().remove(session);
-        if !had_streams {
-            // Nothing was published for it here, so the event store holds
-            // nothing of this process's for it.
-            return;
-        }
+        // Even with no stream here, the store may hold events of it: from
+        // before a restart, or from another replica. Stores make removing
+        // nothing cheap.
         let events = self.hub.events().clone();
         let session = session.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

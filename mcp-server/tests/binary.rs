@@ -73,7 +73,8 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_cleanly() {
     // or a request that slipped in gets 503) while the slow call finishes.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let late = Client::new(&server.url);
-    let refused = match late.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+    let refused = match late
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "late", "version": "1"}}}))
         .send()
@@ -165,4 +166,56 @@ fn an_unknown_store_is_refused_with_a_clear_message() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("expected `memory`, `file:DIR`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_stream_resumes_with_last_event_id_after_kill_9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file:{}", dir.path().display());
+    let (session, first, before) = {
+        let server = start(&["--store", &store]);
+        let mut client = Client::new(&server.url);
+        client.connect().await;
+        let response = client
+            .post(
+                &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+                "name": "slow", "arguments": {"steps": 3, "delay_ms": 1},
+                "_meta": {"progressToken": "p"}}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let events = common::read_sse(response, usize::MAX).await;
+        // The priming event, three progress notifications, the response.
+        assert_eq!(events.len(), 5, "{events:?}");
+        let first = events[1].id.clone().unwrap();
+        (client.session.clone().unwrap(), first, events)
+        // dropped here: SIGKILL
+    };
+    let server = start(&["--store", &store]);
+    let mut client = Client::new(&server.url);
+    client.session = Some(session.clone());
+    let resumed = client
+        .http
+        .get(&server.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("last-event-id", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let replayed = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::read_sse(resumed, usize::MAX),
+    )
+    .await
+    .expect("the replayed stream ends with its response");
+    let ids: Vec<_> = replayed.iter().map(|e| e.id.clone().unwrap()).collect();
+    let expected: Vec<_> = before[2..].iter().map(|e| e.id.clone().unwrap()).collect();
+    assert_eq!(ids, expected, "the events after {first}, as first sent");
+    let last: Value = serde_json::from_str(&replayed.last().unwrap().data).unwrap();
+    assert_eq!(last["id"], 5);
+    assert_eq!(last["result"]["content"][0]["text"], "completed 3 steps");
 }

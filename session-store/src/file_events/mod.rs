@@ -150,6 +150,10 @@ pub struct FileEventStore {
     committer: Mutex<Option<JoinHandle<()>>>,
     report: EventRecoveryReport,
     dir: PathBuf,
+    /// Removals queued and not yet durable: while there are none, removing
+    /// a session this store holds nothing of needs no trip to the commit
+    /// thread.
+    removals: std::sync::atomic::AtomicUsize,
     /// Held for the store's lifetime; closing it releases the lock.
     _lock: File,
 }
@@ -224,6 +228,7 @@ impl FileEventStore {
             committer: Mutex::new(Some(handle)),
             report: recovered.report,
             dir,
+            removals: std::sync::atomic::AtomicUsize::new(0),
             _lock: lock,
         })
     }
@@ -311,23 +316,41 @@ impl EventStore for FileEventStore {
 
     async fn remove_session(&self, session: &SessionId) -> Result<()> {
         let (ack, done) = oneshot::channel();
-        {
+        let removing = {
             let mut shard = self.state.lock(session);
             self.queue.check_poison()?;
             // A session with no events has nothing on disk, unless a removal
             // of it is still on its way: wait for what is queued.
             let work = if shard.remove(session) {
+                self.removals
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 Work::Remove
+            } else if self.removals.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                // Nothing of it here, on disk or on its way there.
+                return Ok(());
             } else {
                 Work::Barrier
             };
+            let removing = matches!(work, Work::Remove);
             self.queue.push(Op {
                 session: session.clone(),
                 work,
                 ack,
             });
-        }
+            removing
+        };
+        // Counted down however this ends, even if the caller stops waiting.
+        let _counted = removing.then_some(CountDown(&self.removals));
         durable(done).await
+    }
+}
+
+/// Decrements a counter when dropped.
+struct CountDown<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
