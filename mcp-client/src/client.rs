@@ -1,8 +1,9 @@
 //! The client: handshake, requests with timeouts and cancellation, and the
 //! session it keeps alive by itself.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -13,13 +14,13 @@ use session_core::wire::{
     CallToolResult, GetPromptResult, Implementation, InitializeParams, InitializeResult,
     LATEST_PROTOCOL_VERSION, ListPromptsResult, ListResourcesResult, ListToolsResult, Message,
     Notification, Prompt, ReadResourceResult, Request, RequestId, Resource,
-    SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, Tool, code,
-    is_supported, to_raw,
+    SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, Tool, is_supported,
+    to_raw,
 };
 use tokio::sync::Notify;
 
 use crate::options::{ClientEvent, ClientOptions, ReinitPolicy, RequestOptions};
-use crate::router::Router;
+use crate::router::{Failure, Router};
 use crate::transport::Transport;
 use crate::transport::http::HttpTransport;
 use crate::transport::stdio::StdioTransport;
@@ -43,7 +44,8 @@ pub struct ServerDetails {
 /// Cloning is cheap; clones share the connection and the session. When the
 /// server loses the session (HTTP 404), the client starts a new one by
 /// itself (see [`ReinitPolicy`]) and reports the new id through
-/// [`ClientEvent::SessionReplaced`] and [`Client::session_id`].
+/// [`ClientEvent::SessionReplaced`] and [`Client::session_id`]. Requests
+/// made while the new session is being set up wait for it.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -55,9 +57,35 @@ struct Inner {
     router: Arc<Router>,
     options: ClientOptions,
     server: RwLock<Option<ServerDetails>>,
+    /// The revision sent as `MCP-Protocol-Version`.
+    protocol_version: RwLock<Option<String>>,
     next_id: AtomicI64,
-    /// Held while a new session is being set up after a 404.
-    reinit: tokio::sync::Mutex<()>,
+    /// Messages take it (shared) while the transport captures the session
+    /// they go out in; a new handshake holds it (exclusive), so nothing goes
+    /// out between forgetting the old session and completing the new one.
+    gate: tokio::sync::RwLock<()>,
+    /// A new handshake failed: the next request tries again first.
+    broken: AtomicBool,
+}
+
+impl Inner {
+    fn emit(&self, event: ClientEvent) {
+        if let Some(handler) = &self.options.on_event {
+            handler(&event);
+        }
+    }
+
+    /// Sends `notifications/cancelled` for `id` in the background, bounded
+    /// by the request timeout.
+    fn cancel_later(&self, id: &RequestId, reason: &str) {
+        let sending = self.transport.send(cancelled(id, reason));
+        let bound = self.options.request_timeout;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(bound, sending).await;
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn Transport {
@@ -67,25 +95,26 @@ impl std::fmt::Debug for dyn Transport {
 }
 
 /// Sends `notifications/cancelled` for a request whose caller stopped
-/// waiting (timeout, or the future was dropped), unless disarmed.
+/// waiting (the future was dropped), if it was sent and may be cancelled.
 struct Pending {
     inner: Arc<Inner>,
     id: RequestId,
-    armed: bool,
+    /// The message was handed to the transport.
+    sent: AtomicBool,
+    /// The request has its outcome; nothing to cancel.
+    finished: AtomicBool,
+    /// `initialize` must not be cancelled.
+    cancellable: bool,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if !self.armed || !self.inner.router.forget(&self.id) {
+        if self.finished.load(Ordering::Acquire) || !self.inner.router.forget(&self.id) {
             return;
         }
-        let (transport, id) = (self.inner.transport.clone(), self.id.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = transport
-                    .send(cancelled(&id, "the caller stopped waiting"))
-                    .await;
-            });
+        if self.cancellable && self.sent.load(Ordering::Acquire) {
+            self.inner
+                .cancel_later(&self.id, "the caller stopped waiting");
         }
     }
 }
@@ -97,16 +126,35 @@ fn cancelled(id: &RequestId, reason: &str) -> Message {
     })
 }
 
+fn notification(method: &str, params: &Value) -> Message {
+    Message::Notification(Notification {
+        method: method.into(),
+        params: Some(to_raw(params)),
+    })
+}
+
+/// How one attempt at a request ended.
+enum Attempt<R> {
+    /// With a result or a failure other than a lost session.
+    Answered(Result<R>),
+    /// The server answered 404 in the session the request went out in.
+    /// `delivered`: the request reached the server (the 404 came while
+    /// resuming its response stream), so it may have run.
+    SessionGone { session: String, delivered: bool },
+}
+
 impl Client {
     /// Connects to an MCP server over Streamable HTTP and completes the
     /// handshake.
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] if the handshake takes longer than
-    /// `connect_timeout`, [`Error::VersionMismatch`] if the server chooses a
-    /// revision this client does not speak, [`Error::Transport`] or
-    /// [`Error::Http`] if it cannot be reached.
+    /// [`Error::Timeout`] if the handshake (`initialize`, then
+    /// `notifications/initialized`) takes longer than `connect_timeout`,
+    /// [`Error::VersionMismatch`] if the server chooses a revision this
+    /// client does not speak, [`Error::Protocol`] if it issues a session id
+    /// that is not visible ASCII, [`Error::Transport`] or [`Error::Http`] if
+    /// it cannot be reached.
     pub async fn connect_http(url: &str, options: ClientOptions) -> Result<Client> {
         let router = Arc::new(Router::new(options.clone()));
         let transport = HttpTransport::new(url, None, router.clone(), &options)?;
@@ -120,22 +168,53 @@ impl Client {
     /// If the session is gone, the first request finds out (404) and, by the
     /// client's [`ReinitPolicy`], starts a new one.
     ///
+    /// Requests carry `MCP-Protocol-Version` 2025-11-25 (the latest this
+    /// client speaks), whatever the session negotiated: nothing in the
+    /// protocol tells a resuming client the session's revision. Servers that
+    /// hold requests to the negotiated revision need
+    /// [`resume_http_as`](Self::resume_http_as) with the revision
+    /// [`protocol_version`](Self::protocol_version) reported when the
+    /// session started.
+    ///
     /// # Errors
     ///
-    /// [`Error::Transport`] for an invalid URL.
+    /// [`Error::Transport`] for an invalid URL, [`Error::InvalidArgument`]
+    /// for a session id that is not visible ASCII.
     pub async fn resume_http(
         url: &str,
         session_id: &str,
         options: ClientOptions,
     ) -> Result<Client> {
+        Client::resume_http_as(url, session_id, LATEST_PROTOCOL_VERSION, options).await
+    }
+
+    /// As [`resume_http`](Self::resume_http), for a session that negotiated
+    /// `protocol_version`.
+    ///
+    /// # Errors
+    ///
+    /// As [`resume_http`](Self::resume_http), and
+    /// [`Error::InvalidArgument`] for a revision this client does not speak.
+    pub async fn resume_http_as(
+        url: &str,
+        session_id: &str,
+        protocol_version: &str,
+        options: ClientOptions,
+    ) -> Result<Client> {
+        if !is_supported(protocol_version) {
+            return Err(Error::InvalidArgument(format!(
+                "protocol version {protocol_version:?}; this client speaks {SUPPORTED_PROTOCOL_VERSIONS:?}"
+            )));
+        }
         let router = Arc::new(Router::new(options.clone()));
         let transport =
             HttpTransport::new(url, Some(session_id.to_string()), router.clone(), &options)?;
         let client = Client::with(Arc::new(transport), router, options);
+        *client.inner.protocol_version.write() = Some(protocol_version.to_string());
         client
             .inner
             .transport
-            .established(LATEST_PROTOCOL_VERSION, client.inner.options.listen)
+            .established(protocol_version, client.inner.options.listen)
             .await;
         Ok(client)
     }
@@ -157,21 +236,45 @@ impl Client {
 
     fn with(transport: Arc<dyn Transport>, router: Arc<Router>, options: ClientOptions) -> Client {
         router.set_transport(Arc::downgrade(&transport));
-        Client {
-            inner: Arc::new(Inner {
-                transport,
-                router,
-                options,
-                server: RwLock::new(None),
-                next_id: AtomicI64::new(0),
-                reinit: tokio::sync::Mutex::new(()),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            transport,
+            router: router.clone(),
+            options,
+            server: RwLock::new(None),
+            protocol_version: RwLock::new(None),
+            next_id: AtomicI64::new(0),
+            gate: tokio::sync::RwLock::new(()),
+            broken: AtomicBool::new(false),
+        });
+        // The GET stream found the session gone: recover as a request would.
+        let weak = Arc::downgrade(&inner);
+        router.on_session_lost(Box::new(move |session| {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let client = Client { inner };
+            tokio::spawn(async move {
+                if let Err(e) = client.reinitialize(Some(session)).await {
+                    client.inner.emit(ClientEvent::ListenFailed {
+                        reason: format!(
+                            "the session is gone and a new one could not be started: {e}"
+                        ),
+                    });
+                }
+            });
+        }));
+        Client { inner }
     }
 
     /// The session id the server issued, if any.
     pub fn session_id(&self) -> Option<String> {
         self.inner.transport.session_id()
+    }
+
+    /// The protocol revision requests carry: the negotiated one, or for a
+    /// resumed session the one it was resumed with.
+    pub fn protocol_version(&self) -> Option<String> {
+        self.inner.protocol_version.read().clone()
     }
 
     /// What the server said in `initialize`; `None` for a resumed session
@@ -180,17 +283,28 @@ impl Client {
         self.inner.server.read().clone()
     }
 
+    /// `initialize`, then `notifications/initialized`, within
+    /// `connect_timeout` as a whole.
     async fn handshake(&self) -> Result<()> {
         let options = &self.inner.options;
+        let started = tokio::time::Instant::now();
+        let budget = options.connect_timeout;
         let params = InitializeParams {
             protocol_version: LATEST_PROTOCOL_VERSION.into(),
             capabilities: options.capabilities.clone(),
             client_info: serde_json::to_value(&options.client_info).unwrap_or(Value::Null),
         };
-        let request = RequestOptions::default().timeout(options.connect_timeout);
-        let result: InitializeResult = self.request_once("initialize", &params, &request).await?;
+        let request = RequestOptions::default().timeout(budget);
+        let result: InitializeResult =
+            match self.attempt("initialize", &params, &request, false).await {
+                Attempt::Answered(result) => result?,
+                Attempt::SessionGone { session, .. } => {
+                    return Err(Error::SessionNotFound { session });
+                }
+            };
         if !is_supported(&result.protocol_version) {
-            let _ = self.inner.transport.close(true).await;
+            let left = budget.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left, self.inner.transport.close(true)).await;
             return Err(Error::VersionMismatch {
                 server: result.protocol_version,
                 supported: SUPPORTED_PROTOCOL_VERSIONS,
@@ -202,12 +316,25 @@ impl Client {
             server_info: result.server_info,
             instructions: result.instructions,
         });
+        *self.inner.protocol_version.write() = Some(result.protocol_version.clone());
         self.inner
             .transport
             .established(&result.protocol_version, false)
             .await;
-        self.notify("notifications/initialized", Value::Object(Map::new()))
-            .await?;
+        let initialized = self.inner.transport.send(notification(
+            "notifications/initialized",
+            &Value::Object(Map::new()),
+        ));
+        let left = budget.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, initialized).await {
+            Ok(sent) => sent?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    method: "notifications/initialized".into(),
+                    after: started.elapsed(),
+                });
+            }
+        }
         self.inner
             .transport
             .established(&result.protocol_version, options.listen)
@@ -215,34 +342,45 @@ impl Client {
         Ok(())
     }
 
-    /// Starts a new session after the server lost `old` (unless another
-    /// caller already did).
-    async fn reinitialize(&self, old: Option<String>) -> Result<()> {
-        let _guard = self.inner.reinit.lock().await;
-        if self.session_id() != old {
+    /// Starts a new session after the server lost `gone` (unless another
+    /// caller already did). Holds the gate: requests wait meanwhile.
+    async fn reinitialize(&self, gone: Option<String>) -> Result<()> {
+        let _closed = self.inner.gate.write().await;
+        if !self.inner.broken.load(Ordering::Acquire) && self.session_id() != gone {
             return Ok(()); // someone else already replaced it
         }
         self.inner.transport.reset_session();
-        self.handshake().await?;
-        let new = self.session_id();
-        tracing::info!(?old, ?new, "the session was gone; started a new one");
-        if let Some(handler) = &self.inner.options.on_event {
-            handler(&ClientEvent::SessionReplaced { old, new });
+        if let Err(e) = self.handshake().await {
+            self.inner.broken.store(true, Ordering::Release);
+            return Err(e);
         }
+        self.inner.broken.store(false, Ordering::Release);
+        let new = self.session_id();
+        tracing::info!(?gone, ?new, "the session was gone; started a new one");
+        self.inner
+            .emit(ClientEvent::SessionReplaced { old: gone, new });
         Ok(())
     }
 
-    /// Sends a notification.
+    /// Sends a notification, within the request timeout.
     ///
     /// # Errors
     ///
-    /// [`Error::Transport`], [`Error::Http`], [`Error::SessionNotFound`].
+    /// [`Error::Timeout`], [`Error::Transport`], [`Error::Http`],
+    /// [`Error::SessionNotFound`] (a notification starts no new session).
     pub async fn notify(&self, method: &str, params: Value) -> Result<()> {
-        let message = Message::Notification(Notification {
-            method: method.into(),
-            params: Some(to_raw(&params)),
+        let bound = self.inner.options.request_timeout;
+        let sent = tokio::time::timeout(bound, async {
+            let sending = {
+                let _open = self.inner.gate.read().await;
+                self.inner.transport.send(notification(method, &params))
+            };
+            sending.await
         });
-        self.inner.transport.send(message).await
+        sent.await.map_err(|_| Error::Timeout {
+            method: method.into(),
+            after: bound,
+        })?
     }
 
     /// Sends a request and decodes its result, recovering from a lost
@@ -250,9 +388,12 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Rpc`] for the server's JSON-RPC error, [`Error::Timeout`]
-    /// (after sending `notifications/cancelled`), [`Error::SessionNotFound`]
-    /// by the policy, and transport failures.
+    /// [`Error::Rpc`] for the server's JSON-RPC error (whatever its code),
+    /// [`Error::Timeout`] (after sending `notifications/cancelled`),
+    /// [`Error::SessionNotFound`] by the policy, [`Error::Transport`] when
+    /// the connection or a response stream broke, [`Error::Protocol`] for a
+    /// malformed answer, [`Error::Closed`] after
+    /// [`close`](Self::close) or [`disconnect`](Self::disconnect).
     pub async fn request<P, R>(
         &self,
         method: &str,
@@ -263,37 +404,50 @@ impl Client {
         P: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        match self.request_once(method, params, &options).await {
-            Err(Error::SessionNotFound { session }) => match self.inner.options.reinit {
-                ReinitPolicy::Surface => Err(Error::SessionNotFound { session }),
-                ReinitPolicy::Reinitialize => {
-                    self.reinitialize(Some(session.clone())).await?;
-                    Err(Error::SessionNotFound { session })
-                }
-                ReinitPolicy::RetryOnce => {
-                    self.reinitialize(Some(session)).await?;
-                    self.request_once(method, params, &options).await
-                }
-            },
-            other => other,
+        if self.inner.broken.load(Ordering::Acquire) {
+            self.reinitialize(self.session_id()).await?;
+        }
+        let (session, delivered) = match self.attempt(method, params, &options, true).await {
+            Attempt::Answered(result) => return result,
+            Attempt::SessionGone { session, delivered } => (session, delivered),
+        };
+        let policy = self.inner.options.reinit;
+        if policy == ReinitPolicy::Surface {
+            return Err(Error::SessionNotFound { session });
+        }
+        self.reinitialize(Some(session.clone())).await?;
+        if policy != ReinitPolicy::RetryOnce || delivered {
+            return Err(Error::SessionNotFound { session });
+        }
+        match self.attempt(method, params, &options, true).await {
+            Attempt::Answered(result) => result,
+            Attempt::SessionGone { session, .. } => Err(Error::SessionNotFound { session }),
         }
     }
 
-    async fn request_once<P, R>(
+    /// One try at a request. `gated`: wait for a new handshake in progress
+    /// (every request but the handshake's own).
+    async fn attempt<P, R>(
         &self,
         method: &str,
         params: &P,
         options: &RequestOptions,
-    ) -> Result<R>
+        gated: bool,
+    ) -> Attempt<R>
     where
         P: Serialize + ?Sized,
         R: DeserializeOwned,
     {
         let inner = &self.inner;
         let id = RequestId::Number(inner.next_id.fetch_add(1, Ordering::Relaxed) + 1);
-        let mut params = serde_json::to_value(params).map_err(|e| {
-            Error::Protocol(format!("cannot encode the parameters of {method}: {e}"))
-        })?;
+        let mut params = match serde_json::to_value(params) {
+            Ok(params) => params,
+            Err(e) => {
+                return Attempt::Answered(Err(Error::Protocol(format!(
+                    "cannot encode the parameters of {method}: {e}"
+                ))));
+            }
+        };
         let progress = options.on_progress.clone().map(|handler| {
             if let Value::Object(map) = &mut params {
                 let meta = map.entry("_meta").or_insert_with(|| json!({}));
@@ -303,20 +457,30 @@ impl Client {
         });
         let progressed = progress.as_ref().map(|(_, n)| n.clone());
         let answer = inner.router.wait_for(id.clone(), progress);
-        let mut pending = Pending {
+        let pending = Pending {
             inner: inner.clone(),
             id: id.clone(),
-            armed: false,
+            sent: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            cancellable: method != "initialize",
         };
         let message = Message::Request(Request {
             id: id.clone(),
             method: method.into(),
             params: Some(to_raw(&params)),
         });
-        // The timeout covers sending too: over HTTP a JSON answer arrives
-        // while the POST is still in progress.
-        pending.armed = true;
-        let send = inner.transport.send(message);
+        // The timeout covers waiting for a new handshake and sending too:
+        // over HTTP a JSON answer arrives while the POST is in progress.
+        let send = async {
+            let sending = if gated {
+                let _open = inner.gate.read().await;
+                inner.transport.send(message)
+            } else {
+                inner.transport.send(message)
+            };
+            pending.sent.store(true, Ordering::Release);
+            sending.await
+        };
         let timeout = options.timeout.unwrap_or(inner.options.request_timeout);
         let started = tokio::time::Instant::now();
         let hard_limit = started
@@ -340,42 +504,88 @@ impl Client {
                 result = &mut send, if !sent => {
                     sent = true;
                     if let Err(e) = result {
-                        pending.armed = false;
+                        pending.finished.store(true, Ordering::Release);
                         inner.router.forget(&id);
-                        return Err(e);
+                        return match e {
+                            Error::SessionNotFound { session } => {
+                                Attempt::SessionGone { session, delivered: false }
+                            }
+                            e => Attempt::Answered(Err(e)),
+                        };
                     }
                 }
                 outcome = &mut answer => break outcome,
                 () = tokio::time::sleep_until(deadline.min(hard_limit)) => {
-                    pending.armed = false;
+                    pending.finished.store(true, Ordering::Release);
                     inner.router.forget(&id);
-                    let (transport, id) = (inner.transport.clone(), id.clone());
-                    tokio::spawn(async move {
-                        let _ = transport.send(cancelled(&id, "timeout")).await;
-                    });
-                    return Err(Error::Timeout { method: method.into(), after: started.elapsed() });
+                    // The protocol forbids cancelling `initialize`.
+                    if pending.cancellable && pending.sent.load(Ordering::Acquire) {
+                        inner.cancel_later(&id, "timeout");
+                    }
+                    return Attempt::Answered(Err(Error::Timeout {
+                        method: method.into(),
+                        after: started.elapsed(),
+                    }));
                 }
                 () = progress_arrived => deadline = tokio::time::Instant::now() + timeout,
             }
         };
-        pending.armed = false;
+        pending.finished.store(true, Ordering::Release);
         let raw = match outcome {
             Ok(Ok(raw)) => raw,
-            Ok(Err(error)) if error.code == code::SESSION_NOT_FOUND => {
-                return Err(Error::SessionNotFound {
-                    session: self.session_id().unwrap_or_default(),
-                });
-            }
-            Ok(Err(error)) => {
-                return Err(Error::Rpc {
+            Ok(Err(Failure::Server(error))) => {
+                return Attempt::Answered(Err(Error::Rpc {
                     method: method.into(),
                     error,
-                });
+                }));
             }
-            Err(_) => return Err(Error::Closed),
+            Ok(Err(Failure::Local(Error::SessionNotFound { session }))) => {
+                return Attempt::SessionGone {
+                    session,
+                    delivered: true,
+                };
+            }
+            Ok(Err(Failure::Local(error))) => return Attempt::Answered(Err(error)),
+            Err(_) => return Attempt::Answered(Err(Error::Closed)),
         };
-        serde_json::from_str(raw.get())
-            .map_err(|e| Error::Protocol(format!("a malformed result of {method}: {e}")))
+        Attempt::Answered(
+            serde_json::from_str(raw.get())
+                .map_err(|e| Error::Protocol(format!("a malformed result of {method}: {e}"))),
+        )
+    }
+
+    /// Every item of a paginated list, following `nextCursor`.
+    async fn all_pages<Page, T>(
+        &self,
+        method: &str,
+        split: impl Fn(Page) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>>
+    where
+        Page: DeserializeOwned,
+    {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut seen = HashSet::new();
+        loop {
+            let params = match &cursor {
+                Some(cursor) => json!({"cursor": cursor}),
+                None => json!({}),
+            };
+            let page: Page = self
+                .request(method, &params, RequestOptions::default())
+                .await?;
+            let (mut more, next) = split(page);
+            items.append(&mut more);
+            match next {
+                None => return Ok(items),
+                Some(next) if !seen.insert(next.clone()) => {
+                    return Err(Error::Protocol(format!(
+                        "{method} answered with the cursor {next:?} a second time"
+                    )));
+                }
+                Some(next) => cursor = Some(next),
+            }
+        }
     }
 
     /// `ping`.
@@ -394,24 +604,13 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`request`](Self::request).
+    /// As [`request`](Self::request); [`Error::Protocol`] if the server
+    /// repeats a cursor.
     pub async fn list_tools(&self) -> Result<Vec<Tool>> {
-        let mut tools = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let params = match &cursor {
-                Some(cursor) => json!({"cursor": cursor}),
-                None => json!({}),
-            };
-            let page: ListToolsResult = self
-                .request("tools/list", &params, RequestOptions::default())
-                .await?;
-            tools.extend(page.tools);
-            match page.next_cursor {
-                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => return Ok(tools),
-            }
-        }
+        self.all_pages("tools/list", |page: ListToolsResult| {
+            (page.tools, page.next_cursor)
+        })
+        .await
     }
 
     /// Calls a tool.
@@ -444,16 +643,16 @@ impl Client {
         .await
     }
 
-    /// Every resource the server offers (first page).
+    /// Every resource the server offers (all pages).
     ///
     /// # Errors
     ///
-    /// As [`request`](Self::request).
+    /// As [`list_tools`](Self::list_tools).
     pub async fn list_resources(&self) -> Result<Vec<Resource>> {
-        let page: ListResourcesResult = self
-            .request("resources/list", &json!({}), RequestOptions::default())
-            .await?;
-        Ok(page.resources)
+        self.all_pages("resources/list", |page: ListResourcesResult| {
+            (page.resources, page.next_cursor)
+        })
+        .await
     }
 
     /// Reads a resource.
@@ -470,16 +669,16 @@ impl Client {
         .await
     }
 
-    /// Every prompt the server offers (first page).
+    /// Every prompt the server offers (all pages).
     ///
     /// # Errors
     ///
-    /// As [`request`](Self::request).
+    /// As [`list_tools`](Self::list_tools).
     pub async fn list_prompts(&self) -> Result<Vec<Prompt>> {
-        let page: ListPromptsResult = self
-            .request("prompts/list", &json!({}), RequestOptions::default())
-            .await?;
-        Ok(page.prompts)
+        self.all_pages("prompts/list", |page: ListPromptsResult| {
+            (page.prompts, page.next_cursor)
+        })
+        .await
     }
 
     /// Gets a prompt.
@@ -545,13 +744,18 @@ impl Client {
         .await
     }
 
-    /// Ends the session (HTTP DELETE; a 405 is accepted) or, over stdio,
-    /// shuts the server down (stdin closed, then SIGTERM, then SIGKILL).
+    /// Ends the session (HTTP DELETE within the request timeout; a 404 or
+    /// 405 is accepted) or, over stdio, shuts the server down (stdin
+    /// closed, then SIGTERM, then SIGKILL, each after a bounded wait).
+    /// Requests still waiting fail with [`Error::Closed`].
     ///
     /// # Errors
     ///
-    /// [`Error::Http`] or [`Error::Transport`] if the DELETE fails.
+    /// [`Error::Http`] or [`Error::Transport`] if the DELETE fails,
+    /// [`Error::Timeout`] if it gets no answer in time.
     pub async fn close(self) -> Result<()> {
+        // Not half-way through a new handshake: end the session it makes.
+        let _open = self.inner.gate.read().await;
         self.inner.transport.close(true).await
     }
 

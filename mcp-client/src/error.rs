@@ -8,7 +8,9 @@ use session_core::wire::ErrorObject;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The server answered with a JSON-RPC error.
+    /// The server answered with a JSON-RPC error. Whatever its code (even
+    /// -32001, which some servers use for their own timeouts), an in-band
+    /// error never means the session is gone and is never retried.
     #[error("the server answered {method} with an error: {error}")]
     Rpc {
         /// The method called.
@@ -16,7 +18,10 @@ pub enum Error {
         /// The server's error.
         error: ErrorObject,
     },
-    /// No answer within the request's timeout (a cancellation was sent).
+    /// No answer within the timeout. For a request other than `initialize`,
+    /// `notifications/cancelled` was sent (the protocol forbids cancelling
+    /// `initialize`); for the handshake, `method` names the step that
+    /// stalled.
     #[error("{method} timed out after {after:?}")]
     Timeout {
         /// The method called.
@@ -32,9 +37,10 @@ pub enum Error {
         /// What this client accepts.
         supported: &'static [&'static str],
     },
-    /// The server no longer knows the session (HTTP 404): it expired, was
-    /// closed, or the server lost it. The client starts a new session by
-    /// itself unless told not to.
+    /// The server no longer knows the session: it answered HTTP 404 to a
+    /// message that carried the session id (it expired, was closed, or the
+    /// server lost it). The client starts a new session by itself unless
+    /// told not to.
     #[error("the server no longer knows session {session}")]
     SessionNotFound {
         /// The session that is gone.
@@ -61,10 +67,14 @@ pub enum Error {
     /// ended without the response and cannot be resumed).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// An argument the client cannot use (a session id that cannot be sent
+    /// as a header, a protocol revision this client does not speak).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The call needs something the server did not offer.
     #[error("the server does not support {0}")]
     Unsupported(String),
-    /// The client was closed, or its transport stopped.
+    /// The client was closed or disconnected.
     #[error("the client is closed")]
     Closed,
 }

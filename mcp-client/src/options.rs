@@ -7,12 +7,20 @@ use std::time::Duration;
 use serde_json::Value;
 use session_core::wire::{ErrorObject, Implementation, code};
 
-/// What the client does when the server answers a request with 404 because
-/// the session is gone.
+/// What the client does when the server answers HTTP 404 to a message that
+/// carried the session id, because the session is gone.
+///
+/// Only that 404 counts: a JSON-RPC error in a response, whatever its code,
+/// is the server's answer and is returned as [`Error::Rpc`](crate::Error::Rpc).
+/// A 404 on the GET stream starts a new session too (unless `Surface`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ReinitPolicy {
-    /// Start a new session and send the request again, once (default).
+    /// Start a new session and send the request again, once (default). The
+    /// request is sent again only when the server refused it (404 to its
+    /// POST), so it never ran; a request whose response stream was lost
+    /// with the session (404 while resuming it) may have run, and fails
+    /// with `SessionNotFound` after the new session is started.
     #[default]
     RetryOnce,
     /// Start a new session, but fail the request with
@@ -78,9 +86,12 @@ pub struct ClientOptions {
     pub client_info: Implementation,
     /// Capabilities declared in `initialize`.
     pub capabilities: Value,
-    /// Bound on the handshake, and on connecting (10 s).
+    /// Bound on the whole handshake (`initialize` and
+    /// `notifications/initialized`), on connecting, and on the headers of a
+    /// GET stream (10 s).
     pub connect_timeout: Duration,
-    /// Default timeout of a request (60 s).
+    /// Default timeout of a request (60 s); also bounds notifications, the
+    /// DELETE that ends a session, and answers to server requests.
     pub request_timeout: Duration,
     /// What to do when the session is gone (retry once in a new session).
     pub reinit: ReinitPolicy,

@@ -12,11 +12,49 @@ use session_core::wire::{
 };
 use tokio::sync::{Notify, oneshot};
 
+use crate::Error;
 use crate::options::{ClientEvent, ClientOptions, ProgressHandler, method_not_found};
 use crate::transport::Transport;
 
+/// Why a request got no result.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The server answered with a JSON-RPC error (whatever its code: an
+    /// in-band error never means the session is gone).
+    Server(ErrorObject),
+    /// Something on this side ended the wait: the session is gone (HTTP
+    /// 404 while resuming the response stream), the stream broke, the
+    /// transport stopped.
+    Local(Error),
+}
+
 /// What a request waits for.
-pub(crate) type Outcome = Result<Box<RawValue>, ErrorObject>;
+pub(crate) type Outcome = Result<Box<RawValue>, Failure>;
+
+/// Why the router takes no more requests.
+#[derive(Debug, Clone)]
+pub(crate) enum Shut {
+    /// The client was closed or disconnected.
+    Closed,
+    /// The transport stopped by itself (a stdio server exited).
+    Transport(String),
+}
+
+impl Shut {
+    fn error(&self) -> Error {
+        match self {
+            Shut::Closed => Error::Closed,
+            Shut::Transport(message) => Error::Transport {
+                message: message.clone(),
+                source: None,
+            },
+        }
+    }
+}
+
+/// Called with the session id when the transport learns, outside any
+/// request, that the server lost the session (a GET answered 404).
+pub(crate) type SessionLost = Box<dyn Fn(String) + Send + Sync>;
 
 /// A request waiting for its response.
 struct Waiting {
@@ -29,6 +67,8 @@ pub(crate) struct Router {
     waiting: Mutex<HashMap<RequestId, Waiting>>,
     options: ClientOptions,
     transport: Mutex<Option<Weak<dyn Transport>>>,
+    shut: Mutex<Option<Shut>>,
+    session_lost: Mutex<Option<Arc<SessionLost>>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -45,6 +85,21 @@ impl Router {
             waiting: Mutex::new(HashMap::new()),
             options,
             transport: Mutex::new(None),
+            shut: Mutex::new(None),
+            session_lost: Mutex::new(None),
+        }
+    }
+
+    /// What to do when the transport finds the session gone by itself.
+    pub(crate) fn on_session_lost(&self, callback: SessionLost) {
+        *self.session_lost.lock() = Some(Arc::new(callback));
+    }
+
+    /// Reports a session the server no longer knows, found outside a request.
+    pub(crate) fn session_lost(&self, session: String) {
+        let callback = self.session_lost.lock().clone();
+        if let Some(callback) = callback {
+            callback(session);
         }
     }
 
@@ -60,7 +115,14 @@ impl Router {
         progress: Option<(ProgressHandler, Arc<Notify>)>,
     ) -> oneshot::Receiver<Outcome> {
         let (answer, rx) = oneshot::channel();
-        self.waiting.lock().insert(id, Waiting { answer, progress });
+        // Checked under the same lock `shut` takes: a request registered
+        // after the transport stopped fails at once instead of timing out.
+        let mut waiting = self.waiting.lock();
+        if let Some(shut) = self.shut.lock().as_ref() {
+            let _ = answer.send(Err(Failure::Local(shut.error())));
+            return rx;
+        }
+        waiting.insert(id, Waiting { answer, progress });
         rx
     }
 
@@ -74,17 +136,21 @@ impl Router {
         self.waiting.lock().contains_key(id)
     }
 
-    /// Fails every waiting request (the transport stopped).
-    pub(crate) fn fail_all(&self, error: &ErrorObject) {
-        for (_, waiting) in self.waiting.lock().drain() {
-            let _ = waiting.answer.send(Err(error.clone()));
+    /// Stops taking requests and fails every waiting one. The first reason
+    /// given is kept (closing the client, then its stdio server exiting,
+    /// reads as closed).
+    pub(crate) fn shut(&self, reason: Shut) {
+        let mut waiting = self.waiting.lock();
+        let reason = self.shut.lock().get_or_insert(reason).clone();
+        for (_, waiting) in waiting.drain() {
+            let _ = waiting.answer.send(Err(Failure::Local(reason.error())));
         }
     }
 
-    /// Fails one waiting request.
-    pub(crate) fn fail(&self, id: &RequestId, error: ErrorObject) {
+    /// Fails one waiting request with a local failure.
+    pub(crate) fn fail(&self, id: &RequestId, error: Error) {
         if let Some(waiting) = self.waiting.lock().remove(id) {
-            let _ = waiting.answer.send(Err(error));
+            let _ = waiting.answer.send(Err(Failure::Local(error)));
         }
     }
 
@@ -110,7 +176,9 @@ impl Router {
         };
         match self.waiting.lock().remove(&id) {
             Some(waiting) => {
-                let _ = waiting.answer.send(response.outcome);
+                let _ = waiting
+                    .answer
+                    .send(response.outcome.map_err(Failure::Server));
             }
             // A response after a timeout or cancellation: ignored.
             None => tracing::debug!(%id, "late response ignored"),
@@ -150,6 +218,7 @@ impl Router {
             return;
         };
         let handler = self.options.on_request.clone();
+        let bound = self.options.request_timeout;
         tokio::spawn(async move {
             let params: Value = request
                 .params
@@ -164,8 +233,10 @@ impl Router {
                 id: Some(request.id),
                 outcome: outcome.map(|v| to_raw(&v)),
             };
-            if let Err(e) = transport.send(Message::Response(response)).await {
-                tracing::warn!("cannot answer a server request: {e}");
+            match tokio::time::timeout(bound, transport.send(Message::Response(response))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("cannot answer a server request: {e}"),
+                Err(_) => tracing::warn!("answering a server request timed out after {bound:?}"),
             }
         });
     }

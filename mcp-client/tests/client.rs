@@ -1,10 +1,12 @@
-//! Client behaviour: timeouts and cancellation, progress, version checks,
-//! servers without session ids, DELETE refused, reconnection limits, stdio
-//! shutdown.
+//! Client behaviour: timeouts and cancellation, late responses, progress,
+//! version checks, servers without session ids, DELETE refused, reconnection
+//! limits, stdio shutdown, in-band errors versus lost sessions, recovery
+//! policies and concurrent recovery, typed stream failures, the bounded
+//! handshake, resources, prompts and pagination.
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,10 +14,17 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{Store, start};
-use mcp_client::{Client, ClientEvent, ClientOptions, Error, RequestOptions};
-use mcp_server::ServerConfig;
-use serde_json::{Value, json};
+use common::{Store, serve, start, start_with};
+use futures_util::StreamExt;
+use mcp_client::{Client, ClientEvent, ClientOptions, Error, ReinitPolicy, RequestOptions};
+use mcp_server::{McpServer, McpServerBuilder, RequestContext, ServerConfig, demo, tool};
+use serde_json::{Map, Value, json};
+use session_core::wire::{
+    CallToolResult, Content, ErrorObject, GetPromptResult, Prompt, PromptArgument, PromptMessage,
+    ReadResourceResult, Resource, ResourceContents,
+};
+use session_core::{SessionId, SessionStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -29,25 +38,90 @@ fn quiet() -> ClientOptions {
     ClientOptions::default().listen(false)
 }
 
+/// How a `hold` handler ended.
+#[derive(Debug, Default)]
+struct Held {
+    started: AtomicU32,
+    /// "cancelled": its cancellation signal fired (`notifications/cancelled`
+    /// reached the server); "dropped": its future was dropped without it.
+    ended: Mutex<Option<&'static str>>,
+}
+
+impl Held {
+    fn ended(&self) -> Option<&'static str> {
+        *self.ended.lock().unwrap()
+    }
+}
+
+/// Records how the handler ended when its future goes away.
+struct Watch(Arc<Held>, RequestContext);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let how = if self.1.is_cancelled() {
+            "cancelled"
+        } else {
+            "dropped"
+        };
+        self.0.ended.lock().unwrap().get_or_insert(how);
+    }
+}
+
+/// Adds `hold`: a tool that first sends a notification, so the server
+/// answers over SSE and runs the handler in a task of its own that outlives
+/// the POST's connection; then it waits (far longer than any test) for its
+/// cancellation signal. Only `notifications/cancelled` ends it early.
+fn with_hold(held: Arc<Held>) -> impl FnOnce(McpServerBuilder) -> McpServerBuilder {
+    move |builder| {
+        builder.tool(
+            tool("hold", "Waits to be cancelled.", json!({"type": "object"})),
+            move |ctx: RequestContext, _args| {
+                let held = held.clone();
+                async move {
+                    held.started.fetch_add(1, Ordering::SeqCst);
+                    let _watch = Watch(held, ctx.clone());
+                    ctx.notify(
+                        "notifications/message",
+                        json!({"level": "info", "data": "holding"}),
+                    )
+                    .await;
+                    tokio::select! {
+                        () = ctx.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                    Ok(CallToolResult::text("released"))
+                }
+            },
+        )
+    }
+}
+
 #[tokio::test]
 async fn a_timeout_cancels_the_request_on_the_server() {
-    let server = start(&Store::Memory, ServerConfig::default()).await;
+    let held = Arc::new(Held::default());
+    let server = start_with(
+        &Store::Memory,
+        ServerConfig::default(),
+        with_hold(held.clone()),
+    )
+    .await;
     let client = Client::connect_http(&server.url, quiet()).await.unwrap();
     let started = Instant::now();
     let outcome = client
         .call_tool_with(
-            "slow",
-            json!({"steps": 100, "delay_ms": 20}),
-            RequestOptions::default().timeout(Duration::from_millis(150)),
+            "hold",
+            json!({}),
+            RequestOptions::default().timeout(Duration::from_millis(800)),
         )
         .await;
     assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
-    assert!(started.elapsed() < Duration::from_secs(1));
-    let inner = server.server.clone();
-    eventually("the server to stop the request", || {
-        inner.requests_in_flight() == 0
-    })
-    .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    eventually("the handler to end", || held.ended().is_some()).await;
+    assert_eq!(
+        held.ended(),
+        Some("cancelled"),
+        "the server learnt of the timeout from notifications/cancelled"
+    );
     // The client still works after ignoring the late response.
     assert!(client.ping().await.is_ok());
     server.stop().await;
@@ -55,23 +129,37 @@ async fn a_timeout_cancels_the_request_on_the_server() {
 
 #[tokio::test]
 async fn dropping_a_request_cancels_it_on_the_server() {
-    let server = start(&Store::Memory, ServerConfig::default()).await;
-    let client = Client::connect_http(&server.url, quiet()).await.unwrap();
+    let held = Arc::new(Held::default());
+    let server = start_with(
+        &Store::Memory,
+        ServerConfig::default(),
+        with_hold(held.clone()),
+    )
+    .await;
+    let notified = Arc::new(AtomicBool::new(false));
+    let flag = notified.clone();
+    let client = Client::connect_http(
+        &server.url,
+        quiet().on_event(move |e| {
+            if matches!(e, ClientEvent::Notification { params, .. } if params["data"] == "holding")
+            {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }),
+    )
+    .await
+    .unwrap();
     let call = {
         let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .call_tool("slow", json!({"steps": 1000, "delay_ms": 10}))
-                .await
-        })
+        tokio::spawn(async move { client.call_tool("hold", json!({})).await })
     };
-    let inner = server.server.clone();
-    eventually("the request to start", || inner.requests_in_flight() == 1).await;
+    // The answer is an SSE stream now: the handler no longer depends on the
+    // POST's connection.
+    eventually("the handler to start", || notified.load(Ordering::SeqCst)).await;
     call.abort();
-    eventually("the server to stop the request", || {
-        inner.requests_in_flight() == 0
-    })
-    .await;
+    eventually("the handler to end", || held.ended().is_some()).await;
+    assert_eq!(held.ended(), Some("cancelled"));
+    assert_eq!(held.started.load(Ordering::SeqCst), 1);
     server.stop().await;
 }
 
@@ -121,6 +209,74 @@ async fn progress_is_reported_and_can_keep_a_request_alive() {
         "{waited:?}"
     );
     server.stop().await;
+}
+
+/// A fake server on loopback answering every message with
+/// `answer(message, headers)`; a GET or DELETE comes as `{"method": "GET"}`
+/// or `{"method": "DELETE"}`.
+async fn fake_full<F>(answer: F) -> String
+where
+    F: Fn(&Value, &HeaderMap) -> axum::response::Response + Send + Sync + 'static,
+{
+    let answer = Arc::new(answer);
+    let app = Router::new().route(
+        "/mcp",
+        post({
+            let answer = answer.clone();
+            move |headers: HeaderMap, body: String| {
+                let answer = answer.clone();
+                async move {
+                    let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    answer(&message, &headers)
+                }
+            }
+        })
+        .get({
+            let answer = answer.clone();
+            move |headers: HeaderMap| {
+                let answer = answer.clone();
+                async move { answer(&json!({"method": "GET"}), &headers) }
+            }
+        })
+        .delete({
+            let answer = answer.clone();
+            move |headers: HeaderMap| {
+                let answer = answer.clone();
+                async move { answer(&json!({"method": "DELETE"}), &headers) }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// A JSON-RPC result for request `id`, as a JSON body.
+fn result_for(id: &Value, result: Value) -> axum::response::Response {
+    (
+        [("content-type", "application/json")],
+        json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+    )
+        .into_response()
+}
+
+/// An SSE body sending each event after its delay, then ending.
+fn sse(events: Vec<(Duration, String)>) -> axum::response::Response {
+    let stream = futures_util::stream::iter(events).then(|(delay, event)| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, std::convert::Infallible>(event)
+    });
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// An SSE event carrying `message`.
+fn data(message: &Value) -> String {
+    format!("data: {message}\n\n")
 }
 
 /// A fake server on loopback answering with `answer(method, headers)`.
@@ -204,16 +360,71 @@ async fn a_version_the_client_does_not_speak_is_a_clear_error() {
     }
 }
 
-#[tokio::test]
-async fn a_server_that_never_answers_hits_the_connect_timeout() {
+/// Reads one HTTP request from `socket` (`buffer` keeps what was read past
+/// it) and returns its body; `None` when the connection ends.
+async fn read_request(socket: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).into_owned();
+                buffer.drain(..end + 4 + length);
+                return Some(body);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A hand-written HTTP server that records every request body, answers
+/// `initialize` if told to (session `s-stall`), and never answers anything
+/// else (it holds the connection).
+async fn stalling_server(answer_initialize: bool) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket); // accept, never answer
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                while let Some(body) = read_request(&mut socket, &mut buffer).await {
+                    log.lock().unwrap().push(body.clone());
+                    let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    if !(answer_initialize && message["method"] == "initialize") {
+                        std::future::pending::<()>().await;
+                    }
+                    let answer = json!({"jsonrpc": "2.0", "id": message["id"],
+                        "result": init_result("2025-11-25")})
+                    .to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: s-stall\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
         }
     });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_hits_the_connect_timeout_and_initialize_is_not_cancelled() {
+    let (url, seen) = stalling_server(false).await;
     let started = Instant::now();
     let outcome =
         Client::connect_http(&url, quiet().connect_timeout(Duration::from_millis(300))).await;
@@ -222,6 +433,36 @@ async fn a_server_that_never_answers_hits_the_connect_timeout() {
         "{outcome:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+    // A cancellation would be sent at once; give it the time to arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "only initialize, never cancelled: {seen:?}");
+    assert!(seen[0].contains("\"initialize\""));
+}
+
+#[tokio::test]
+async fn a_server_that_stalls_after_initialize_hits_the_connect_timeout() {
+    let (url, seen) = stalling_server(true).await;
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect_http(&url, quiet().connect_timeout(Duration::from_millis(400))),
+    )
+    .await
+    .expect("the handshake as a whole is bounded by the connect timeout");
+    assert!(
+        matches!(outcome, Err(Error::Timeout { ref method, .. }) if method == "notifications/initialized"),
+        "{outcome:?}"
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains("notifications/initialized")),
+        "the server did get the notification it never answers"
+    );
 }
 
 #[tokio::test]
@@ -382,4 +623,714 @@ async fn the_get_stream_reconnects_after_the_servers_retry_with_last_event_id() 
         "the reconnection resumes after the last event"
     );
     client.disconnect().await;
+}
+
+/// Events the client reported, for assertions.
+fn recorder() -> (ClientOptions, Arc<Mutex<Vec<ClientEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let options = quiet().on_event(move |e| sink.lock().unwrap().push(e.clone()));
+    (options, events)
+}
+
+fn replaced(events: &Mutex<Vec<ClientEvent>>) -> Vec<(Option<String>, Option<String>)> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::SessionReplaced { old, new } => Some((old.clone(), new.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn expire(server: &common::Server, session: &str) {
+    server
+        .server
+        .sessions()
+        .expire(&SessionId::parse(session).unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_rpc_error_with_code_32001_is_the_servers_answer_and_is_not_retried() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let server = start_with(&Store::Memory, ServerConfig::default(), move |builder| {
+        builder.tool(
+            tool(
+                "times_out",
+                "Fails like the TypeScript SDK's RequestTimeout.",
+                json!({"type": "object"}),
+            ),
+            move |_ctx, _args| {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    Err(ErrorObject::new(-32001, "Request timed out"))
+                }
+            },
+        )
+    })
+    .await;
+    let (options, events) = recorder();
+    let client = Client::connect_http(&server.url, options).await.unwrap();
+    let session = client.session_id();
+    let outcome = client.call_tool("times_out", json!({})).await;
+    match outcome {
+        Err(Error::Rpc { method, error }) => {
+            assert_eq!(method, "tools/call");
+            assert_eq!(error.code, -32001);
+        }
+        other => panic!("expected the server's error, got {other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "sent once, not retried");
+    assert_eq!(client.session_id(), session, "the session was not replaced");
+    assert!(replaced(&events).is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_reinit_policies_surface_reinitialize_or_retry() {
+    let server = start(&Store::Memory, ServerConfig::default()).await;
+
+    // Surface: the error, the dead id kept, and again on the next call.
+    let (options, events) = recorder();
+    let client = Client::connect_http(&server.url, options.reinit(ReinitPolicy::Surface))
+        .await
+        .unwrap();
+    let old = client.session_id().unwrap();
+    expire(&server, &old).await;
+    for _ in 0..2 {
+        let outcome = client.call_tool("counter", json!({})).await;
+        assert!(
+            matches!(outcome, Err(Error::SessionNotFound { ref session }) if *session == old),
+            "{outcome:?}"
+        );
+        assert_eq!(client.session_id().as_deref(), Some(old.as_str()));
+    }
+    assert!(replaced(&events).is_empty());
+
+    // Reinitialize: the error, but a new session for the next call.
+    let (options, events) = recorder();
+    let client = Client::connect_http(&server.url, options.reinit(ReinitPolicy::Reinitialize))
+        .await
+        .unwrap();
+    let old = client.session_id().unwrap();
+    expire(&server, &old).await;
+    let outcome = client.call_tool("counter", json!({})).await;
+    assert!(
+        matches!(outcome, Err(Error::SessionNotFound { ref session }) if *session == old),
+        "{outcome:?}"
+    );
+    let new = client.session_id().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(replaced(&events), [(Some(old.clone()), Some(new.clone()))]);
+    let counted = client.call_tool("counter", json!({})).await.unwrap();
+    assert_eq!(counted.structured_content, Some(json!({"counter": 1})));
+
+    // RetryOnce: the call succeeds in the new session.
+    let (options, events) = recorder();
+    let client = Client::connect_http(&server.url, options).await.unwrap();
+    let old = client.session_id().unwrap();
+    client.call_tool("counter", json!({"by": 5})).await.unwrap();
+    expire(&server, &old).await;
+    let counted = client.call_tool("counter", json!({})).await.unwrap();
+    assert_eq!(
+        counted.structured_content,
+        Some(json!({"counter": 1})),
+        "a fresh session"
+    );
+    let new = client.session_id().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(replaced(&events), [(Some(old), Some(new))]);
+    server.stop().await;
+}
+
+/// A memory store whose inserts (a new session) take 200 ms once `slow`.
+#[derive(Debug, Default)]
+struct SlowCreates {
+    inner: session_store::MemoryStore,
+    slow: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SlowCreates {
+    async fn insert(&self, record: &session_core::SessionRecord) -> session_core::Result<()> {
+        if self.slow.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.inner.insert(record).await
+    }
+    async fn load(
+        &self,
+        id: &SessionId,
+    ) -> session_core::Result<Option<session_core::SessionRecord>> {
+        self.inner.load(id).await
+    }
+    async fn compare_and_swap(
+        &self,
+        record: &session_core::SessionRecord,
+        expected_version: u64,
+    ) -> session_core::Result<session_core::Cas> {
+        self.inner.compare_and_swap(record, expected_version).await
+    }
+    async fn delete(&self, id: &SessionId) -> session_core::Result<bool> {
+        self.inner.delete(id).await
+    }
+    async fn count(&self) -> session_core::Result<usize> {
+        self.inner.count().await
+    }
+    async fn list(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> session_core::Result<session_core::Page> {
+        self.inner.list(cursor, limit).await
+    }
+    async fn remove_expired(
+        &self,
+        now: session_core::Timestamp,
+        limit: usize,
+    ) -> session_core::Result<Vec<session_core::SessionRecord>> {
+        self.inner.remove_expired(now, limit).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_during_recovery_all_succeed_in_one_new_session() {
+    let store = Arc::new(SlowCreates::default());
+    let server = serve(demo::register(McpServer::builder().store(store.clone())).build()).await;
+    let (options, events) = recorder();
+    let client = Client::connect_http(&server.url, options).await.unwrap();
+    let old = client.session_id().unwrap();
+    expire(&server, &old).await;
+    // The new handshake takes 200 ms; calls keep starting meanwhile.
+    store.slow.store(true, Ordering::SeqCst);
+    let calls: Vec<_> = (0..20u64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 10)).await;
+                client.call_tool("counter", json!({"by": 1})).await
+            })
+        })
+        .collect();
+    let mut counters = Vec::new();
+    for call in calls {
+        let result = call.await.unwrap().unwrap();
+        counters.push(
+            result.structured_content.unwrap()["counter"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    counters.sort_unstable();
+    assert_eq!(
+        counters,
+        (1..=20).collect::<Vec<_>>(),
+        "one counter: one session"
+    );
+    let new = client.session_id().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(replaced(&events), [(Some(old), Some(new.clone()))]);
+    assert_eq!(
+        server.server.sessions().count().await.unwrap(),
+        1,
+        "one new session"
+    );
+    let state = client.session_state().await.unwrap();
+    assert_eq!(state.session_id, new);
+    assert_eq!(state.state["counter"], 20);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_without_the_session_state_extension_is_unsupported() {
+    let mut config = ServerConfig::default();
+    config.session_state_extension = false;
+    let server = start(&Store::Memory, config).await;
+    let client = Client::connect_http(&server.url, quiet()).await.unwrap();
+    assert!(
+        matches!(client.session_state().await, Err(Error::Unsupported(_))),
+        "session/get"
+    );
+    assert!(
+        matches!(
+            client.update_session_state(Map::new()).await,
+            Err(Error::Unsupported(_))
+        ),
+        "session/update"
+    );
+    // The rest still works.
+    client.ping().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resources_prompts_and_any_request() {
+    let server = start_with(&Store::Memory, ServerConfig::default(), |builder| {
+        builder
+            .resource(
+                Resource {
+                    uri: "memo://one".into(),
+                    name: "one".into(),
+                    title: None,
+                    description: Some("The first memo".into()),
+                    mime_type: Some("text/plain".into()),
+                },
+                |_ctx, uri| async move {
+                    Ok(ReadResourceResult {
+                        contents: vec![ResourceContents {
+                            uri,
+                            mime_type: Some("text/plain".into()),
+                            text: Some("remember the milk".into()),
+                            blob: None,
+                        }],
+                    })
+                },
+            )
+            .prompt(
+                Prompt {
+                    name: "greet".into(),
+                    title: None,
+                    description: Some("Greets someone".into()),
+                    arguments: vec![PromptArgument {
+                        name: "who".into(),
+                        description: None,
+                        required: Some(true),
+                    }],
+                },
+                |_ctx, args| async move {
+                    let who = args.get("who").and_then(Value::as_str).unwrap_or("nobody");
+                    Ok(GetPromptResult {
+                        description: None,
+                        messages: vec![PromptMessage {
+                            role: "user".into(),
+                            content: Content::text(format!("Hello, {who}!")),
+                        }],
+                    })
+                },
+            )
+    })
+    .await;
+    let client = Client::connect_http(&server.url, quiet()).await.unwrap();
+    let resources = client.list_resources().await.unwrap();
+    assert_eq!(resources.len(), 1);
+    assert_eq!(resources[0].uri, "memo://one");
+    let read = client.read_resource("memo://one").await.unwrap();
+    assert_eq!(read.contents[0].text.as_deref(), Some("remember the milk"));
+    let missing = client.read_resource("memo://none").await;
+    assert!(
+        matches!(missing, Err(Error::Rpc { ref error, .. }) if error.code == -32002),
+        "{missing:?}"
+    );
+
+    let prompts = client.list_prompts().await.unwrap();
+    assert_eq!(prompts.len(), 1);
+    assert_eq!(prompts[0].name, "greet");
+    let mut args = Map::new();
+    args.insert("who".into(), json!("rust"));
+    let prompt = client.get_prompt("greet", args).await.unwrap();
+    assert_eq!(prompt.messages[0].content, Content::text("Hello, rust!"));
+
+    let listed: Value = client
+        .request("tools/list", &json!({}), RequestOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        listed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "counter")
+    );
+    let unknown: Result<Value, _> = client
+        .request("no/such/method", &json!({}), RequestOptions::default())
+        .await;
+    assert!(
+        matches!(unknown, Err(Error::Rpc { ref error, .. }) if error.code == -32601),
+        "{unknown:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lists_follow_next_cursor_and_a_repeated_cursor_is_an_error() {
+    let url = fake_full(|message, _| {
+        let id = &message["id"];
+        let cursor = message["params"]["cursor"].as_str();
+        match message["method"].as_str().unwrap_or("") {
+            "initialize" => result_for(id, init_result("2025-11-25")),
+            "resources/list" => match cursor {
+                None => result_for(
+                    id,
+                    json!({"resources": [{"uri": "r://1", "name": "1"}], "nextCursor": "p2"}),
+                ),
+                Some("p2") => result_for(
+                    id,
+                    json!({"resources": [{"uri": "r://2", "name": "2"}], "nextCursor": "p3"}),
+                ),
+                _ => result_for(id, json!({"resources": [{"uri": "r://3", "name": "3"}]})),
+            },
+            "prompts/list" => match cursor {
+                None => result_for(
+                    id,
+                    json!({"prompts": [{"name": "a"}], "nextCursor": "next"}),
+                ),
+                _ => result_for(id, json!({"prompts": [{"name": "b"}]})),
+            },
+            // A server that sends the client round in circles.
+            "tools/list" => {
+                let next = if cursor == Some("x") { "y" } else { "x" };
+                result_for(id, json!({"tools": [], "nextCursor": next}))
+            }
+            _ => StatusCode::ACCEPTED.into_response(),
+        }
+    })
+    .await;
+    let client = Client::connect_http(&url, quiet()).await.unwrap();
+    let resources = client.list_resources().await.unwrap();
+    assert_eq!(
+        resources.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
+        ["r://1", "r://2", "r://3"]
+    );
+    let prompts = client.list_prompts().await.unwrap();
+    assert_eq!(
+        prompts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    let tools = client.list_tools().await;
+    assert!(matches!(tools, Err(Error::Protocol(_))), "{tools:?}");
+}
+
+#[tokio::test]
+async fn a_dropped_client_leaves_its_session_to_be_resumed() {
+    let server = start(&Store::Memory, ServerConfig::default()).await;
+    let client = Client::connect_http(&server.url, ClientOptions::default())
+        .await
+        .unwrap();
+    let counted = client.call_tool("counter", json!({"by": 3})).await.unwrap();
+    assert_eq!(counted.structured_content, Some(json!({"counter": 3})));
+    let id = client.session_id().unwrap();
+    drop(client);
+    let again = Client::resume_http(&server.url, &id, quiet().reinit(ReinitPolicy::Surface))
+        .await
+        .unwrap();
+    let counted = again.call_tool("counter", json!({"by": 1})).await.unwrap();
+    assert_eq!(
+        counted.structured_content,
+        Some(json!({"counter": 4})),
+        "the same session"
+    );
+    assert_eq!(again.session_id().unwrap(), id);
+    again.close().await.unwrap();
+    server.stop().await;
+}
+
+/// A fake that records the `MCP-Protocol-Version` of every `ping`.
+async fn version_recorder(version: &'static str) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let url = fake_full(move |message, headers| {
+        let id = &message["id"];
+        match message["method"].as_str().unwrap_or("") {
+            "initialize" => {
+                let mut answer = result_for(id, init_result(version));
+                answer
+                    .headers_mut()
+                    .insert("mcp-session-id", "s-rev".parse().unwrap());
+                answer
+            }
+            "ping" => {
+                log.lock().unwrap().push(
+                    headers
+                        .get("mcp-protocol-version")
+                        .map(|v| v.to_str().unwrap().to_string()),
+                );
+                result_for(id, json!({}))
+            }
+            _ => StatusCode::ACCEPTED.into_response(),
+        }
+    })
+    .await;
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_negotiated_revision_is_sent_and_a_resume_can_name_its_revision() {
+    let (url, seen) = version_recorder("2025-03-26").await;
+    let client = Client::connect_http(&url, quiet()).await.unwrap();
+    assert_eq!(client.server().unwrap().protocol_version, "2025-03-26");
+    assert_eq!(client.protocol_version().as_deref(), Some("2025-03-26"));
+    client.ping().await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [Some("2025-03-26".to_string())]
+    );
+
+    let resumed = Client::resume_http_as(&url, "s-rev", "2025-06-18", quiet())
+        .await
+        .unwrap();
+    resumed.ping().await.unwrap();
+    let resumed = Client::resume_http(&url, "s-rev", quiet()).await.unwrap();
+    assert_eq!(resumed.protocol_version().as_deref(), Some("2025-11-25"));
+    resumed.ping().await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap()[1..],
+        [
+            Some("2025-06-18".to_string()),
+            Some("2025-11-25".to_string())
+        ]
+    );
+
+    let bad = Client::resume_http_as(&url, "s-rev", "1999-01-01", quiet()).await;
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
+    let bad = Client::resume_http(&url, "not a header\n", quiet()).await;
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
+}
+
+#[tokio::test]
+async fn a_session_id_that_is_not_visible_ascii_is_a_protocol_error() {
+    let url = fake_full(|message, _| {
+        let mut answer = result_for(&message["id"], init_result("2025-11-25"));
+        answer
+            .headers_mut()
+            .insert("mcp-session-id", "has space".parse().unwrap());
+        answer
+    })
+    .await;
+    let outcome = Client::connect_http(&url, quiet()).await;
+    assert!(matches!(outcome, Err(Error::Protocol(_))), "{outcome:?}");
+}
+
+/// A fake issuing sessions `s-1`, `s-2`, … that answers a GET in `s-1` with
+/// 404 (and any other GET with 405). Returns the handshakes counter too.
+async fn get_404_fake() -> (String, Arc<AtomicU32>) {
+    let sessions = Arc::new(AtomicU32::new(0));
+    let issued = sessions.clone();
+    let url = fake_full(
+        move |message, headers| match message["method"].as_str().unwrap_or("") {
+            "initialize" => {
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut answer = result_for(&message["id"], init_result("2025-11-25"));
+                answer
+                    .headers_mut()
+                    .insert("mcp-session-id", format!("s-{n}").parse().unwrap());
+                answer
+            }
+            "GET" if headers.get("mcp-session-id").is_some_and(|v| v == "s-1") => {
+                StatusCode::NOT_FOUND.into_response()
+            }
+            "GET" => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+            _ => StatusCode::ACCEPTED.into_response(),
+        },
+    )
+    .await;
+    (url, sessions)
+}
+
+#[tokio::test]
+async fn a_404_on_the_get_stream_starts_a_new_session_unless_told_not_to() {
+    let (url, sessions) = get_404_fake().await;
+    let (options, events) = recorder();
+    let client = Client::connect_http(&url, options.listen(true))
+        .await
+        .unwrap();
+    eventually("the new session", || !replaced(&events).is_empty()).await;
+    assert_eq!(
+        replaced(&events),
+        [(Some("s-1".to_string()), Some("s-2".to_string()))]
+    );
+    assert_eq!(client.session_id().as_deref(), Some("s-2"));
+    client.disconnect().await;
+
+    let (url, sessions_surfaced) = get_404_fake().await;
+    let (options, events) = recorder();
+    let client = Client::connect_http(&url, options.listen(true).reinit(ReinitPolicy::Surface))
+        .await
+        .unwrap();
+    eventually("the GET stream to give up", || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, ClientEvent::ListenFailed { .. }))
+    })
+    .await;
+    assert_eq!(client.session_id().as_deref(), Some("s-1"));
+    assert_eq!(
+        sessions_surfaced.load(Ordering::SeqCst),
+        1,
+        "no new handshake"
+    );
+    assert!(replaced(&events).is_empty());
+    assert_eq!(sessions.load(Ordering::SeqCst), 2);
+    client.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_late_response_after_a_timeout_is_ignored() {
+    let log = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let record = log.clone();
+    let url = fake_full(move |message, _| {
+        record.lock().unwrap().push(message.clone());
+        let id = &message["id"];
+        let text = |t: &str| json!({"content": [{"type": "text", "text": t}]});
+        match message["method"].as_str().unwrap_or("") {
+            "initialize" => result_for(id, init_result("2025-06-18")),
+            "tools/call" if message["params"]["name"] == "first" => sse(vec![(
+                Duration::from_millis(250),
+                data(&json!({"jsonrpc": "2.0", "id": id, "result": text("late first")})),
+            )]),
+            "tools/call" => {
+                // The earlier request's response, once more, on this stream,
+                // before this request's own.
+                let first = record.lock().unwrap().iter().find(|m| m["params"]["name"] == "first").map(|m| m["id"].clone()).unwrap();
+                sse(vec![
+                    (
+                        Duration::from_millis(50),
+                        data(&json!({"jsonrpc": "2.0", "id": first, "result": text("late first again")})),
+                    ),
+                    (
+                        Duration::from_millis(400),
+                        data(&json!({"jsonrpc": "2.0", "id": id, "result": text("second")})),
+                    ),
+                ])
+            }
+            _ => StatusCode::ACCEPTED.into_response(),
+        }
+    })
+    .await;
+    let client = Client::connect_http(&url, quiet()).await.unwrap();
+    let first = client
+        .call_tool_with(
+            "first",
+            json!({}),
+            RequestOptions::default().timeout(Duration::from_millis(100)),
+        )
+        .await;
+    assert!(matches!(first, Err(Error::Timeout { .. })), "{first:?}");
+    let second = client.call_tool("second", json!({})).await.unwrap();
+    assert_eq!(second.content, [Content::text("second")]);
+    let first_id = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m["params"]["name"] == "first")
+        .map(|m| m["id"].clone())
+        .unwrap();
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m["method"] == "notifications/cancelled"
+                && m["params"]["requestId"] == first_id),
+        "the timed-out request was cancelled"
+    );
+}
+
+/// A fake issuing sessions `s-1`, `s-2`, … whose `tools/call` answers are
+/// SSE streams that break before the response: `body` is the stream, and a
+/// GET resuming it gets `resume`. Counts the `tools/call`s.
+async fn broken_stream_fake(body: &'static str, resume: StatusCode) -> (String, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let sessions = AtomicU32::new(0);
+    let url = fake_full(
+        move |message, _| match message["method"].as_str().unwrap_or("") {
+            "initialize" => {
+                let n = sessions.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut answer = result_for(&message["id"], init_result("2025-11-25"));
+                answer
+                    .headers_mut()
+                    .insert("mcp-session-id", format!("s-{n}").parse().unwrap());
+                answer
+            }
+            "tools/call" => {
+                counted.fetch_add(1, Ordering::SeqCst);
+                sse(vec![(Duration::ZERO, body.to_string())])
+            }
+            "GET" => resume.into_response(),
+            _ => StatusCode::ACCEPTED.into_response(),
+        },
+    )
+    .await;
+    (url, calls)
+}
+
+fn fast_reconnects(mut options: ClientOptions) -> ClientOptions {
+    options.max_reconnects = 2;
+    options.min_backoff = Duration::from_millis(5);
+    options.max_backoff = Duration::from_millis(10);
+    options
+}
+
+#[tokio::test]
+async fn broken_response_streams_fail_with_typed_errors() {
+    // Ended before the response, nothing to resume from: the server broke
+    // the protocol.
+    let (url, _) = broken_stream_fake(
+        "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n",
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await;
+    let client = Client::connect_http(&url, quiet()).await.unwrap();
+    let outcome = client.call_tool("t", json!({})).await;
+    assert!(matches!(outcome, Err(Error::Protocol(_))), "{outcome:?}");
+
+    // Resumable, but every resumption fails: a transport failure.
+    let (url, _) = broken_stream_fake(
+        "id: e-1\nretry: 5\ndata: \n\n",
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await;
+    let client = Client::connect_http(&url, fast_reconnects(quiet()))
+        .await
+        .unwrap();
+    let outcome = client.call_tool("t", json!({})).await;
+    assert!(
+        matches!(outcome, Err(Error::Transport { ref message, .. }) if message.contains("2 attempts")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_lost_while_resuming_a_response_is_recovered_but_not_resent() {
+    let (url, calls) =
+        broken_stream_fake("id: e-1\nretry: 5\ndata: \n\n", StatusCode::NOT_FOUND).await;
+    let (options, events) = recorder();
+    let client = Client::connect_http(&url, fast_reconnects(options))
+        .await
+        .unwrap();
+    let outcome = client.call_tool("t", json!({})).await;
+    assert!(
+        matches!(outcome, Err(Error::SessionNotFound { ref session }) if session == "s-1"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "it reached the server: not sent again"
+    );
+    assert_eq!(client.session_id().as_deref(), Some("s-2"));
+    assert_eq!(
+        replaced(&events),
+        [(Some("s-1".to_string()), Some("s-2".to_string()))]
+    );
+}
+
+#[tokio::test]
+async fn requests_after_close_fail_at_once() {
+    let server = start(&Store::Memory, ServerConfig::default()).await;
+    let client = Client::connect_http(&server.url, quiet()).await.unwrap();
+    let other = client.clone();
+    client.close().await.unwrap();
+    let started = Instant::now();
+    let outcome = other.ping().await;
+    assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    server.stop().await;
 }

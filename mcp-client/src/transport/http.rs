@@ -10,21 +10,62 @@ use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::value::RawValue;
-use session_core::wire::{ErrorObject, Message, RequestId, code};
+use session_core::wire::{Message, RequestId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Transport;
 use super::sse::SseParser;
-use crate::options::{ClientEvent, ClientOptions};
-use crate::router::Router;
+use super::{Sending, Transport};
+use crate::options::{ClientEvent, ClientOptions, ReinitPolicy};
+use crate::router::{Router, Shut};
 use crate::{Error, Result};
 
 const SESSION_ID: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Whether `id` is a session id as the protocol allows: not empty, visible
+/// ASCII only (0x21 to 0x7E), so it can be sent back as a header.
+pub(crate) fn valid_session_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// The session and revision a message goes out with, captured when it is
+/// handed to the transport (so a 404 is judged by the session it was sent
+/// in, not by whatever the session is when the answer arrives).
+#[derive(Debug, Clone, Default)]
+struct Context {
+    session: Option<String>,
+    version: Option<String>,
+}
+
+impl Context {
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        // Both were checked when they were stored; a value that still does
+        // not fit a header is left out rather than panicking.
+        if let Some(Ok(value)) = self.session.as_deref().map(HeaderValue::from_str) {
+            headers.insert(SESSION_ID, value);
+        }
+        if let Some(Ok(value)) = self.version.as_deref().map(HeaderValue::from_str) {
+            headers.insert(PROTOCOL_VERSION, value);
+        }
+        headers
+    }
+}
+
+/// How one SSE response ended.
+#[derive(Debug)]
+enum Ended {
+    /// The server ended it.
+    Finished,
+    /// The connection broke.
+    Broken(reqwest::Error),
+    /// The client stopped.
+    Stopped,
+}
 
 /// State shared with the stream tasks.
 #[derive(Debug)]
@@ -59,6 +100,13 @@ impl HttpTransport {
     ) -> Result<Self> {
         let url = reqwest::Url::parse(url)
             .map_err(|e| Error::transport(format!("invalid URL {url}"), e))?;
+        if let Some(session) = &session
+            && !valid_session_id(session.as_bytes())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{session:?} is not a session id (visible ASCII only)"
+            )));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             // Small writes must not wait for ACKs (Nagle against delayed ACK).
@@ -85,19 +133,12 @@ impl HttpTransport {
 }
 
 impl Shared {
-    fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Some(session) = self.session.read().as_deref()
-            && let Ok(value) = session.parse()
-        {
-            headers.insert(SESSION_ID, value);
+    /// The session and revision as they are now.
+    fn context(&self) -> Context {
+        Context {
+            session: self.session.read().clone(),
+            version: self.version.read().clone(),
         }
-        if let Some(version) = self.version.read().as_deref()
-            && let Ok(value) = version.parse()
-        {
-            headers.insert(PROTOCOL_VERSION, value);
-        }
-        headers
     }
 
     fn emit(&self, event: ClientEvent) {
@@ -116,16 +157,17 @@ impl Shared {
             .build()
     }
 
-    /// An error for a non-success answer.
-    async fn refusal(&self, response: reqwest::Response) -> Error {
+    /// An error for a non-success answer to a message sent in `sent`.
+    /// Only a 404 to a message that carried a session id means the session
+    /// is gone.
+    async fn refusal(response: reqwest::Response, sent: Option<String>) -> Error {
         let status = response.status();
-        let had_session = self.session.read().clone();
-        let body = response.text().await.unwrap_or_default();
         if status == StatusCode::NOT_FOUND
-            && let Some(session) = had_session
+            && let Some(session) = sent
         {
             return Error::SessionNotFound { session };
         }
+        let body = response.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
@@ -136,39 +178,46 @@ impl Shared {
         }
     }
 
-    /// Opens a GET stream, resuming after `last` if given.
-    async fn get(&self, last: Option<&str>) -> Result<reqwest::Response> {
+    /// Opens a GET stream in `context`, resuming after `last` if given. The
+    /// answer's headers must arrive within the connect timeout.
+    async fn get(&self, context: &Context, last: Option<&str>) -> Result<reqwest::Response> {
         let mut request = self
             .http
             .get(self.url.clone())
-            .headers(self.headers())
+            .headers(context.headers())
             .header(ACCEPT, "text/event-stream");
         if let Some(last) = last {
             request = request.header(LAST_EVENT_ID, last);
         }
-        request
-            .send()
-            .await
-            .map_err(|e| Error::transport("GET failed", e))
+        let bound = self.options.connect_timeout;
+        match tokio::time::timeout(bound, request.send()).await {
+            Ok(sent) => sent.map_err(|e| Error::transport("GET failed", e)),
+            Err(_) => Err(Error::Transport {
+                message: format!("GET got no answer within {bound:?}"),
+                source: None,
+            }),
+        }
     }
 
-    /// Reads one SSE response to its end, delivering messages. Returns the
-    /// last event id and retry hint seen.
+    /// Reads one SSE response to its end, delivering messages and keeping
+    /// the last event id and retry hint seen.
     async fn read_events(
         &self,
         response: reqwest::Response,
         last_id: &mut Option<String>,
         retry: &mut Option<Duration>,
-    ) {
+    ) -> Ended {
         let mut parser = SseParser::default();
         let mut body = response.bytes_stream();
         loop {
             let chunk = tokio::select! {
                 chunk = body.next() => chunk,
-                () = self.stopped.cancelled() => return,
+                () = self.stopped.cancelled() => return Ended::Stopped,
             };
-            let Some(Ok(chunk)) = chunk else {
-                return;
+            let chunk = match chunk {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Ended::Broken(e),
+                None => return Ended::Finished,
             };
             for event in parser.push(&chunk) {
                 if let Some(id) = event.id {
@@ -189,42 +238,57 @@ impl Shared {
     }
 
     /// Reads a POST's SSE answer; if it breaks before the response to
-    /// `request`, resumes it with GET and `Last-Event-ID`, waiting the
-    /// server's `retry` (or a backoff) between attempts.
-    async fn follow(self: Arc<Self>, response: reqwest::Response, request: Option<RequestId>) {
+    /// `request`, resumes it with GET and `Last-Event-ID` in the session the
+    /// POST went out in, waiting the server's `retry` (or a backoff) between
+    /// attempts. A request that cannot be completed fails with a typed
+    /// error: the session is gone, the stream broke, the server misbehaved.
+    async fn follow(
+        self: Arc<Self>,
+        response: reqwest::Response,
+        request: Option<RequestId>,
+        context: Context,
+    ) {
         let (mut last_id, mut retry) = (None, None);
-        self.read_events(response, &mut last_id, &mut retry).await;
+        let mut ended = self.read_events(response, &mut last_id, &mut retry).await;
         let mut delays = self.backoff();
         let mut attempts = 0;
+        let mut last_failure: Option<Box<dyn std::error::Error + Send + Sync>> = None;
         loop {
             let Some(id) = request.as_ref().filter(|id| self.router.is_waiting(id)) else {
                 return;
             };
-            if self.stopped.is_cancelled() {
+            if matches!(ended, Ended::Stopped) || self.stopped.is_cancelled() {
                 return;
             }
             let Some(last) = last_id.clone() else {
-                self.router.fail(
-                    id,
-                    ErrorObject::new(
-                        code::INTERNAL_ERROR,
-                        "the response stream ended before the response, without an event id to resume from",
+                let error = match ended {
+                    Ended::Broken(e) => Error::transport(
+                        "the response stream broke before the response, without an event id to resume from",
+                        e,
                     ),
-                );
+                    _ => Error::Protocol(
+                        "the response stream ended before the response, without an event id to resume from"
+                            .into(),
+                    ),
+                };
+                self.router.fail(id, error);
                 return;
             };
+            if let Ended::Broken(e) = ended {
+                last_failure = Some(e.into());
+            }
             let Some(delay) = retry
                 .or_else(|| delays.next())
                 .filter(|_| attempts < self.max_reconnects)
             else {
                 self.router.fail(
                     id,
-                    ErrorObject::new(
-                        code::INTERNAL_ERROR,
-                        format!(
+                    Error::Transport {
+                        message: format!(
                             "the response stream could not be resumed after {attempts} attempts"
                         ),
-                    ),
+                        source: last_failure,
+                    },
                 );
                 return;
             };
@@ -233,25 +297,28 @@ impl Shared {
                 () = tokio::time::sleep(delay) => {}
                 () = self.stopped.cancelled() => return,
             }
-            match self.get(Some(&last)).await {
+            ended = Ended::Finished;
+            match self.get(&context, Some(&last)).await {
                 Ok(response) if response.status().is_success() => {
                     self.emit(ClientEvent::StreamResumed {
                         last_event_id: last.clone(),
                         attempts,
                     });
-                    self.read_events(response, &mut last_id, &mut retry).await;
+                    ended = self.read_events(response, &mut last_id, &mut retry).await;
                 }
                 Ok(response) if response.status() == StatusCode::NOT_FOUND => {
-                    self.router.fail(
-                        id,
-                        ErrorObject::new(code::SESSION_NOT_FOUND, "the session is gone"),
-                    );
+                    let error = Self::refusal(response, context.session.clone()).await;
+                    self.router.fail(id, error);
                     return;
                 }
                 Ok(response) => {
                     tracing::debug!(status = %response.status(), "resuming the stream failed");
+                    last_failure = Some(format!("HTTP {}", response.status()).into());
                 }
-                Err(e) => tracing::debug!("resuming the stream failed: {e}"),
+                Err(e) => {
+                    tracing::debug!("resuming the stream failed: {e}");
+                    last_failure = Some(Box::new(e));
+                }
             }
         }
     }
@@ -266,7 +333,8 @@ impl Shared {
             if self.stopped.is_cancelled() {
                 return;
             }
-            match self.get(last_id.as_deref()).await {
+            let context = self.context();
+            match self.get(&context, last_id.as_deref()).await {
                 Ok(response) if response.status().is_success() => {
                     failures = 0;
                     delays = self.backoff();
@@ -276,9 +344,16 @@ impl Shared {
                     return; // The server offers no GET stream.
                 }
                 Ok(response) if response.status() == StatusCode::NOT_FOUND => {
-                    self.emit(ClientEvent::ListenFailed {
-                        reason: "the session is gone (404)".into(),
-                    });
+                    // The same recovery as a request's 404, unless the
+                    // policy is to leave the session alone.
+                    match context.session {
+                        Some(session) if self.options.reinit != ReinitPolicy::Surface => {
+                            self.router.session_lost(session);
+                        }
+                        _ => self.emit(ClientEvent::ListenFailed {
+                            reason: "the session is gone (404)".into(),
+                        }),
+                    }
                     return;
                 }
                 Ok(response) => {
@@ -309,41 +384,44 @@ impl Shared {
     }
 }
 
-#[async_trait]
-impl Transport for HttpTransport {
-    async fn send(&self, message: Message) -> Result<()> {
-        let shared = &self.shared;
-        if shared.stopped.is_cancelled() {
+impl Shared {
+    /// POSTs one message in `context` and hands what comes back to the
+    /// router.
+    async fn post(
+        self: Arc<Self>,
+        message: Message,
+        request_id: Option<RequestId>,
+        initialize: bool,
+        context: Context,
+    ) -> Result<()> {
+        if self.stopped.is_cancelled() {
             return Err(Error::Closed);
         }
-        let (request_id, initialize) = match &message {
-            Message::Request(r) => (Some(r.id.clone()), r.method == "initialize"),
-            _ => (None, false),
-        };
-        let response = shared
+        let response = self
             .http
-            .post(shared.url.clone())
-            .headers(shared.headers())
+            .post(self.url.clone())
+            .headers(context.headers())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(message.to_json())
             .send()
             .await
-            .map_err(|e| Error::transport(format!("POST to {} failed", shared.url), e))?;
-        if initialize
-            && let Some(session) = response
-                .headers()
-                .get(SESSION_ID)
-                .and_then(|v| v.to_str().ok())
-        {
-            *shared.session.write() = Some(session.to_string());
-        }
+            .map_err(|e| Error::transport(format!("POST to {} failed", self.url), e))?;
         let status = response.status();
         if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
             return Ok(());
         }
         if !status.is_success() {
-            return Err(shared.refusal(response).await);
+            return Err(Self::refusal(response, context.session).await);
+        }
+        if initialize && let Some(value) = response.headers().get(SESSION_ID) {
+            if !valid_session_id(value.as_bytes()) {
+                return Err(Error::Protocol(format!(
+                    "the server issued a session id that is not visible ASCII: {:?}",
+                    String::from_utf8_lossy(value.as_bytes())
+                )));
+            }
+            *self.session.write() = Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
         }
         let kind = response
             .headers()
@@ -352,7 +430,10 @@ impl Transport for HttpTransport {
             .unwrap_or("")
             .to_ascii_lowercase();
         if kind.starts_with("text/event-stream") {
-            tokio::spawn(shared.clone().follow(response, request_id));
+            // Resuming this stream happens in the session the POST went out
+            // in; for `initialize`, the one it just created.
+            let context = if initialize { self.context() } else { context };
+            tokio::spawn(self.clone().follow(response, request_id, context));
             return Ok(());
         }
         let body = response
@@ -367,15 +448,36 @@ impl Transport for HttpTransport {
                 .map_err(|e| Error::Protocol(format!("a malformed batch answer: {e}")))?;
             for item in items {
                 if let Ok(message) = Message::from_raw(&item) {
-                    shared.router.deliver(message);
+                    self.router.deliver(message);
                 }
             }
             return Ok(());
         }
         let message = Message::parse(&body)
             .map_err(|e| Error::Protocol(format!("a malformed answer: {}", e.error)))?;
-        shared.router.deliver(message);
+        self.router.deliver(message);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    fn send(&self, message: Message) -> Sending {
+        let (request_id, initialize) = match &message {
+            Message::Request(r) => (Some(r.id.clone()), r.method == "initialize"),
+            _ => (None, false),
+        };
+        // `initialize` starts a session: it goes out in none.
+        let context = if initialize {
+            Context::default()
+        } else {
+            self.shared.context()
+        };
+        Box::pin(
+            self.shared
+                .clone()
+                .post(message, request_id, initialize, context),
+        )
     }
 
     fn session_id(&self) -> Option<String> {
@@ -402,21 +504,35 @@ impl Transport for HttpTransport {
 
     async fn close(&self, terminate: bool) -> Result<()> {
         self.shared.stopped.cancel();
+        self.shared.router.shut(Shut::Closed);
         if let Some(listener) = self.listener.lock().take() {
             listener.abort();
         }
-        let session = self.shared.session.read().clone();
-        if !terminate || session.is_none() {
+        let context = self.shared.context();
+        if !terminate || context.session.is_none() {
             return Ok(());
         }
-        let response = self
+        // Bounded like a request: a server that never answers must not keep
+        // the caller (the CLI's `close`) waiting forever.
+        let bound = self.shared.options.request_timeout;
+        let response = match self
             .shared
             .http
             .delete(self.shared.url.clone())
-            .headers(self.shared.headers())
+            .headers(context.headers())
+            .timeout(bound)
             .send()
             .await
-            .map_err(|e| Error::transport("DELETE failed", e))?;
+        {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => {
+                return Err(Error::Timeout {
+                    method: "DELETE".into(),
+                    after: bound,
+                });
+            }
+            Err(e) => return Err(Error::transport("DELETE failed", e)),
+        };
         let status = response.status();
         // 405: the server does not let clients end sessions; 404: already gone.
         if status.is_success()
@@ -425,7 +541,7 @@ impl Transport for HttpTransport {
         {
             Ok(())
         } else {
-            Err(self.shared.refusal(response).await)
+            Err(Shared::refusal(response, context.session).await)
         }
     }
 }
@@ -433,6 +549,7 @@ impl Transport for HttpTransport {
 impl Drop for HttpTransport {
     fn drop(&mut self) {
         self.shared.stopped.cancel();
+        self.shared.router.shut(Shut::Closed);
         if let Some(listener) = self.listener.lock().take() {
             listener.abort();
         }

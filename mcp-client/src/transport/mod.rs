@@ -8,6 +8,9 @@ pub(crate) mod http;
 mod sse;
 pub(crate) mod stdio;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use session_core::wire::Message;
 
@@ -16,12 +19,20 @@ use crate::Result;
 #[cfg(doc)]
 use crate::router::Router;
 
+/// A message on its way; see [`Transport::send`].
+pub(crate) type Sending = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
+
 /// A way to reach a server.
 #[async_trait]
 pub(crate) trait Transport: Send + Sync + 'static {
     /// Sends one message. Whatever comes back is delivered to the router;
     /// an immediate refusal (HTTP 404, a broken pipe) is returned here.
-    async fn send(&self, message: Message) -> Result<()>;
+    ///
+    /// The session the message goes out in is captured when this is
+    /// called, not when the future first runs: the client core calls it
+    /// under its recovery gate, so a message never goes out half-way through
+    /// a new handshake. Dropping the future never sends part of a message.
+    fn send(&self, message: Message) -> Sending;
 
     /// The session the transport carries, if the server issued one.
     fn session_id(&self) -> Option<String>;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mcp_server::{HttpConfig, McpServer, ServerConfig, demo};
+use mcp_server::{HttpConfig, McpServer, McpServerBuilder, ServerConfig, demo};
 use session_core::SessionStore;
 use session_store::{FileStore, MemoryStore};
 
@@ -41,13 +41,29 @@ fn open_file_store(dir: &Path) -> FileStore {
 }
 
 pub async fn start(store: &Store, config: ServerConfig) -> Server {
+    start_with(store, config, |builder| builder).await
+}
+
+/// A server with the demo tools and whatever `extend` adds.
+pub async fn start_with(
+    store: &Store,
+    config: ServerConfig,
+    extend: impl FnOnce(McpServerBuilder) -> McpServerBuilder,
+) -> Server {
     let store: Arc<dyn SessionStore> = match store {
         Store::Memory => Arc::new(MemoryStore::new()),
         Store::File(dir) => Arc::new(open_file_store(dir)),
     };
-    let server = demo::register(McpServer::builder().store(store))
-        .config(config)
-        .build();
+    serve(
+        extend(demo::register(McpServer::builder().store(store)))
+            .config(config)
+            .build(),
+    )
+    .await
+}
+
+/// Serves `server` over HTTP on a loopback port.
+pub async fn serve(server: McpServer) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
