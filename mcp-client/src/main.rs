@@ -6,8 +6,12 @@
 //! mcp-client --stdio "mcp-server --stdio" tools
 //! ```
 //!
-//! Prints results as JSON on stdout and the session id on stderr; exits
-//! non-zero with a message on failure.
+//! Prints results as JSON on stdout and the session id on stderr (also when
+//! the command fails after connecting, so the session can be continued or
+//! closed). Exits non-zero with a message on stderr on failure, and when a
+//! tool reports an error (`isError: true`: the result is still printed on
+//! stdout). Arguments are checked before connecting: bad JSON starts no
+//! session.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,6 +35,10 @@ struct Args {
     /// Continue this session instead of starting a new one (HTTP only).
     #[arg(long, requires = "url")]
     session_id: Option<String>,
+    /// The protocol revision the continued session negotiated (default: the
+    /// latest this client speaks).
+    #[arg(long, requires = "session_id")]
+    protocol_version: Option<String>,
     /// Request timeout (e.g. 30s, 2m).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     timeout: Duration,
@@ -78,7 +86,90 @@ fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
-async fn run(args: Args) -> Result<Value, String> {
+/// A command with its arguments checked, ready to run.
+#[derive(Debug)]
+enum Plan {
+    Tools,
+    Call { name: String, arguments: Value },
+    Ping,
+    GetState,
+    SetState(Map<String, Value>),
+    Close,
+}
+
+impl Plan {
+    /// Checks the arguments, before anything is sent.
+    fn of(command: Command) -> Result<Plan, String> {
+        Ok(match command {
+            Command::Tools => Plan::Tools,
+            Command::Call { name, args } => Plan::Call {
+                name,
+                arguments: Value::Object(parse_object(&args, "--args")?),
+            },
+            Command::Ping => Plan::Ping,
+            Command::State { action: None } => Plan::GetState,
+            Command::State {
+                action: Some(StateAction::Set { json }),
+            } => Plan::SetState(parse_object(&json, "the state")?),
+            Command::Close => Plan::Close,
+        })
+    }
+}
+
+/// What a run printed: the JSON for stdout (if any) and, on failure, the
+/// message for stderr.
+#[derive(Debug)]
+struct Outcome {
+    output: Option<Value>,
+    failure: Option<String>,
+}
+
+impl Outcome {
+    fn failed(message: impl Into<String>) -> Self {
+        Outcome {
+            output: None,
+            failure: Some(message.into()),
+        }
+    }
+}
+
+fn json_of(value: impl serde::Serialize) -> Result<Value, String> {
+    serde_json::to_value(value).map_err(|e| format!("cannot print the result: {e}"))
+}
+
+/// Runs a checked command on a connected client. `Ok` carries the JSON to
+/// print and whether it reports a failure (a tool error).
+async fn execute(client: &Client, plan: Plan) -> Result<(Value, bool), String> {
+    let text = |e: mcp_client::Error| e.to_string();
+    match plan {
+        Plan::Tools => Ok((json_of(client.list_tools().await.map_err(text)?)?, false)),
+        Plan::Call { name, arguments } => {
+            let result = client.call_tool(&name, arguments).await.map_err(text)?;
+            let failed = result.is_error == Some(true);
+            Ok((json_of(result)?, failed))
+        }
+        Plan::Ping => {
+            client.ping().await.map_err(text)?;
+            Ok((json!({"ok": true}), false))
+        }
+        Plan::GetState => Ok((json_of(client.session_state().await.map_err(text)?)?, false)),
+        Plan::SetState(patch) => Ok((
+            json_of(client.update_session_state(patch).await.map_err(text)?)?,
+            false,
+        )),
+        Plan::Close => {
+            let session = client.session_id();
+            client.clone().close().await.map_err(text)?;
+            Ok((json!({"closed": session}), false))
+        }
+    }
+}
+
+async fn run(args: Args) -> Outcome {
+    let plan = match Plan::of(args.command) {
+        Ok(plan) => plan,
+        Err(message) => return Outcome::failed(message),
+    };
     let options = ClientOptions::default()
         .client_info("mcp-client-cli", env!("CARGO_PKG_VERSION"))
         .request_timeout(args.timeout)
@@ -92,63 +183,39 @@ async fn run(args: Args) -> Result<Value, String> {
                 );
             }
         });
-    let client = match (&args.url, &args.stdio, &args.session_id) {
-        (Some(url), _, Some(session)) => Client::resume_http(url, session, options).await,
+    let connected = match (&args.url, &args.stdio, &args.session_id) {
+        (Some(url), _, Some(session)) => match &args.protocol_version {
+            Some(version) => Client::resume_http_as(url, session, version, options).await,
+            None => Client::resume_http(url, session, options).await,
+        },
         (Some(url), _, None) => Client::connect_http(url, options).await,
         (None, Some(command), _) => Client::connect_stdio(command, options).await,
-        (None, None, _) => return Err("give --url or --stdio".into()),
-    }
-    .map_err(|e| e.to_string())?;
-    let output = match args.command {
-        Command::Tools => {
-            serde_json::to_value(client.list_tools().await.map_err(|e| e.to_string())?)
-        }
-        Command::Call {
-            name,
-            args: arguments,
-        } => {
-            let arguments = parse_object(&arguments, "--args")?;
-            serde_json::to_value(
-                client
-                    .call_tool(&name, Value::Object(arguments))
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-        Command::Ping => {
-            client.ping().await.map_err(|e| e.to_string())?;
-            Ok(json!({"ok": true}))
-        }
-        Command::State { action: None } => {
-            serde_json::to_value(client.session_state().await.map_err(|e| e.to_string())?)
-        }
-        Command::State {
-            action: Some(StateAction::Set { json }),
-        } => {
-            let patch = parse_object(&json, "the state")?;
-            serde_json::to_value(
-                client
-                    .update_session_state(patch)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-        Command::Close => {
-            let session = client.session_id();
-            if let Some(session) = &session {
-                eprintln!("session: {session}");
-            }
-            client.close().await.map_err(|e| e.to_string())?;
-            return Ok(json!({"closed": session}));
-        }
-    }
-    .map_err(|e| e.to_string())?;
+        (None, None, _) => return Outcome::failed("give --url or --stdio"),
+    };
+    let client = match connected {
+        Ok(client) => client,
+        Err(e) => return Outcome::failed(e.to_string()),
+    };
+    let executed = execute(&client, plan).await;
+    // Printed whatever happened: the session (perhaps a new one) is left for
+    // the next invocation.
     if let Some(session) = client.session_id() {
         eprintln!("session: {session}");
     }
-    // Leave the session for the next invocation (stdio servers are stopped).
+    // Stdio servers are stopped; HTTP sessions are left to be continued
+    // (after `close`, this only lets go).
     client.disconnect().await;
-    Ok(output)
+    match executed {
+        Ok((output, false)) => Outcome {
+            output: Some(output),
+            failure: None,
+        },
+        Ok((output, true)) => Outcome {
+            output: Some(output),
+            failure: Some("the tool reported an error (isError: true)".into()),
+        },
+        Err(message) => Outcome::failed(message),
+    }
 }
 
 fn main() -> ExitCode {
@@ -170,15 +237,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
-        Ok(output) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&output).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
+    let outcome = runtime.block_on(run(args));
+    if let Some(output) = &outcome.output {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(output).unwrap_or_default()
+        );
+    }
+    match outcome.failure {
+        None => ExitCode::SUCCESS,
+        Some(message) => {
             eprintln!("mcp-client: {message}");
             ExitCode::FAILURE
         }

@@ -1,5 +1,6 @@
 //! The `mcp-client` binary as a user runs it: a call, then the same session
-//! continued from a new process with `--session-id`; clear failures.
+//! continued from a new process with `--session-id`; clear failures; tool
+//! errors; arguments checked before connecting.
 
 mod common;
 
@@ -118,5 +119,80 @@ async fn failures_exit_non_zero_with_a_clear_message() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "nothing on stdout on failure");
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_json_is_refused_before_any_session_is_created() {
+    let server = start(&Store::Memory, ServerConfig::default()).await;
+    let url = server.url.clone();
+    let cases = [
+        vec!["--url", &url, "call", "counter", "--args", "{oops"],
+        vec!["--url", &url, "call", "counter", "--args", "[1]"],
+        vec!["--url", &url, "state", "set", "not json"],
+        vec!["--url", &url, "state", "set", "42"],
+    ];
+    for args in cases {
+        let output = cli(args.iter().map(|s| s.to_string()).collect()).await;
+        assert!(!output.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("session: "), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        server.server.sessions().count().await.unwrap(),
+        0,
+        "no session was created and abandoned"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_error_exits_non_zero_and_still_prints_the_result() {
+    let server = start(&Store::Memory, ServerConfig::default()).await;
+    // `echo` without its `text`: the tool answers with isError: true.
+    let output = cli(vec![
+        "--url".into(),
+        server.url.clone(),
+        "call".into(),
+        "echo".into(),
+        "--args".into(),
+        "{}".into(),
+    ])
+    .await;
+    assert!(!output.status.success(), "a tool error is a failure");
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["isError"], true, "{result}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the tool reported an error"), "{stderr}");
+    assert!(!session_of(&output).is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_is_printed_when_a_command_fails_after_connecting() {
+    let server = start(&Store::Memory, ServerConfig::default()).await;
+    let url = server.url.clone();
+    let failed = cli(vec![
+        "--url".into(),
+        url.clone(),
+        "call".into(),
+        "no-such-tool".into(),
+    ])
+    .await;
+    assert!(!failed.status.success());
+    assert!(failed.stdout.is_empty());
+    let session = session_of(&failed);
+    // The session printed is alive and can be continued.
+    let again = cli(vec![
+        "--url".into(),
+        url,
+        "--session-id".into(),
+        session.clone(),
+        "call".into(),
+        "counter".into(),
+    ])
+    .await;
+    assert_eq!(json_of(&again)["structuredContent"]["counter"], 1);
+    assert_eq!(session_of(&again), session);
     server.stop().await;
 }
