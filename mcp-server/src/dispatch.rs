@@ -121,11 +121,20 @@ impl Shared {
         if let Some(idle_timeout) = idle_timeout {
             new = new.idle_timeout(idle_timeout);
         }
-        let record = self
-            .manager
-            .create(new)
-            .await
-            .map_err(|e| Rejection::from_session(&e))?;
+        let record = match self.manager.create(new).await {
+            Ok(record) => record,
+            // What the client sent is too large to keep: its fault, not
+            // the server's.
+            Err(
+                e @ (session_core::Error::MetaTooLarge { .. }
+                | session_core::Error::StateTooLarge { .. }
+                | session_core::Error::RecordTooLarge { .. }),
+            ) => {
+                let error = session_error_object(&e);
+                return Ok((None, Response::error(Some(request.id.clone()), error)));
+            }
+            Err(e) => return Err(Rejection::from_session(&e)),
+        };
         let result = self
             .initialize_results
             .get()

@@ -155,9 +155,10 @@ pub(crate) fn session_error_object(error: &session_core::Error) -> ErrorObject {
             code::SESSION_NOT_FOUND,
             format!("Session not found: {error}"),
         ),
-        E::StateTooLarge { .. } | E::InvalidId(_) => {
-            ErrorObject::new(code::INVALID_PARAMS, error.to_string())
-        }
+        E::StateTooLarge { .. }
+        | E::MetaTooLarge { .. }
+        | E::RecordTooLarge { .. }
+        | E::InvalidId(_) => ErrorObject::new(code::INVALID_PARAMS, error.to_string()),
         other => ErrorObject::new(code::INTERNAL_ERROR, format!("session store: {other}")),
     }
 }

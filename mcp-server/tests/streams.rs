@@ -628,3 +628,29 @@ async fn a_followed_request_stream_whose_replica_went_quiet_ends() {
     assert_eq!(got.len(), 1, "the missed event, then the end: {got:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_initialize_with_oversized_client_info_is_invalid_params_not_503() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let huge = "x".repeat(100 << 10);
+    let response = server
+        .client()
+        .post(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": huge, "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("mcp-session-id").is_none());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["code"],
+        -32602,
+        "{}",
+        &body.to_string()[..200]
+    );
+    assert_eq!(server.server.sessions().count().await.unwrap(), 0);
+    server.stop().await;
+}

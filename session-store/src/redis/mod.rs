@@ -589,7 +589,7 @@ impl SessionStore for RedisStore {
                 .arg("MATCH")
                 .arg(self.keys.record_pattern())
                 .arg("COUNT")
-                .arg(limit.max(10))
+                .arg(limit.clamp(10, 1000))
                 .query_async(&mut con)
                 .await
                 .map_err(|e| redis_error("SCAN", e))?;
@@ -632,7 +632,7 @@ impl SessionStore for RedisStore {
                 "-inf",
                 now.as_millis(),
                 0,
-                limit as isize,
+                isize::try_from(limit).unwrap_or(isize::MAX),
             )
             .await
             .map_err(|e| redis_error("ZRANGEBYSCORE", e))?;
