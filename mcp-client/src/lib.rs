@@ -11,10 +11,14 @@
 //!   streams resumed with `Last-Event-ID` after the server's `retry` or a
 //!   capped, jittered backoff;
 //! - stdio ([`Client::connect_stdio`]): the server as a child process, shut
-//!   down by closing its stdin, then SIGTERM, then SIGKILL;
-//! - sessions that survive: [`Client::resume_http`] continues a session from
-//!   another process; when the server lost the session (HTTP 404), the client
-//!   starts a new one and, by default, retries the request once
+//!   down by closing its stdin, then SIGTERM, then SIGKILL (also when the
+//!   client is dropped, while a runtime remains);
+//! - sessions that survive: [`Client::resume_http`] (or
+//!   [`Client::resume_http_as`], naming the session's revision) continues a
+//!   session from another process; when the server lost the session (HTTP
+//!   404 to a message that carried its id; never a JSON-RPC error, whatever
+//!   its code), the client starts a new one, with concurrent requests waiting
+//!   for it, and by default retries a request the server refused once
 //!   ([`ReinitPolicy`]), reporting the new id ([`ClientEvent`]);
 //! - the session-state extension: [`Client::session_state`] and
 //!   [`Client::update_session_state`].
