@@ -280,7 +280,11 @@ impl McpServer {
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(shared.config.sweep_interval);
+            // The first round comes one interval after start, not at once:
+            // a restart serves its first requests before it clears what
+            // expired while it was down (which reads as expired anyway).
+            let period = shared.config.sweep_interval;
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

@@ -8,7 +8,9 @@
 //! log since it are still on disk (a crash before compaction removed them) is
 //! that complete older state used instead.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
