@@ -97,9 +97,23 @@ fn expiry_key(durable: Option<&Durable>) -> Option<Timestamp> {
 }
 
 impl Index {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An index with room for `records` without regrowing.
+    pub(crate) fn with_capacity(records: usize) -> Self {
+        let per_shard = records / SHARDS + records / SHARDS / 8;
         Index {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        slots: HashMap::with_capacity_and_hasher(per_shard, Default::default()),
+                        by_expiry: BTreeSet::new(),
+                    })
+                })
+                .collect(),
             hasher: RandomState::default(),
             live: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
@@ -118,6 +132,30 @@ impl Index {
     /// The durable entry of `id`.
     pub(crate) fn durable(&self, id: &SessionId) -> Option<Durable> {
         self.shard(id).read().slots.get(id)?.durable.clone()
+    }
+
+    /// Fills a new, empty index with what recovery read: one entry per
+    /// session, each taken as durable.
+    pub(crate) fn load(&self, entries: impl IntoIterator<Item = (SessionId, (Durable, u64))>) {
+        let (mut live, mut total) = (0, 0);
+        for (id, (durable, bytes)) in entries {
+            let mut shard = self.shard(&id).write();
+            if let Some(at) = expiry_key(Some(&durable)) {
+                shard.by_expiry.insert((at, id.clone()));
+            }
+            live += usize::from(is_live(Some(&durable)));
+            total += bytes;
+            shard.slots.insert(
+                id,
+                Slot {
+                    durable: Some(durable),
+                    durable_bytes: bytes,
+                    pending: None,
+                },
+            );
+        }
+        self.live.fetch_add(live, Ordering::Relaxed);
+        self.bytes.fetch_add(total, Ordering::Relaxed);
     }
 
     /// Makes a write durable in the view: called in log order once its batch

@@ -187,10 +187,8 @@ impl FileStore {
                 .map_err(|e| Error::io("remove old logs in", &dir, e))?;
         }
         let (log, log_seq, log_bytes) = open_log(&dir, recovered.log, recovered.snapshot)?;
-        let index = Arc::new(Index::new());
-        for (id, (durable, bytes)) in recovered.entries {
-            index.promote(&id, 0, Some(durable), bytes);
-        }
+        let index = Arc::new(Index::with_capacity(recovered.entries.len()));
+        index.load(recovered.entries);
         let queue = Arc::new(Queue::default());
         let committer = Committer {
             settings: Settings {

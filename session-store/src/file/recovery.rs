@@ -110,6 +110,12 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
     let mut log = None;
     for (i, (n, path)) in logs.iter().enumerate() {
         let bytes = read(path)?;
+        if i == 0 {
+            // Room for about as many sessions as the first log could hold
+            // (a record frame is a few hundred bytes), so the map does not
+            // regrow and rehash all the way up.
+            replay.entries.reserve((bytes.len() / 512).min(1 << 22));
+        }
         check_header(&bytes, path, FileKind::Log)?;
         let last = i + 1 == logs.len();
         let tail = if last { Tail::Drop } else { Tail::Log };
