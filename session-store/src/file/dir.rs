@@ -1,6 +1,6 @@
 //! Names and durability of the files in a store directory.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -95,5 +95,25 @@ mod tests {
         }
         assert_eq!(parse("LOCK"), None);
         assert_eq!(parse("log-zz.mcps"), None);
+    }
+}
+
+/// Takes the directory's lock (an advisory `flock` on `LOCK`, released when
+/// the file closes, also when the process dies): a second store on the same
+/// directory gets [`Error::Locked`].
+pub(crate) fn lock(dir: &Path) -> Result<File, Error> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
     }
 }

@@ -2,12 +2,12 @@
 
 mod committer;
 mod compact;
-mod dir;
+pub(crate) mod dir;
 mod frame;
 mod index;
 mod recovery;
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -180,7 +180,7 @@ impl FileStore {
     ) -> std::result::Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = lock(&dir)?;
+        let lock = dir::lock(&dir)?;
         let recovered = recovery::recover(&dir)?;
         if let Some(snapshot) = recovered.snapshot {
             compact::remove_before(&dir, snapshot)
@@ -380,23 +380,6 @@ impl Drop for FileStore {
         if let Some(handle) = self.committer.lock().take() {
             let _ = handle.join();
         }
-    }
-}
-
-fn lock(dir: &Path) -> std::result::Result<File, Error> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
     }
 }
 

@@ -1,13 +1,13 @@
 //! Names and durability of the files in an event store directory.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::Error;
+// The same directory discipline as the session store's files.
+pub(super) use crate::file::dir::{create_synced, lock, sync_dir};
 
-/// The lock file an open store holds (the name [`Error::Locked`] reports).
-const LOCK_FILE: &str = "LOCK";
 const EXT: &str = "mcpe";
 
 /// A file the store owns.
@@ -60,20 +60,6 @@ pub(super) fn list(dir: &Path) -> Result<Vec<(Entry, PathBuf)>, Error> {
     Ok(entries)
 }
 
-/// Makes the directory's entries (creations, renames, removals) durable.
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `path` with `contents`, fsyncs it and the directory.
-pub(super) fn create_synced(dir: &Path, path: &Path, contents: &[u8]) -> io::Result<File> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
-    Ok(file)
-}
-
 /// Removes logs and snapshots numbered below `n`, and temporary files.
 pub(super) fn remove_before(dir: &Path, n: u64) -> io::Result<()> {
     let entries = list(dir).map_err(io::Error::other)?;
@@ -92,25 +78,6 @@ pub(super) fn remove_before(dir: &Path, n: u64) -> io::Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
-}
-
-/// Takes the directory's lock (an advisory `flock` on `LOCK`, released when
-/// the file closes, also when the process dies).
-pub(super) fn lock(dir: &Path) -> Result<File, Error> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
-    }
 }
 
 #[cfg(test)]
