@@ -83,6 +83,7 @@ pub(super) fn remove_before(dir: &Path, n: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file::dir::LOCK_FILE;
 
     #[test]
     fn names_round_trip() {
