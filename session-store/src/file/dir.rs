@@ -78,26 +78,6 @@ pub(crate) fn create_synced(dir: &Path, path: &Path, contents: &[u8]) -> io::Res
     Ok(file)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let dir = Path::new("/d");
-        for (path, entry) in [
-            (log_path(dir, 0x2a), Entry::Log(0x2a)),
-            (snapshot_path(dir, 7), Entry::Snapshot(7)),
-            (snapshot_temp_path(dir, 7), Entry::Temp),
-        ] {
-            let name = path.file_name().unwrap().to_str().unwrap();
-            assert_eq!(parse(name), Some(entry), "{name}");
-        }
-        assert_eq!(parse("LOCK"), None);
-        assert_eq!(parse("log-zz.mcps"), None);
-    }
-}
-
 /// Takes the directory's lock (an advisory `flock` on `LOCK`, released when
 /// the file closes, also when the process dies): a second store on the same
 /// directory gets [`Error::Locked`].
@@ -115,5 +95,25 @@ pub(crate) fn lock(dir: &Path) -> Result<File, Error> {
             dir: dir.to_path_buf(),
         }),
         Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let dir = Path::new("/d");
+        for (path, entry) in [
+            (log_path(dir, 0x2a), Entry::Log(0x2a)),
+            (snapshot_path(dir, 7), Entry::Snapshot(7)),
+            (snapshot_temp_path(dir, 7), Entry::Temp),
+        ] {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert_eq!(parse(name), Some(entry), "{name}");
+        }
+        assert_eq!(parse("LOCK"), None);
+        assert_eq!(parse("log-zz.mcps"), None);
     }
 }
