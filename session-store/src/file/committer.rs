@@ -196,10 +196,11 @@ impl Committer {
             let started = Instant::now();
             match self.log.write_all(&buf).and_then(|()| self.log.sync_data()) {
                 Ok(()) => {
-                    // Wait for at most half a sync for as many writes as this
-                    // batch carried.
+                    // Wait for at most one sync (and at most `MAX_LINGER`)
+                    // for as many writes as this batch carried: a writer that
+                    // misses the batch waits a whole sync anyway.
                     expected = ops.len();
-                    linger = started.elapsed().min(MAX_LINGER * 2) / 2;
+                    linger = started.elapsed().min(MAX_LINGER);
                     self.log_bytes += buf.len() as u64;
                     self.apply(ops);
                     self.maybe_compact();
