@@ -168,8 +168,10 @@ impl Shared {
         self.levels.lock().remove(session);
         self.subscriptions.lock().remove(session);
         // Even with no stream here, the store may hold events of it: from
-        // before a restart, or from another replica. Stores make removing
-        // nothing cheap.
+        // before a restart, or from another replica; the store tells.
+        if !self.hub.events().may_hold(session) {
+            return;
+        }
         let events = self.hub.events().clone();
         let session = session.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

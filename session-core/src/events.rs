@@ -167,4 +167,13 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     ///
     /// [`Error::Backend`](crate::Error::Backend) on a store failure.
     async fn remove_session(&self, session: &SessionId) -> Result<()>;
+
+    /// Whether [`remove_session`](Self::remove_session) may have anything to
+    /// remove for `session`: a cheap, synchronous hint so that ending a
+    /// session that never had a stream costs nothing. `false` must mean
+    /// certainly nothing; the default, `true`, is always safe.
+    fn may_hold(&self, session: &SessionId) -> bool {
+        let _ = session;
+        true
+    }
 }

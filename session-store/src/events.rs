@@ -149,6 +149,10 @@ impl EventStore for MemoryEventStore {
             }))
     }
 
+    fn may_hold(&self, session: &SessionId) -> bool {
+        self.shard(session).lock().contains_key(session)
+    }
+
     async fn remove_session(&self, session: &SessionId) -> Result<()> {
         self.shard(session).lock().remove(session);
         Ok(())

@@ -314,6 +314,11 @@ impl EventStore for FileEventStore {
             }))
     }
 
+    fn may_hold(&self, session: &SessionId) -> bool {
+        self.removals.load(std::sync::atomic::Ordering::SeqCst) > 0
+            || self.state.lock(session).contains(session)
+    }
+
     async fn remove_session(&self, session: &SessionId) -> Result<()> {
         let (ack, done) = oneshot::channel();
         let removing = {

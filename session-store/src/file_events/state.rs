@@ -325,6 +325,11 @@ impl ShardGuard<'_> {
         (seq, stream.epoch, created.then_some(seq - 1))
     }
 
+    /// Whether the session has events here.
+    pub(super) fn contains(&self, session: &SessionId) -> bool {
+        self.shard.sessions.contains_key(session)
+    }
+
     /// Forgets a session; whether it was there.
     pub(super) fn remove(&mut self, session: &SessionId) -> bool {
         match self.shard.sessions.remove(session) {
