@@ -666,3 +666,25 @@ fn concurrent_appends_from_64_tasks_are_all_acknowledged_and_kept() {
         }
     });
 }
+
+#[test]
+fn may_hold_says_which_sessions_have_events_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (with, without) = (SessionId::generate(), SessionId::generate());
+    let g = StreamId::standalone();
+    {
+        let store = open(dir.path(), 16, 4);
+        assert!(!store.may_hold(&with));
+        block_on(store.append(&with, &g, Arc::from("{}"))).unwrap();
+        assert!(store.may_hold(&with));
+        assert!(!store.may_hold(&without));
+    }
+    let store = open(dir.path(), 16, 4);
+    assert!(store.may_hold(&with), "events from before the reopen count");
+    assert!(!store.may_hold(&without));
+    block_on(store.remove_session(&with)).unwrap();
+    assert!(!store.may_hold(&with));
+    let memory = MemoryEventStore::default();
+    block_on(memory.append(&with, &g, Arc::from("{}"))).unwrap();
+    assert!(memory.may_hold(&with) && !memory.may_hold(&without));
+}
