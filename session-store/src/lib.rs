@@ -43,6 +43,7 @@
 //! ```
 
 mod clock;
+mod container;
 mod error;
 mod events;
 mod file;

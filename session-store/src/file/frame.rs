@@ -19,12 +19,13 @@
 
 use crc32fast::Hasher;
 
+use crate::container;
+
 /// Magic at the start of every file.
 const FILE_MAGIC: &[u8; 8] = b"MCPSTORE";
 /// Version of this format.
 pub(crate) const FORMAT_VERSION: u32 = 1;
-/// Length of the file header.
-pub(crate) const FILE_HEADER_LEN: usize = 20;
+pub(crate) use crate::container::{FILE_HEADER_LEN, HeaderError};
 /// Magic at the start of every frame.
 const FRAME_MAGIC: [u8; 4] = [0xFF, b'M', b'S', b'F'];
 /// Length of a frame header, before the id.
@@ -69,45 +70,14 @@ impl FrameKind {
     }
 }
 
-/// Writes the 20-byte file header.
+/// The file header for `kind`.
 pub(crate) fn file_header(kind: FileKind) -> [u8; FILE_HEADER_LEN] {
-    let mut header = [0u8; FILE_HEADER_LEN];
-    header[..8].copy_from_slice(FILE_MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[12] = kind as u8;
-    let crc = crc32fast::hash(&header[..16]);
-    header[16..].copy_from_slice(&crc.to_le_bytes());
-    header
+    container::file_header(FILE_MAGIC, FORMAT_VERSION, kind as u8)
 }
 
-/// Why a file header was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HeaderError {
-    /// Too short, wrong magic or checksum: not one of our files, or damaged.
-    Damaged,
-    /// Written by another version of this format.
-    Version(u32),
-    /// A log where a snapshot was expected, or the reverse.
-    Kind,
-}
-
-/// Checks the file header of `bytes`.
+/// Checks the file header at the start of `bytes`.
 pub(crate) fn check_file_header(bytes: &[u8], kind: FileKind) -> Result<(), HeaderError> {
-    if bytes.len() < FILE_HEADER_LEN || &bytes[..8] != FILE_MAGIC {
-        return Err(HeaderError::Damaged);
-    }
-    let crc = u32::from_le_bytes(bytes[16..20].try_into().unwrap_or_default());
-    if crc32fast::hash(&bytes[..16]) != crc {
-        return Err(HeaderError::Damaged);
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
-    }
-    if bytes[12] != kind as u8 {
-        return Err(HeaderError::Kind);
-    }
-    Ok(())
+    container::check_file_header(bytes, FILE_MAGIC, FORMAT_VERSION, kind as u8)
 }
 
 /// Appends one frame to `buf`. `payload_crc` must be the CRC-32 of `payload`
@@ -236,12 +206,7 @@ pub(crate) fn read_frame(bytes: &[u8], at: usize) -> Read<'_> {
 
 /// The next offset after `at` where a frame magic starts, if any.
 pub(crate) fn resync(bytes: &[u8], at: usize) -> Option<usize> {
-    let from = at + 1;
-    bytes
-        .get(from..)?
-        .windows(FRAME_MAGIC.len())
-        .position(|w| w == FRAME_MAGIC)
-        .map(|p| from + p)
+    container::resync(bytes, at, &FRAME_MAGIC)
 }
 
 #[cfg(test)]

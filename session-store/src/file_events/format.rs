@@ -19,12 +19,13 @@
 
 use crc32fast::Hasher;
 
+use crate::container;
+
 /// Magic at the start of every file.
 const FILE_MAGIC: &[u8; 8] = b"MCPEVENT";
 /// Version of this format.
 pub(super) const FORMAT_VERSION: u32 = 1;
-/// Length of the file header.
-pub(super) const FILE_HEADER_LEN: usize = 20;
+pub(super) use crate::container::{FILE_HEADER_LEN, HeaderError};
 /// Magic at the start of every frame.
 const FRAME_MAGIC: [u8; 4] = [0xFF, b'E', b'V', b'F'];
 /// Length of a frame header, before the ids.
@@ -74,42 +75,12 @@ impl FrameKind {
 
 /// The file header for `kind`.
 pub(super) fn file_header(kind: FileKind) -> [u8; FILE_HEADER_LEN] {
-    let mut header = [0u8; FILE_HEADER_LEN];
-    header[..8].copy_from_slice(FILE_MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[12] = kind as u8;
-    let crc = crc32fast::hash(&header[..16]);
-    header[16..].copy_from_slice(&crc.to_le_bytes());
-    header
-}
-
-/// Why a file header was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum HeaderError {
-    /// Too short, wrong magic or checksum.
-    Damaged,
-    /// Written by another version of this format.
-    Version(u32),
-    /// A log where a snapshot was expected, or the reverse.
-    Kind,
+    container::file_header(FILE_MAGIC, FORMAT_VERSION, kind as u8)
 }
 
 /// Checks the file header at the start of `bytes`.
 pub(super) fn check_file_header(bytes: &[u8], kind: FileKind) -> Result<(), HeaderError> {
-    if bytes.len() < FILE_HEADER_LEN || &bytes[..8] != FILE_MAGIC {
-        return Err(HeaderError::Damaged);
-    }
-    if crc32fast::hash(&bytes[..16]) != u32_at(bytes, 16) {
-        return Err(HeaderError::Damaged);
-    }
-    let version = u32_at(bytes, 8);
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
-    }
-    if bytes[12] != kind as u8 {
-        return Err(HeaderError::Kind);
-    }
-    Ok(())
+    container::check_file_header(bytes, FILE_MAGIC, FORMAT_VERSION, kind as u8)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -238,12 +209,7 @@ pub(super) fn read_frame(bytes: &[u8], at: usize) -> Read<'_> {
 
 /// The next offset after `at` where a frame magic starts, if any.
 pub(super) fn resync(bytes: &[u8], at: usize) -> Option<usize> {
-    let from = at + 1;
-    bytes
-        .get(from..)?
-        .windows(FRAME_MAGIC.len())
-        .position(|w| w == FRAME_MAGIC)
-        .map(|p| from + p)
+    container::resync(bytes, at, &FRAME_MAGIC)
 }
 
 #[cfg(test)]
