@@ -316,17 +316,16 @@ impl Shared {
                 };
                 Ok(to_raw(&prompt(ctx.clone(), get.arguments).await?))
             }
-            "completion/complete" if registry.completion.is_some() => {
+            "completion/complete" => {
+                let Some(complete) = &registry.completion else {
+                    return Err(not_found("completion/complete"));
+                };
                 let params: Value = match params {
                     Some(p) => serde_json::from_str(p.get()).map_err(|e| {
                         ErrorObject::new(code::INVALID_PARAMS, format!("Invalid params: {e}"))
                     })?,
                     None => Value::Object(serde_json::Map::new()),
                 };
-                let complete = registry
-                    .completion
-                    .clone()
-                    .ok_or_else(|| not_found("completion/complete"))?;
                 Ok(to_raw(&complete(ctx.clone(), params).await?))
             }
             "logging/setLevel" => {

@@ -273,10 +273,9 @@ impl Hub {
         Self::remove(&mut self.streams.lock(), &(session.clone(), stream.clone()));
     }
 
-    /// Ends every stream of a session; whether it had any here (and so
-    /// possibly events in the store).
-    pub(crate) fn drop_session(&self, session: &SessionId) -> bool {
-        self.streams.lock().remove(session).is_some()
+    /// Ends every stream of a session.
+    pub(crate) fn drop_session(&self, session: &SessionId) {
+        self.streams.lock().remove(session);
     }
 
     /// Ends every stream.

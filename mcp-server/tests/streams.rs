@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{ACCEPT_BOTH, TestServer, content_type, eventually, read_sse};
+use common::{TestServer, content_type, eventually, read_sse};
 use mcp_server::{HttpConfig, McpServer, ResponseMode, ServerConfig, demo, tool};
 use serde_json::{Value, json};
 use session_core::wire::{
@@ -392,6 +392,14 @@ async fn subscribers_hear_of_resource_updates_until_they_unsubscribe() {
         caps.get("completions").is_none(),
         "no completion handler, no capability: {caps}"
     );
+    let complete = client
+        .call(
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": "note://today"},
+                "argument": {"name": "x", "value": ""}}),
+        )
+        .await;
+    assert_eq!(complete["error"]["code"], -32601, "{complete}");
     let list = client.call("resources/list", json!({})).await;
     assert_eq!(list["result"]["resources"][0]["uri"], "note://today");
     let read = client
@@ -522,7 +530,6 @@ async fn a_modern_client_learns_the_supported_versions_whatever_it_accepts() {
         .await
         .unwrap();
     assert_eq!(legacy.status(), 406, "and not 403: host names ignore case");
-    let _ = ACCEPT_BOTH;
     server.stop().await;
 }
 

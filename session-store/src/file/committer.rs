@@ -264,7 +264,7 @@ impl Committer {
         // Start the next log first: the snapshot then holds exactly what the
         // earlier logs hold, because this thread is the only one promoting.
         let next = self.log_seq + 1;
-        let path = dir::log_path(&self.settings.dir, next);
+        let path = dir::SESSIONS.log_path(&self.settings.dir, next);
         let log = match dir::create_synced(
             &self.settings.dir,
             &path,

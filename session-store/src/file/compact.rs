@@ -11,7 +11,7 @@ use std::path::Path;
 
 use session_core::SessionId;
 
-use super::dir::{self, Entry};
+use super::dir;
 use super::frame::{self, FileKind, FrameKind};
 use super::index::Durable;
 
@@ -25,7 +25,7 @@ pub(crate) fn write_snapshot(
     seq: u64,
     entries: &[(SessionId, Durable)],
 ) -> io::Result<()> {
-    let temp = dir::snapshot_temp_path(dir, seq);
+    let temp = dir::SESSIONS.snapshot_temp_path(dir, seq);
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
     out.write_all(&frame::file_header(FileKind::Snapshot))?;
     let mut buf = Vec::with_capacity(4096);
@@ -64,27 +64,7 @@ pub(crate) fn write_snapshot(
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&temp, dir::snapshot_path(dir, seq))?;
+    fs::rename(&temp, dir::SESSIONS.snapshot_path(dir, seq))?;
     dir::sync_dir(dir)?;
-    remove_before(dir, seq)
-}
-
-/// Removes logs and snapshots numbered below `seq`, and leftover temporary files.
-pub(crate) fn remove_before(dir: &Path, seq: u64) -> io::Result<()> {
-    let entries = dir::list(dir).map_err(io::Error::other)?;
-    let mut removed = false;
-    for (entry, path) in entries {
-        let old = match entry {
-            Entry::Log(n) | Entry::Snapshot(n) => n < seq,
-            Entry::Temp => true,
-        };
-        if old {
-            fs::remove_file(&path)?;
-            removed = true;
-        }
-    }
-    if removed {
-        dir::sync_dir(dir)?;
-    }
-    Ok(())
+    dir::SESSIONS.remove_before(dir, seq)
 }

@@ -8,56 +8,90 @@ use crate::Error;
 
 /// The lock file every open store holds.
 pub(crate) const LOCK_FILE: &str = "LOCK";
-const EXT: &str = "mcps";
-
-/// A file the store owns, by its number.
+/// A file a store owns, by its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Entry {
-    /// `log-N.mcps`: batches appended after snapshot N.
+    /// `log-N.<ext>`: frames appended after snapshot N.
     Log(u64),
-    /// `snapshot-N.mcps`: everything in logs before N.
+    /// `snapshot-N.<ext>`: everything in logs before N.
     Snapshot(u64),
     /// `*.tmp`: an unfinished snapshot, to delete.
     Temp,
 }
 
-pub(crate) fn log_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("log-{seq:016x}.{EXT}"))
+/// How a store names its logs and snapshots: by number, with its own
+/// extension, so two kinds of store never read each other's files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Names {
+    ext: &'static str,
 }
 
-pub(crate) fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("snapshot-{seq:016x}.{EXT}"))
-}
+/// The session store's files (`.mcps`).
+pub(crate) const SESSIONS: Names = Names { ext: "mcps" };
 
-pub(crate) fn snapshot_temp_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("snapshot-{seq:016x}.tmp"))
-}
+/// The event store's files (`.mcpe`).
+pub(crate) const EVENTS: Names = Names { ext: "mcpe" };
 
-fn parse(name: &str) -> Option<Entry> {
-    if name.ends_with(".tmp") {
-        return Some(Entry::Temp);
+impl Names {
+    pub(crate) fn log_path(self, dir: &Path, n: u64) -> PathBuf {
+        dir.join(format!("log-{n:016x}.{}", self.ext))
     }
-    let stem = name.strip_suffix(&format!(".{EXT}"))?;
-    let (kind, number) = stem.split_once('-')?;
-    let seq = u64::from_str_radix(number, 16).ok()?;
-    match kind {
-        "log" => Some(Entry::Log(seq)),
-        "snapshot" => Some(Entry::Snapshot(seq)),
-        _ => None,
-    }
-}
 
-/// The store's files in `dir`, with their paths.
-pub(crate) fn list(dir: &Path) -> Result<Vec<(Entry, PathBuf)>, Error> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        if let Some(parsed) = entry.file_name().to_str().and_then(parse) {
-            entries.push((parsed, entry.path()));
+    pub(crate) fn snapshot_path(self, dir: &Path, n: u64) -> PathBuf {
+        dir.join(format!("snapshot-{n:016x}.{}", self.ext))
+    }
+
+    pub(crate) fn snapshot_temp_path(self, dir: &Path, n: u64) -> PathBuf {
+        dir.join(format!("snapshot-{n:016x}.tmp"))
+    }
+
+    fn parse(self, name: &str) -> Option<Entry> {
+        if name.ends_with(".tmp") {
+            return Some(Entry::Temp);
+        }
+        let stem = name.strip_suffix(self.ext)?.strip_suffix('.')?;
+        let (kind, number) = stem.split_once('-')?;
+        let n = u64::from_str_radix(number, 16).ok()?;
+        match kind {
+            "log" => Some(Entry::Log(n)),
+            "snapshot" => Some(Entry::Snapshot(n)),
+            _ => None,
         }
     }
-    entries.sort();
-    Ok(entries)
+
+    /// The store's files in `dir`, sorted, with their paths.
+    pub(crate) fn list(self, dir: &Path) -> Result<Vec<(Entry, PathBuf)>, Error> {
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+            let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+            if let Some(parsed) = entry.file_name().to_str().and_then(|n| self.parse(n)) {
+                entries.push((parsed, entry.path()));
+            }
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// Removes logs and snapshots numbered below `n`, and leftover
+    /// temporary files; syncs the directory if anything went.
+    pub(crate) fn remove_before(self, dir: &Path, n: u64) -> io::Result<()> {
+        let entries = self.list(dir).map_err(io::Error::other)?;
+        let mut removed = false;
+        for (entry, path) in entries {
+            let old = match entry {
+                Entry::Log(m) | Entry::Snapshot(m) => m < n,
+                Entry::Temp => true,
+            };
+            if old {
+                fs::remove_file(&path)?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
 }
 
 /// Makes the directory's entries (creations, renames, removals) durable.
@@ -103,17 +137,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
+    fn names_round_trip_and_each_store_reads_only_its_own() {
         let dir = Path::new("/d");
-        for (path, entry) in [
-            (log_path(dir, 0x2a), Entry::Log(0x2a)),
-            (snapshot_path(dir, 7), Entry::Snapshot(7)),
-            (snapshot_temp_path(dir, 7), Entry::Temp),
-        ] {
-            let name = path.file_name().unwrap().to_str().unwrap();
-            assert_eq!(parse(name), Some(entry), "{name}");
+        for names in [SESSIONS, EVENTS] {
+            for (path, entry) in [
+                (names.log_path(dir, 0x2a), Entry::Log(0x2a)),
+                (names.snapshot_path(dir, 7), Entry::Snapshot(7)),
+                (names.snapshot_temp_path(dir, 7), Entry::Temp),
+            ] {
+                let name = path.file_name().unwrap().to_str().unwrap();
+                assert_eq!(names.parse(name), Some(entry), "{name}");
+            }
+            assert_eq!(names.parse(LOCK_FILE), None);
+            assert_eq!(names.parse("log-zz.mcps"), None);
+            assert_eq!(names.parse("log-zz.mcpe"), None);
         }
-        assert_eq!(parse("LOCK"), None);
-        assert_eq!(parse("log-zz.mcps"), None);
+        assert_eq!(SESSIONS.parse("log-1.mcpe"), None);
+        assert_eq!(EVENTS.parse("log-1.mcps"), None);
+        assert_eq!(SESSIONS.parse("log-1xmcps"), None);
     }
 }

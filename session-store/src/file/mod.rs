@@ -183,7 +183,8 @@ impl FileStore {
         let lock = dir::lock(&dir)?;
         let recovered = recovery::recover(&dir)?;
         if let Some(snapshot) = recovered.snapshot {
-            compact::remove_before(&dir, snapshot)
+            dir::SESSIONS
+                .remove_before(&dir, snapshot)
                 .map_err(|e| Error::io("remove old logs in", &dir, e))?;
         }
         let (log, log_seq, log_bytes) = open_log(&dir, recovered.log, recovered.snapshot)?;
@@ -393,12 +394,12 @@ fn open_log(
     let header = frame::file_header(frame::FileKind::Log);
     let Some((seq, valid)) = newest else {
         let seq = snapshot.unwrap_or(1);
-        let path = dir::log_path(dir, seq);
+        let path = dir::SESSIONS.log_path(dir, seq);
         let file = dir::create_synced(dir, &path, &header)
             .map_err(|e| Error::io("create log", &path, e))?;
         return Ok((file, seq, header.len() as u64));
     };
-    let path = dir::log_path(dir, seq);
+    let path = dir::SESSIONS.log_path(dir, seq);
     let io = |e| Error::io("open log", &path, e);
     let mut file = OpenOptions::new().write(true).open(&path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();

@@ -74,7 +74,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
     let started = Instant::now();
     let mut snapshots = Vec::new();
     let mut logs = Vec::new();
-    for (entry, path) in dir::list(dir)? {
+    for (entry, path) in dir::SESSIONS.list(dir)? {
         match entry {
             Entry::Snapshot(n) => snapshots.push((n, path)),
             Entry::Log(n) => logs.push((n, path)),

@@ -233,7 +233,7 @@ impl Committer {
         // exactly what the earlier logs hold; what is queued goes to the new
         // log.
         let next = self.log_number + 1;
-        let path = files::log_path(&self.dir, next);
+        let path = files::EVENTS.log_path(&self.dir, next);
         let log = match files::create_synced(&self.dir, &path, &format::file_header(FileKind::Log))
         {
             Ok(log) => log,
@@ -272,7 +272,7 @@ fn fail(ops: Vec<Op>, reason: &str) {
 /// Writes `snapshot-<n>` holding `retained` (temporary file, fsync, rename,
 /// fsync of the directory), then removes the files it replaces.
 pub(super) fn write_snapshot(dir: &Path, n: u64, retained: &[Retained]) -> io::Result<()> {
-    let temp = files::snapshot_temp_path(dir, n);
+    let temp = files::EVENTS.snapshot_temp_path(dir, n);
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
     out.write_all(&format::file_header(FileKind::Snapshot))?;
     let mut buf = Vec::with_capacity(4096);
@@ -321,7 +321,7 @@ pub(super) fn write_snapshot(dir: &Path, n: u64, retained: &[Retained]) -> io::R
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&temp, files::snapshot_path(dir, n))?;
+    std::fs::rename(&temp, files::EVENTS.snapshot_path(dir, n))?;
     files::sync_dir(dir)?;
-    files::remove_before(dir, n)
+    files::EVENTS.remove_before(dir, n)
 }

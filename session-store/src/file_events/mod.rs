@@ -202,7 +202,8 @@ impl FileEventStore {
         }));
         let recovered = recovery::recover(&dir, &state)?;
         if let Some(snapshot) = recovered.snapshot {
-            files::remove_before(&dir, snapshot)
+            files::EVENTS
+                .remove_before(&dir, snapshot)
                 .map_err(|e| Error::io("remove old event logs in", &dir, e))?;
         }
         let (log, log_number, log_bytes) =
@@ -379,12 +380,12 @@ fn open_log(
 ) -> std::result::Result<(File, u64, u64), Error> {
     let header = format::file_header(format::FileKind::Log);
     let Some((n, valid, intact)) = newest else {
-        let path = files::log_path(dir, first);
+        let path = files::EVENTS.log_path(dir, first);
         let file = files::create_synced(dir, &path, &header)
             .map_err(|e| Error::io("create event log", &path, e))?;
         return Ok((file, first, header.len() as u64));
     };
-    let path = files::log_path(dir, n);
+    let path = files::EVENTS.log_path(dir, n);
     let io = |e| Error::io("open event log", &path, e);
     let mut file = OpenOptions::new().write(true).open(&path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();

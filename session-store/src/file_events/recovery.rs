@@ -51,7 +51,7 @@ pub(super) fn recover(dir: &Path, state: &State) -> Result<Recovered, Error> {
     let started = Instant::now();
     let mut snapshot = None;
     let mut logs = Vec::new();
-    for (entry, path) in files::list(dir)? {
+    for (entry, path) in files::EVENTS.list(dir)? {
         match entry {
             // Sorted: the last one wins. A snapshot is renamed into place
             // only once complete and synced.
