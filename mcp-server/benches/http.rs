@@ -541,6 +541,75 @@ fn bench_restart(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes
     ));
 }
 
+/// Throughput of `subject` against `ceiling` measured in alternation: short
+/// rounds of the same operation on one, then the other, many times over.
+/// On a machine whose speed drifts (a shared VM), the per-round ratios
+/// stay steady where two back-to-back runs would not; the note gives the
+/// median of each and the median ratio, with its spread.
+fn bench_interleaved(subject: &Subject, ceiling: &Subject, notes: &mut Notes) {
+    const ROUNDS: usize = 15;
+    const CALLS: u64 = 6_400;
+    const HANDSHAKES: u64 = 1_920;
+    let rt = runtime();
+    let ours = start(subject);
+    let theirs = start(ceiling);
+    type Op = for<'a> fn(
+        &'a mut Caller,
+        u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let cases: [(&str, bool, u64, Op); 2] = [
+        ("tools/call", true, CALLS, call_op),
+        ("handshake", false, HANDSHAKES, handshake_op),
+    ];
+    for (what, with_session, per_round, op) in cases {
+        let (mut a, mut b) = rt.block_on(async {
+            (
+                callers(&ours.addr, with_session).await,
+                callers(&theirs.addr, with_session).await,
+            )
+        });
+        // Warm both.
+        rt.block_on(spread(&mut a, per_round, op));
+        rt.block_on(spread(&mut b, per_round, op));
+        let mut ours_rates = Vec::with_capacity(ROUNDS);
+        let mut their_rates = Vec::with_capacity(ROUNDS);
+        let mut ratios = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS {
+            // Alternate which goes first, so neither always follows the
+            // other's tail.
+            let (first, second) = if round % 2 == 0 {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            let t1 = rt.block_on(spread(first, per_round, op)).0;
+            let t2 = rt.block_on(spread(second, per_round, op)).0;
+            let (ta, tb) = if round % 2 == 0 { (t1, t2) } else { (t2, t1) };
+            let (ra, rb) = (
+                per_round as f64 / ta.as_secs_f64(),
+                per_round as f64 / tb.as_secs_f64(),
+            );
+            ours_rates.push(ra);
+            their_rates.push(rb);
+            ratios.push(ra / rb);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (ra, rb) = (median(&mut ours_rates), median(&mut their_rates));
+        let ratio = median(&mut ratios);
+        notes.0.push(format!(
+            "interleaved {what}: {} {ra:.0}/s, {} {rb:.0}/s, ratio {:.0}% (median of {ROUNDS} alternating rounds; rounds ranged {:.0}%..{:.0}%)",
+            subject.name,
+            ceiling.name,
+            ratio * 100.0,
+            ratios[0] * 100.0,
+            ratios[ROUNDS - 1] * 100.0,
+        ));
+    }
+}
+
 fn which(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok()
 }
@@ -633,10 +702,24 @@ fn main() {
     }
     let only = std::env::var("MCP_BENCH_ONLY").ok();
     for subject in &subjects {
-        if only.as_deref().is_some_and(|o| !subject.name.contains(o)) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !subject.name.contains(o) || o == "interleaved")
+        {
             continue;
         }
         bench_subject(&mut c, subject, &mut notes);
+    }
+    // Our server against each peer, in alternation (see
+    // `bench_interleaved`): the ratios the targets are stated in.
+    if measuring() && only.as_deref().is_none_or(|o| o == "interleaved") {
+        let ours = &subjects[0];
+        for peer in subjects
+            .iter()
+            .filter(|s| s.name == "bare hyper" || s.name == "rmcp stateful")
+        {
+            bench_interleaved(ours, peer, &mut notes);
+        }
     }
     if only.is_none() && measuring() {
         bench_restart(&mut c, &ours, &mut notes);

@@ -183,7 +183,7 @@ impl Shared {
         if session.stored_status() == SessionStatus::Initializing && request.method != "ping" {
             // A client that skips `notifications/initialized` still gets
             // served; its session must not die at the handshake deadline.
-            let _ = self.manager.activate(session.id()).await;
+            let _ = Box::pin(self.manager.activate(session.id())).await;
         }
         let Some(guard) = self.inflight.start(session.id(), &request.id) else {
             // The id would make cancellation ambiguous; ids must be unique
@@ -228,6 +228,9 @@ impl Shared {
         })
     }
 
+    /// Runs a request's method. Branches that wait on the session manager
+    /// await it boxed, so that this future (part of every request's) stays
+    /// small; tool, resource and prompt handlers are boxed already.
     async fn route(
         &self,
         ctx: &RequestContext,
@@ -336,16 +339,14 @@ impl Shared {
             }
             "session/get" if self.config.session_state_extension => {
                 let session = ctx.require_session()?;
-                let record = self
-                    .manager
-                    .get(session.id())
+                let record = Box::pin(self.manager.get(session.id()))
                     .await
                     .map_err(|e| session_error_object(&e))?;
                 Ok(to_raw(&state_result(&record, self.manager.clock().now())))
             }
             "session/update" if self.config.session_state_extension => {
                 let update: SessionUpdateParams = parse_params(params)?;
-                let record = ctx.require_session()?.update_state(update.state).await?;
+                let record = Box::pin(ctx.require_session()?.update_state(update.state)).await?;
                 Ok(to_raw(&state_result(&record, self.manager.clock().now())))
             }
             other => Err(not_found(other)),

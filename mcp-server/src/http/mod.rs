@@ -10,19 +10,26 @@ mod sse;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+use std::future::{Future, Ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::Request;
 use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::{Router, ServiceExt as _};
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use serde_json::value::RawValue;
 use session_core::wire::{
     Message, ParseError, Request as RpcRequest, Response as RpcResponse, primes_sse,
 };
 use session_core::{EventId, SessionRecord, StreamId};
 use tokio::sync::mpsc;
+use tower_service::Service;
 
 use crate::config::{HttpConfig, ResponseMode};
 use crate::context::Outbox;
@@ -47,6 +54,9 @@ struct App {
     shared: Arc<Shared>,
     config: HttpConfig,
     guard: Guard,
+    /// Whether the handler checks the path itself (served without a
+    /// router); a router checks it before the handler runs.
+    check_path: bool,
 }
 
 impl sse::HubRef for Shared {
@@ -62,12 +72,10 @@ impl McpServer {
     /// defence).
     pub fn router(&self, config: HttpConfig, listen: SocketAddr) -> Router {
         let path = config.path.clone();
-        Router::new()
-            .route(&path, any(endpoint))
-            .with_state(self.app(config, listen))
+        Router::new().route_service(&path, Endpoint(self.app(config, listen, false)))
     }
 
-    fn app(&self, config: HttpConfig, listen: SocketAddr) -> Arc<App> {
+    fn app(&self, config: HttpConfig, listen: SocketAddr, check_path: bool) -> Arc<App> {
         let guard = Guard {
             origins: config.allowed_origins.clone(),
             hosts: config.allowed_hosts.clone(),
@@ -77,6 +85,7 @@ impl McpServer {
             shared: self.shared.clone(),
             config,
             guard,
+            check_path,
         })
     }
 
@@ -100,7 +109,7 @@ impl McpServer {
         })?;
         // One endpoint needs no path router: the path is checked in the
         // handler, which saves the router's work on every request.
-        let service = any(endpoint_at_path).with_state(self.app(config, addr));
+        let service = Endpoint(self.app(config, addr, true)).into_make_service();
         let sweeper = self.spawn_sweeper();
         let server = self.clone();
         let listener = listener.tap_io(|tcp| {
@@ -139,27 +148,66 @@ impl McpServer {
 /// How long requests in flight may run on after shutdown begins.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The endpoint served without a router: anything but its path is 404.
-async fn endpoint_at_path(State(app): State<Arc<App>>, request: Request) -> Response {
-    if request.uri().path() != app.config.path {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    endpoint(State(app), request).await
+/// The MCP endpoint as a tower service.
+///
+/// What the request head can settle is settled at once in `call`; only what
+/// has to wait (the body, the store, the handler) goes into the returned
+/// future, which owns just the headers and body it needs. Each request's
+/// future is allocated and moved about by the HTTP stack, so its size costs
+/// on every request: cold paths (GET, DELETE, batches, SSE) are boxed
+/// inside it rather than held inline.
+#[derive(Debug, Clone)]
+struct Endpoint(Arc<App>);
+
+type Answer = Result<Response, Infallible>;
+type EndpointFuture = Either<Ready<Answer>, Pin<Box<dyn Future<Output = Answer> + Send>>>;
+
+fn now(response: Response) -> EndpointFuture {
+    Either::Left(std::future::ready(Ok(response)))
 }
 
-async fn endpoint(State(app): State<Arc<App>>, request: Request) -> Response {
-    if app.shared.shutdown.is_cancelled() {
-        return reject(&Rejection::Unavailable(
-            "the server is shutting down".into(),
-        ));
+fn later(answer: impl Future<Output = Response> + Send + 'static) -> EndpointFuture {
+    Either::Right(Box::pin(answer.map(Ok)))
+}
+
+impl Service<Request> for Endpoint {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    let outcome = match *request.method() {
-        Method::POST => post(&app, request).await,
-        Method::GET => get(&app, request).await,
-        Method::DELETE => delete(&app, request).await,
-        _ => Err(Rejection::MethodNotAllowed),
-    };
-    outcome.unwrap_or_else(|rejection| reject(&rejection))
+
+    fn call(&mut self, request: Request) -> EndpointFuture {
+        let app = &self.0;
+        if app.check_path && request.uri().path() != app.config.path {
+            return now(StatusCode::NOT_FOUND.into_response());
+        }
+        if app.shared.shutdown.is_cancelled() {
+            return now(reject(&Rejection::Unavailable(
+                "the server is shutting down".into(),
+            )));
+        }
+        let app = app.clone();
+        match *request.method() {
+            Method::POST => match post_head(&app, request) {
+                Ok((headers, principal, body)) => later(post(app, headers, principal, body)),
+                Err(rejection) => now(reject(&rejection)),
+            },
+            Method::GET => later(async move {
+                get(&app, request)
+                    .await
+                    .unwrap_or_else(|rejection| reject(&rejection))
+            }),
+            Method::DELETE => later(async move {
+                delete(&app, request)
+                    .await
+                    .unwrap_or_else(|rejection| reject(&rejection))
+            }),
+            _ => now(reject(&Rejection::MethodNotAllowed)),
+        }
+    }
 }
 
 /// The answer to a refused message: its status and a JSON-RPC error body.
@@ -201,20 +249,6 @@ async fn resolve(
         .map_err(|e| Rejection::from_session(&e))
 }
 
-async fn read_body(app: &App, body: Body, headers: &HeaderMap) -> Result<Bytes, Rejection> {
-    let limit = app.config.max_body_bytes;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(Rejection::PayloadTooLarge { limit });
-    }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Rejection::PayloadTooLarge { limit })
-}
-
 fn parse_rejection(e: ParseError) -> Rejection {
     if e.error.code == session_core::wire::code::PARSE_ERROR {
         Rejection::Parse(e.error.message)
@@ -223,22 +257,48 @@ fn parse_rejection(e: ParseError) -> Rejection {
     }
 }
 
-async fn post(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
+/// The checks of a POST that need only its head: origin and host, content
+/// type, declared length. Returns what the rest of the request needs.
+fn post_head(app: &App, request: Request) -> Result<(HeaderMap, Option<String>, Body), Rejection> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     app.guard.check(headers)?;
     headers::check_content_type(headers)?;
+    let limit = app.config.max_body_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
     let principal = parts.extensions.get::<Principal>().map(|p| p.0.clone());
-    let body = read_body(app, body, headers).await?;
+    Ok((parts.headers, principal, body))
+}
+
+/// A POST past [`post_head`]: reads the body and answers the message in it.
+async fn post(
+    app: Arc<App>,
+    headers: HeaderMap,
+    principal: Option<String>,
+    body: Body,
+) -> Response {
+    let limit = app.config.max_body_bytes;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return reject(&Rejection::PayloadTooLarge { limit });
+    };
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        headers::check_post_accept(headers)?;
-        return batch(app, headers, principal.as_deref(), &body).await;
+        let answer = match headers::check_post_accept(&headers) {
+            Ok(()) => Box::pin(batch(&app, &headers, principal.as_deref(), &body)).await,
+            Err(rejection) => Err(rejection),
+        };
+        return answer.unwrap_or_else(|rejection| reject(&rejection));
     }
     let message = match Message::parse(&body) {
         Ok(message) => message,
         Err(e) => {
             let id = e.id.clone();
-            return Ok(reject_with_id(&parse_rejection(e), id));
+            return reject_with_id(&parse_rejection(e), id);
         }
     };
     // A refusal of a request answers it by its id.
@@ -246,9 +306,9 @@ async fn post(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
         Message::Request(request) => Some(request.id.clone()),
         _ => None,
     };
-    match post_message(app, headers, principal.as_deref(), message).await {
-        Ok(response) => Ok(response),
-        Err(rejection) => Ok(reject_with_id(&rejection, id)),
+    match post_message(&app, &headers, principal.as_deref(), message).await {
+        Ok(response) => response,
+        Err(rejection) => reject_with_id(&rejection, id),
     }
 }
 
@@ -270,13 +330,13 @@ async fn post_message(
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
-        return initialize(app, request, principal).await;
+        return Box::pin(initialize(app, request, principal)).await;
     }
     headers::protocol_version(headers)?;
     let session = resolve(app, headers, principal).await?;
     match message {
         Message::Notification(note) => {
-            app.shared.notification(&session, &note).await;
+            Box::pin(app.shared.notification(&session, &note)).await;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Message::Response(response) => {
@@ -316,7 +376,7 @@ async fn respond(
     if app.config.response_mode == ResponseMode::Json {
         let (tx, rx) = mpsc::channel(16);
         forward_to_standalone(&shared, &session_id, rx);
-        let response = shared.request(session, request, Outbox(tx)).await;
+        let response = Box::pin(shared.request(session, request, Outbox(tx))).await;
         return Ok(json_or_nothing(response));
     }
     let (tx, mut rx) = mpsc::channel(16);
@@ -338,12 +398,19 @@ async fn respond(
                     return Ok(json_or_nothing(response));
                 }
                 first.extend(response.map(Message::Response));
-                return sse_stream(app, &session_id, &version, first, None).await;
+                return Box::pin(sse_stream(app, &session_id, &version, first, None)).await;
             }
             Some(message) = rx.recv() => first.push(message),
         }
     }
-    sse_stream(app, &session_id, &version, first, Some((handling, rx))).await
+    Box::pin(sse_stream(
+        app,
+        &session_id,
+        &version,
+        first,
+        Some((handling, rx)),
+    ))
+    .await
 }
 
 type Handling = std::pin::Pin<Box<dyn std::future::Future<Output = Option<RpcResponse>> + Send>>;

@@ -268,7 +268,7 @@ impl SessionManager {
             let mut write = match current.begin_write(self.clock.now()) {
                 Ok(write) => write,
                 Err(Error::Expired) if !current.stored_status().is_terminal() => {
-                    match self.retire(current, Retire::Overdue).await? {
+                    match Box::pin(self.retire(current, Retire::Overdue)).await? {
                         Retired::Expired(_) => return Err(Error::Expired),
                         Retired::Live(latest) => {
                             current = latest;
@@ -403,7 +403,7 @@ impl SessionManager {
             SessionStatus::Closed => return Err(Error::Closed),
             SessionStatus::Expired => {
                 let _gate = self.gate.read().await;
-                return match self.retire(record, Retire::Overdue).await? {
+                return match Box::pin(self.retire(record, Retire::Overdue)).await? {
                     Retired::Expired(_) => Err(Error::Expired),
                     // Written just before its deadline by another writer.
                     Retired::Live(latest) => Ok(latest),
@@ -475,7 +475,7 @@ impl SessionManager {
             let mut write = match current.begin_write(now) {
                 Ok(write) => write,
                 Err(Error::Expired) if !current.stored_status().is_terminal() => {
-                    match self.retire(current, Retire::Overdue).await? {
+                    match Box::pin(self.retire(current, Retire::Overdue)).await? {
                         Retired::Expired(_) => return Err(Error::Expired),
                         // Another writer got in just before the deadline:
                         // write on top of its version.
@@ -518,6 +518,10 @@ impl SessionManager {
 
     /// Marks a live session expired (hooks run), retrying on conflict. The
     /// caller holds the gate.
+    ///
+    /// The hot paths (`access`, the write loop) await it boxed: it runs
+    /// rarely, and inline its state would make every request's future
+    /// larger.
     ///
     /// With [`Retire::Overdue`] a conflicting newer version is expired only
     /// if it too is past its deadline; one written just before the deadline
