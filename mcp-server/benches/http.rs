@@ -547,7 +547,7 @@ fn bench_restart(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes
 /// stay steady where two back-to-back runs would not; the note gives the
 /// median of each and the median ratio, with its spread.
 fn bench_interleaved(subject: &Subject, ceiling: &Subject, notes: &mut Notes) {
-    const ROUNDS: usize = 15;
+    const ROUNDS: usize = 21;
     const CALLS: u64 = 6_400;
     const HANDSHAKES: u64 = 1_920;
     let rt = runtime();

@@ -47,12 +47,16 @@ impl Pending {
 
 /// Where the messages a handler sends go: to the transport serving the
 /// request (an SSE stream, the GET stream, stdout).
+///
+/// Messages travel boxed: every request gets a channel, and a channel
+/// allocates its first block of slots up front, so small slots keep that
+/// allocation small; few handlers send anything.
 #[derive(Debug, Clone)]
-pub(crate) struct Outbox(pub(crate) mpsc::Sender<Message>);
+pub(crate) struct Outbox(pub(crate) mpsc::Sender<Box<Message>>);
 
 impl Outbox {
     async fn send(&self, message: Message) -> bool {
-        self.0.send(message).await.is_ok()
+        self.0.send(Box::new(message)).await.is_ok()
     }
 }
 

@@ -175,7 +175,7 @@ impl Shared {
     /// Handles a request in a session. Returns `None` when the request was
     /// cancelled: its response must not be sent.
     pub(crate) async fn request(
-        &self,
+        self: std::sync::Arc<Self>,
         session: SessionRecord,
         request: Request,
         outbox: Outbox,

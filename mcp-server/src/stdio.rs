@@ -42,7 +42,7 @@ impl McpServer {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let shared = self.shared.clone();
-        let (tx, rx) = mpsc::channel::<Message>(64);
+        let (tx, rx) = mpsc::channel::<Box<Message>>(64);
         let writer = tokio::spawn(write_lines(output, rx));
         let sweeper = self.spawn_sweeper();
         let mut session: Option<SessionId> = None;
@@ -80,7 +80,7 @@ impl McpServer {
 
 async fn write_lines<W: AsyncWrite + Unpin>(
     mut output: W,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Box<Message>>,
 ) -> std::io::Result<()> {
     while let Some(message) = rx.recv().await {
         let mut line = message.to_json();
@@ -97,7 +97,7 @@ fn error(id: Option<session_core::wire::RequestId>, code: i64, message: &str) ->
 
 async fn handle_line(
     shared: &Arc<Shared>,
-    tx: &mpsc::Sender<Message>,
+    tx: &mpsc::Sender<Box<Message>>,
     session: &mut Option<SessionId>,
     line: &[u8],
 ) {
@@ -105,7 +105,7 @@ async fn handle_line(
         Ok(message) => message,
         Err(e) => {
             let _ = tx
-                .send(Message::Response(Response::error(e.id, e.error)))
+                .send(Box::new(Message::Response(Response::error(e.id, e.error))))
                 .await;
             return;
         }
@@ -139,7 +139,7 @@ async fn handle_line(
                     code::INVALID_REQUEST,
                     "already initialized",
                 );
-                let _ = tx.send(reply).await;
+                let _ = tx.send(Box::new(reply)).await;
                 return;
             }
             let reply = match shared
@@ -154,7 +154,7 @@ async fn handle_line(
                     Message::Response(Response::error(Some(request.id), rejection.error_object()))
                 }
             };
-            let _ = tx.send(reply).await;
+            let _ = tx.send(Box::new(reply)).await;
         }
         (Message::Request(request), None) => {
             let reply = if request.method == "ping" {
@@ -175,7 +175,7 @@ async fn handle_line(
                     "Server not initialized: send initialize first",
                 )
             };
-            let _ = tx.send(reply).await;
+            let _ = tx.send(Box::new(reply)).await;
         }
         (Message::Request(request), Some(record)) => spawn_request(shared, tx, record, request),
         (Message::Notification(note), Some(record)) => shared.notification(&record, &note).await,
@@ -188,15 +188,15 @@ async fn handle_line(
 
 fn spawn_request(
     shared: &Arc<Shared>,
-    tx: &mpsc::Sender<Message>,
+    tx: &mpsc::Sender<Box<Message>>,
     record: SessionRecord,
     request: session_core::wire::Request,
 ) {
     let (shared, tx) = (shared.clone(), tx.clone());
     tokio::spawn(async move {
         let outbox = Outbox(tx.clone());
-        if let Some(response) = shared.request(record, request, outbox).await {
-            let _ = tx.send(Message::Response(response)).await;
+        if let Some(response) = shared.clone().request(record, request, outbox).await {
+            let _ = tx.send(Box::new(Message::Response(response))).await;
         }
     });
 }

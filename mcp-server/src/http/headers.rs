@@ -1,18 +1,20 @@
 //! Checks of the request headers the Streamable HTTP transport depends on.
 
-use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::{HeaderMap, HeaderName};
 use session_core::SessionId;
 use session_core::wire::is_supported;
 
 use crate::error::Rejection;
 
+// Header names as values, so a lookup hashes them without parsing them.
+
 /// `MCP-Session-Id`.
-pub(crate) const SESSION_ID: &str = "mcp-session-id";
+pub(crate) const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 /// `MCP-Protocol-Version`.
-pub(crate) const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+pub(crate) const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 /// `Last-Event-ID`.
-pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
+pub(crate) const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
@@ -87,6 +89,16 @@ fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || matches!(host, "127.0.0.1" | "[::1]" | "::1")
 }
 
+/// Whether `authority` (`host[:port]`) names a loopback host, decided on
+/// the bytes for the forms clients send.
+fn is_loopback_authority(authority: &[u8]) -> bool {
+    let host = match authority.iter().position(|&b| b == b':') {
+        Some(colon) if authority.first() != Some(&b'[') => &authority[..colon],
+        _ => return is_loopback_host(host_part(std::str::from_utf8(authority).unwrap_or(""))),
+    };
+    host == b"127.0.0.1" || host.eq_ignore_ascii_case(b"localhost")
+}
+
 /// The host part of `host[:port]` or `[v6]:port`.
 fn host_part(authority: &str) -> &str {
     if authority.starts_with('[') {
@@ -130,6 +142,9 @@ impl Guard {
         if self.check_host
             && let Some(host) = headers.get(HOST)
         {
+            if is_loopback_authority(host.as_bytes()) {
+                return Ok(());
+            }
             let host = host.to_str().unwrap_or("");
             let name = host_part(host);
             let allowed = is_loopback_host(name)
@@ -240,8 +255,13 @@ mod tests {
             ("origin", "http://[::1]:8080"),
             ("origin", "https://app.example"),
             ("host", "localhost:8080"),
+            ("host", "LocalHost:8080"),
+            ("host", "localhost"),
+            ("host", "127.0.0.1:9"),
+            ("host", "127.0.0.1"),
             ("host", "[::1]:8080"),
             ("host", "mcp.internal"),
+            ("host", "mcp.internal:443"),
         ] {
             assert!(guard.check(&headers(&[(k, v)])).is_ok(), "{k}: {v}");
         }
@@ -250,6 +270,9 @@ mod tests {
             ("origin", "http://localhost.evil.com"),
             ("host", "evil.example.com"),
             ("host", "evil.example.com:8080"),
+            ("host", "localhost.evil.com:8080"),
+            ("host", "127.0.0.1.evil.com:80"),
+            ("host", "[::2]:8080"),
         ] {
             let refused = guard.check(&headers(&[(k, v)]));
             assert!(matches!(refused, Err(Rejection::Forbidden(_))), "{k}: {v}");
@@ -260,11 +283,11 @@ mod tests {
     fn version_header_is_optional_but_must_be_supported() {
         assert_eq!(protocol_version(&HeaderMap::new()), Ok(None));
         assert_eq!(
-            protocol_version(&headers(&[(PROTOCOL_VERSION, "2025-06-18")])),
+            protocol_version(&headers(&[("mcp-protocol-version", "2025-06-18")])),
             Ok(Some("2025-06-18"))
         );
         assert!(matches!(
-            protocol_version(&headers(&[(PROTOCOL_VERSION, "2026-07-28")])),
+            protocol_version(&headers(&[("mcp-protocol-version", "2026-07-28")])),
             Err(Rejection::UnsupportedVersion { .. })
         ));
     }

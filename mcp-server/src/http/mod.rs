@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use session_core::wire::{
     Message, ParseError, Request as RpcRequest, Response as RpcResponse, primes_sse,
 };
-use session_core::{EventId, SessionRecord, StreamId};
+use session_core::{EventId, SessionId, SessionRecord, StreamId};
 use tokio::sync::mpsc;
 use tower_service::Service;
 
@@ -200,11 +200,13 @@ impl Service<Request> for Endpoint {
                     .await
                     .unwrap_or_else(|rejection| reject(&rejection))
             }),
-            Method::DELETE => later(async move {
-                delete(&app, request)
-                    .await
-                    .unwrap_or_else(|rejection| reject(&rejection))
-            }),
+            Method::DELETE => match delete_head(&app, &request) {
+                Ok((id, principal)) => later(
+                    delete(app, id, principal)
+                        .map(|answer| answer.unwrap_or_else(|rejection| reject(&rejection))),
+                ),
+                Err(rejection) => now(reject(&rejection)),
+            },
             _ => now(reject(&Rejection::MethodNotAllowed)),
         }
     }
@@ -228,7 +230,12 @@ fn reject_with_id(rejection: &Rejection, id: Option<session_core::wire::RequestI
 }
 
 fn json(status: StatusCode, body: String) -> Response {
-    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn principal(request: &Request) -> Option<String> {
@@ -277,38 +284,47 @@ fn post_head(app: &App, request: Request) -> Result<(HeaderMap, Option<String>, 
 }
 
 /// A POST past [`post_head`]: reads the body and answers the message in it.
-async fn post(
+///
+/// An `async` block rather than an `async fn`: the block keeps its captures
+/// once, where an `async fn` would hold its arguments twice.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+fn post(
     app: Arc<App>,
     headers: HeaderMap,
     principal: Option<String>,
     body: Body,
-) -> Response {
-    let limit = app.config.max_body_bytes;
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return reject(&Rejection::PayloadTooLarge { limit });
-    };
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        let answer = match headers::check_post_accept(&headers) {
-            Ok(()) => Box::pin(batch(&app, &headers, principal.as_deref(), &body)).await,
-            Err(rejection) => Err(rejection),
+) -> impl Future<Output = Response> + Send {
+    async move {
+        let limit = app.config.max_body_bytes;
+        let Ok(body) = axum::body::to_bytes(body, limit).await else {
+            return reject(&Rejection::PayloadTooLarge { limit });
         };
-        return answer.unwrap_or_else(|rejection| reject(&rejection));
-    }
-    let message = match Message::parse(&body) {
-        Ok(message) => message,
-        Err(e) => {
-            let id = e.id.clone();
-            return reject_with_id(&parse_rejection(e), id);
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            let answer = match headers::check_post_accept(&headers) {
+                Ok(()) => Box::pin(batch(&app, &headers, principal.as_deref(), &body)).await,
+                Err(rejection) => Err(rejection),
+            };
+            return answer.unwrap_or_else(|rejection| reject(&rejection));
         }
-    };
-    // A refusal of a request answers it by its id.
-    let id = match &message {
-        Message::Request(request) => Some(request.id.clone()),
-        _ => None,
-    };
-    match post_message(&app, &headers, principal.as_deref(), message).await {
-        Ok(response) => response,
-        Err(rejection) => reject_with_id(&rejection, id),
+        let message = match Message::parse(&body) {
+            Ok(message) => message,
+            Err(e) => {
+                let id = e.id.clone();
+                return reject_with_id(&parse_rejection(e), id);
+            }
+        };
+        // A refusal of a request answers it by its id.
+        let id = match &message {
+            Message::Request(request) => Some(request.id.clone()),
+            _ => None,
+        };
+        match post_message(&app, &headers, principal.as_deref(), message).await {
+            Ok(response) => response,
+            Err(rejection) => reject_with_id(&rejection, id),
+        }
     }
 }
 
@@ -365,52 +381,58 @@ async fn initialize(
 }
 
 /// Answers one request as JSON or SSE, by the response mode.
-async fn respond(
+///
+/// The handler starts (boxed) before the returned future exists, so that
+/// future holds only what waiting for the handler needs.
+fn respond(
     app: &Arc<App>,
     session: SessionRecord,
     request: RpcRequest,
-) -> Result<Response, Rejection> {
-    let shared = app.shared.clone();
+) -> impl Future<Output = Result<Response, Rejection>> + Send + '_ {
     let session_id = session.id().clone();
     let version = session.meta().protocol_version.clone().unwrap_or_default();
-    if app.config.response_mode == ResponseMode::Json {
-        let (tx, rx) = mpsc::channel(16);
-        forward_to_standalone(&shared, &session_id, rx);
-        let response = Box::pin(shared.request(session, request, Outbox(tx))).await;
-        return Ok(json_or_nothing(response));
-    }
-    let (tx, mut rx) = mpsc::channel(16);
-    let mut handling = Box::pin(async move {
-        let shared = shared;
-        shared.request(session, request, Outbox(tx)).await
-    });
-    let mut first = Vec::new();
-    if app.config.response_mode == ResponseMode::Auto {
-        tokio::select! {
-            biased;
-            response = &mut handling => {
-                // Done before it said anything else: one JSON body, unless a
-                // notification is still queued.
-                while let Ok(message) = rx.try_recv() {
-                    first.push(message);
+    let (tx, rx) = mpsc::channel(16);
+    let mode = app.config.response_mode;
+    let rx = if mode == ResponseMode::Json {
+        // What the handler sends goes to the session's GET stream.
+        forward_to_standalone(&app.shared, &session_id, rx);
+        None
+    } else {
+        Some(rx)
+    };
+    let mut handling: Handling = Box::pin(app.shared.clone().request(session, request, Outbox(tx)));
+    async move {
+        let Some(mut rx) = rx else {
+            return Ok(json_or_nothing(handling.await));
+        };
+        let mut first = Vec::new();
+        if mode == ResponseMode::Auto {
+            tokio::select! {
+                biased;
+                response = &mut handling => {
+                    // Done before it said anything else: one JSON body,
+                    // unless a notification is still queued.
+                    while let Ok(message) = rx.try_recv() {
+                        first.push(*message);
+                    }
+                    if first.is_empty() {
+                        return Ok(json_or_nothing(response));
+                    }
+                    first.extend(response.map(Message::Response));
+                    return Box::pin(sse_stream(app, &session_id, &version, first, None)).await;
                 }
-                if first.is_empty() {
-                    return Ok(json_or_nothing(response));
-                }
-                first.extend(response.map(Message::Response));
-                return Box::pin(sse_stream(app, &session_id, &version, first, None)).await;
+                Some(message) = rx.recv() => first.push(*message),
             }
-            Some(message) = rx.recv() => first.push(message),
         }
+        Box::pin(sse_stream(
+            app,
+            &session_id,
+            &version,
+            first,
+            Some((handling, rx)),
+        ))
+        .await
     }
-    Box::pin(sse_stream(
-        app,
-        &session_id,
-        &version,
-        first,
-        Some((handling, rx)),
-    ))
-    .await
 }
 
 type Handling = std::pin::Pin<Box<dyn std::future::Future<Output = Option<RpcResponse>> + Send>>;
@@ -422,7 +444,7 @@ async fn sse_stream(
     session: &session_core::SessionId,
     version: &str,
     first: Vec<Message>,
-    running: Option<(Handling, mpsc::Receiver<Message>)>,
+    running: Option<(Handling, mpsc::Receiver<Box<Message>>)>,
 ) -> Result<Response, Rejection> {
     let shared = app.shared.clone();
     let stream = StreamId::generate();
@@ -459,12 +481,12 @@ async fn sse_stream(
             let response = loop {
                 tokio::select! {
                     biased;
-                    Some(message) = rx.recv() => publish(message).await,
+                    Some(message) = rx.recv() => publish(*message).await,
                     response = &mut handling => break response,
                 }
             };
             while let Ok(message) = rx.try_recv() {
-                publish(message).await;
+                publish(*message).await;
             }
             if let Some(response) = response {
                 publish(Message::Response(response)).await;
@@ -485,7 +507,7 @@ async fn sse_stream(
 fn forward_to_standalone(
     shared: &Arc<Shared>,
     session: &session_core::SessionId,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Box<Message>>,
 ) {
     let shared = shared.clone();
     let session = session.clone();
@@ -544,7 +566,12 @@ async fn batch(
                 let (tx, rx) = mpsc::channel(16);
                 forward_to_standalone(&app.shared, session.id(), rx);
                 let outbox = Outbox(tx);
-                if let Some(r) = app.shared.request(session.clone(), request, outbox).await {
+                if let Some(r) = app
+                    .shared
+                    .clone()
+                    .request(session.clone(), request, outbox)
+                    .await
+                {
                     responses.push(Message::Response(r).to_json());
                 }
             }
@@ -705,18 +732,38 @@ async fn follow_store(
     }
 }
 
-async fn delete(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
+/// The checks of a DELETE that need only its head. Returns the session it
+/// names and the principal asking.
+fn delete_head(app: &App, request: &Request) -> Result<(SessionId, Option<String>), Rejection> {
     let headers = request.headers();
     app.guard.check(headers)?;
     headers::protocol_version(headers)?;
-    let session = resolve(app, headers, principal(&request).as_deref()).await?;
-    if !app.config.allow_delete {
-        return Err(Rejection::MethodNotAllowed);
+    let id = headers::session_id(headers)?.ok_or(Rejection::MissingSessionId)?;
+    Ok((id, principal(request)))
+}
+
+/// A DELETE past [`delete_head`]: ends the session.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+fn delete(
+    app: Arc<App>,
+    id: SessionId,
+    principal: Option<String>,
+) -> impl Future<Output = Result<Response, Rejection>> + Send {
+    async move {
+        let manager = &app.shared.manager;
+        let session = manager
+            .resume(&id, principal.as_deref())
+            .await
+            .map_err(|e| Rejection::from_session(&e))?;
+        if !app.config.allow_delete {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        Box::pin(manager.close_from(session))
+            .await
+            .map_err(|e| Rejection::from_session(&e))?;
+        Ok(StatusCode::OK.into_response())
     }
-    app.shared
-        .manager
-        .close_from(session)
-        .await
-        .map_err(|e| Rejection::from_session(&e))?;
-    Ok(StatusCode::OK.into_response())
 }
