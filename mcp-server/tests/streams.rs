@@ -661,3 +661,32 @@ async fn an_initialize_with_oversized_client_info_is_invalid_params_not_503() {
     assert_eq!(server.server.sessions().count().await.unwrap(), 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_and_keep_alive_connections_promptly() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let url = server.url.clone();
+    let mut client = server.client();
+    // Leaves an idle keep-alive connection in the client's pool.
+    client.connect().await;
+    let stream = open_get(&client).await;
+    let events = tokio::spawn(read_sse(stream, 100));
+    // Without the graceful close, the idle connection and the open stream
+    // would keep `serve_http` running.
+    tokio::time::timeout(Duration::from_secs(5), server.stop())
+        .await
+        .expect("serve_http returns once its connections have closed");
+    tokio::time::timeout(Duration::from_secs(2), events)
+        .await
+        .expect("the GET stream ends with the server")
+        .unwrap();
+    // The listener is closed too.
+    let late = reqwest::Client::new()
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await;
+    assert!(late.is_err(), "a connection after shutdown: {late:?}");
+}

@@ -5,6 +5,7 @@
 //! comes back as JSON or SSE. Every refusal goes through [`Rejection`].
 
 mod headers;
+mod serve;
 mod sse;
 
 use std::net::SocketAddr;
@@ -15,12 +16,12 @@ use std::future::{Future, Ready};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Router, ServiceExt as _};
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use serde_json::value::RawValue;
@@ -95,55 +96,41 @@ impl McpServer {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if serving fails.
+    /// [`Error::Io`] if the listener cannot tell its address. Failures to
+    /// accept a connection are logged and retried, not returned.
     pub async fn serve_http(
         &self,
         listener: tokio::net::TcpListener,
         config: HttpConfig,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        use axum::serve::ListenerExt;
         let addr = listener.local_addr().map_err(|source| Error::Io {
             action: "read the listening address".into(),
             source,
         })?;
         // One endpoint needs no path router: the path is checked in the
         // handler, which saves the router's work on every request.
-        let service = Endpoint(self.app(config, addr, true)).into_make_service();
+        let endpoint = Endpoint(self.app(config, addr, true));
         let sweeper = self.spawn_sweeper();
+        let connections = serve::accept_until(listener, endpoint, shutdown).await;
+        // The listener is closed: refuse what still arrives on open
+        // connections (503), end idle streams, and give the requests in
+        // flight the grace to finish while the connections close.
+        self.begin_shutdown();
         let server = self.clone();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        // When `shutdown` resolves, the signal completes at once so the
-        // listener stops accepting; open connections then drain while the
-        // requests in flight finish (or are cancelled after the grace).
-        let draining = Arc::new(parking_lot::Mutex::new(None));
-        let signal = {
-            let draining = draining.clone();
-            async move {
-                shutdown.await;
-                server.begin_shutdown();
-                let drain = tokio::spawn(async move { server.drain(SHUTDOWN_GRACE).await });
-                *draining.lock() = Some(drain);
-            }
-        };
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(signal)
-            .await;
+        let drain = tokio::spawn(async move { server.drain(SHUTDOWN_GRACE).await });
+        connections.close(SHUTDOWN_GRACE + CLOSE_MARGIN).await;
         // Requests whose client went away still finish (their events are
         // stored for a resume), within the grace.
-        let drain = draining.lock().take();
-        if let Some(drain) = drain {
-            let _ = drain.await;
-        }
+        let _ = drain.await;
         sweeper.abort();
-        served.map_err(|source| Error::Io {
-            action: format!("serve HTTP on {addr}"),
-            source,
-        })
+        Ok(())
     }
 }
+
+/// How long connections may stay open after the grace of their requests
+/// (a response still being written to a slow client).
+const CLOSE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long requests in flight may run on after shutdown begins.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -180,6 +167,13 @@ impl Service<Request> for Endpoint {
     }
 
     fn call(&mut self, request: Request) -> EndpointFuture {
+        self.answer(request)
+    }
+}
+
+impl Endpoint {
+    /// Answers one request (what [`Service::call`] does, without `&mut`).
+    fn answer(&self, request: Request) -> EndpointFuture {
         let app = &self.0;
         if app.check_path && request.uri().path() != app.config.path {
             return now(StatusCode::NOT_FOUND.into_response());
