@@ -10,7 +10,13 @@
 //!   callers, and latency percentiles from a fixed 3 s run;
 //! - resident memory per idle session, over 10,000 idle sessions;
 //! - for the file store: the time from starting the process on a directory
-//!   holding 100,000 sessions to the first answered request.
+//!   holding 100,000 sessions to the first answered request;
+//! - our server (memory store) against each peer in alternation: 21 short
+//!   rounds of tools/call and of handshakes, one server then the other,
+//!   reported as the median of the per-round ratios (the ratios the targets
+//!   are stated in; on a shared VM whose speed drifts they are steadier
+//!   than two back-to-back runs). `MCP_BENCH_ONLY=interleaved` runs just
+//!   this.
 //!
 //! Peers are found through `MCP_BENCH_SERVER`, `MCP_BENCH_RMCP` and
 //! `MCP_BENCH_HYPER` (set by `cargo xtask bench`); a missing one is skipped
