@@ -7,6 +7,12 @@
 //! ones reported, session by session. Only when the older snapshot and every
 //! log since it are still on disk (a crash before compaction removed them) is
 //! that complete older state used instead.
+//!
+//! Frames are checked (checksums, commits) as they are scanned, but a record
+//! is decoded only once the scan is over and only if it is its session's
+//! last: a log may hold twice the live data, and most of its records are
+//! superseded. The files stay in memory until then, and the surviving
+//! records are decoded on all cores.
 
 use std::collections::BTreeSet;
 
@@ -57,14 +63,34 @@ pub(crate) struct Recovered {
 /// One frame's effect on the state.
 #[derive(Debug)]
 enum Effect {
-    Put(SessionId, SessionRecord, u64),
+    Put(SessionId, Undecoded, u64),
     Delete(SessionId),
     Corrupt(SessionId, String, u64),
 }
 
+/// A record found in a file and not decoded yet: where its payload is.
+#[derive(Debug, Clone)]
+struct Undecoded {
+    /// Index into [`Replay::files`].
+    file: usize,
+    /// The frame's offset, for messages.
+    at: usize,
+    /// The payload's bytes within the file.
+    payload: std::ops::Range<usize>,
+}
+
+/// A session's latest state during the scan.
+#[derive(Debug)]
+enum Found {
+    Record(Undecoded),
+    Corrupt(Arc<str>),
+}
+
 #[derive(Debug, Default)]
 struct Replay {
-    entries: HashMap<SessionId, (Durable, u64)>,
+    entries: HashMap<SessionId, (Found, u64)>,
+    /// The files scanned, by name, kept until their records are decoded.
+    files: Vec<(String, Vec<u8>)>,
     report: RecoveryReport,
     last_batch: u64,
 }
@@ -88,7 +114,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
         let bytes = read(path)?;
         check_header(&bytes, path, FileKind::Snapshot)?;
         let mut attempt = Replay::default();
-        let outcome = attempt.file(&bytes, path, Tail::Snapshot);
+        let outcome = attempt.file(bytes, path, Tail::Snapshot);
         attempt.report.files = replay.report.files + 1;
         if outcome.complete || !older_state_intact(&snapshots[..i], *n, &log_numbers) {
             let mut damage = std::mem::take(&mut replay.report.damage);
@@ -119,17 +145,19 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
         check_header(&bytes, path, FileKind::Log)?;
         let last = i + 1 == logs.len();
         let tail = if last { Tail::Drop } else { Tail::Log };
-        let outcome = replay.file(&bytes, path, tail);
+        let len = bytes.len();
+        let outcome = replay.file(bytes, path, tail);
         replay.report.files += 1;
         if last {
-            replay.report.torn_bytes = (bytes.len() - outcome.valid_end) as u64;
+            replay.report.torn_bytes = (len - outcome.valid_end) as u64;
             log = Some((*n, outcome.valid_end as u64));
         }
     }
+    let entries = decode(replay.entries, &replay.files);
+    drop(replay.files);
     let mut report = replay.report;
-    report.sessions = replay.entries.len();
-    report.corrupt = replay
-        .entries
+    report.sessions = entries.len();
+    report.corrupt = entries
         .iter()
         .filter(|(_, (d, _))| matches!(d, Durable::Corrupt(_)))
         .map(|(id, _)| id.clone())
@@ -137,7 +165,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
     report.corrupt.sort();
     report.elapsed = started.elapsed();
     Ok(Recovered {
-        entries: replay.entries,
+        entries,
         report,
         snapshot,
         log,
@@ -201,11 +229,19 @@ struct Outcome {
 impl Replay {
     /// Replays one file; `tail` says what to do with frames after its last
     /// intact commit.
-    fn file(&mut self, bytes: &[u8], path: &Path, tail: Tail) -> Outcome {
+    fn file(&mut self, bytes: Vec<u8>, path: &Path, tail: Tail) -> Outcome {
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
+        let number = self.files.len();
+        let outcome = self.scan(&bytes, number, &name, tail);
+        self.files.push((name, bytes));
+        outcome
+    }
+
+    /// [`file`](Self::file) on the bytes of file `number`.
+    fn scan(&mut self, bytes: &[u8], number: usize, name: &str, tail: Tail) -> Outcome {
         let mut pos = frame::FILE_HEADER_LEN.min(bytes.len());
         let mut valid_end = pos;
         let mut batch: Vec<Effect> = Vec::new();
@@ -243,7 +279,14 @@ impl Replay {
                         self.apply(&mut batch, &mut damage);
                     }
                     batch_id = Some(f.batch);
-                    if let Some(effect) = effect(&f, &name, pos, next, &mut damage) {
+                    let at = FrameAt {
+                        file: number,
+                        name,
+                        bytes,
+                        at: pos,
+                        next,
+                    };
+                    if let Some(effect) = effect(&f, &at, &mut damage) {
                         batch.push(effect);
                     }
                     pos = next;
@@ -285,7 +328,7 @@ impl Replay {
         for effect in batch.drain(..) {
             match effect {
                 Effect::Put(id, record, bytes) => {
-                    self.entries.insert(id, (Durable::Record(record), bytes));
+                    self.entries.insert(id, (Found::Record(record), bytes));
                 }
                 Effect::Delete(id) => {
                     self.entries.remove(&id);
@@ -293,7 +336,7 @@ impl Replay {
                 Effect::Corrupt(id, detail, bytes) => {
                     tracing::warn!(session = %id, "{detail}");
                     self.entries
-                        .insert(id, (Durable::Corrupt(Arc::from(detail.as_str())), bytes));
+                        .insert(id, (Found::Corrupt(Arc::from(detail.as_str())), bytes));
                 }
             }
         }
@@ -304,14 +347,18 @@ impl Replay {
     }
 }
 
-/// What a frame does, or `None` (with a damage note) if it names no session.
-fn effect(
-    f: &frame::Frame<'_>,
-    file: &str,
+/// Where a frame is: in which file, at which offset, up to where.
+struct FrameAt<'a> {
+    file: usize,
+    name: &'a str,
+    bytes: &'a [u8],
     at: usize,
     next: usize,
-    damage: &mut Vec<String>,
-) -> Option<Effect> {
+}
+
+/// What a frame does, or `None` (with a damage note) if it names no session.
+fn effect(f: &frame::Frame<'_>, place: &FrameAt<'_>, damage: &mut Vec<String>) -> Option<Effect> {
+    let (file, at) = (place.name, place.at);
     let Some(id) = std::str::from_utf8(f.id)
         .ok()
         .and_then(|s| SessionId::parse(s).ok())
@@ -319,15 +366,22 @@ fn effect(
         damage.push(format!("{file}@{at}: frame with an invalid session id"));
         return None;
     };
-    let bytes = (next - at) as u64;
-    let corrupt = |why: String| Effect::Corrupt(id.clone(), format!("{file}@{at}: {why}"), bytes);
+    let bytes = (place.next - at) as u64;
     Some(match f.kind {
-        FrameKind::Put if !f.payload_ok => corrupt("record checksum mismatch".into()),
-        FrameKind::Put => match serde_json::from_slice::<SessionRecord>(f.payload) {
-            Ok(record) if record.id() == &id => Effect::Put(id, record, bytes),
-            Ok(_) => corrupt("record holds another session's id".into()),
-            Err(e) => corrupt(format!("record does not decode: {e}")),
-        },
+        FrameKind::Put if !f.payload_ok => {
+            Effect::Corrupt(id, format!("{file}@{at}: record checksum mismatch"), bytes)
+        }
+        FrameKind::Put => {
+            // The payload is a slice of the file: its offset is the distance
+            // between the two starts.
+            let start = f.payload.as_ptr() as usize - place.bytes.as_ptr() as usize;
+            let undecoded = Undecoded {
+                file: place.file,
+                at,
+                payload: start..start + f.payload.len(),
+            };
+            Effect::Put(id, undecoded, bytes)
+        }
         FrameKind::Delete => Effect::Delete(id),
         FrameKind::Corrupt => {
             Effect::Corrupt(id, String::from_utf8_lossy(f.payload).into_owned(), bytes)
@@ -336,9 +390,161 @@ fn effect(
     })
 }
 
+/// Decodes each session's last record, on all cores: the sessions are
+/// split into one share per core.
+fn decode(
+    entries: HashMap<SessionId, (Found, u64)>,
+    files: &[(String, Vec<u8>)],
+) -> HashMap<SessionId, (Durable, u64)> {
+    let entries: Vec<(SessionId, (Found, u64))> = entries.into_iter().collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below this, threads cost more than they save.
+    let threads = cores.min(entries.len() / 4096).max(1);
+    let share = entries.len().div_ceil(threads).max(1);
+    let mut decoded = HashMap::default();
+    decoded.reserve(entries.len());
+    if threads == 1 {
+        decoded.extend(entries.into_iter().map(|e| decode_one(e, files)));
+        return decoded;
+    }
+    let mut shares: Vec<Vec<(SessionId, (Found, u64))>> = Vec::with_capacity(threads);
+    let mut rest = entries;
+    while rest.len() > share {
+        let tail = rest.split_off(rest.len() - share);
+        shares.push(tail);
+    }
+    shares.push(rest);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || {
+                    share
+                        .into_iter()
+                        .map(|e| decode_one(e, files))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            // A decoder does not panic on bad input; if one did, the
+            // panic is passed on rather than losing its sessions.
+            let part = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            decoded.extend(part);
+        }
+    });
+    decoded
+}
+
+fn decode_one(
+    (id, (found, bytes)): (SessionId, (Found, u64)),
+    files: &[(String, Vec<u8>)],
+) -> (SessionId, (Durable, u64)) {
+    let durable = match found {
+        Found::Corrupt(detail) => Durable::Corrupt(detail),
+        Found::Record(undecoded) => {
+            let (name, data) = &files[undecoded.file];
+            let at = undecoded.at;
+            match serde_json::from_slice::<SessionRecord>(&data[undecoded.payload]) {
+                Ok(record) if record.id() == &id => Durable::Record(record),
+                Ok(_) => corrupt(
+                    &id,
+                    format!("{name}@{at}: record holds another session's id"),
+                ),
+                Err(e) => corrupt(&id, format!("{name}@{at}: record does not decode: {e}")),
+            }
+        }
+    };
+    (id, (durable, bytes))
+}
+
+fn corrupt(id: &SessionId, detail: String) -> Durable {
+    tracing::warn!(session = %id, "{detail}");
+    Durable::Corrupt(Arc::from(detail.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_core::{ExpiryPolicy, NewSession, Timestamp};
+
+    fn record(id: &SessionId) -> SessionRecord {
+        SessionRecord::create(
+            id.clone(),
+            NewSession::new(),
+            Timestamp::from_millis(1_000),
+            ExpiryPolicy::default(),
+        )
+    }
+
+    /// A log of one batch holding `frames` (id, payload).
+    fn write_log(dir: &Path, frames: &[(&SessionId, Vec<u8>)]) {
+        let mut bytes = frame::file_header(FileKind::Log).to_vec();
+        for (id, payload) in frames {
+            let crc = crc32fast::hash(payload);
+            frame::encode_frame(&mut bytes, FrameKind::Put, id.as_str(), 1, payload, crc);
+        }
+        frame::encode_commit(&mut bytes, 1, frames.len());
+        fs::write(dir::SESSIONS.log_path(dir, 1), bytes).unwrap();
+    }
+
+    #[test]
+    fn only_each_sessions_last_record_is_decoded_and_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
+        let json = |r: &SessionRecord| serde_json::to_vec(r).unwrap();
+        write_log(
+            dir.path(),
+            &[
+                // Superseded garbage does not count against its session.
+                (&ids[0], b"not a record".to_vec()),
+                (&ids[0], json(&record(&ids[0]))),
+                // The latest record is another session's.
+                (&ids[1], json(&record(&ids[3]))),
+                // The latest record does not decode (its checksum is fine).
+                (&ids[2], json(&record(&ids[2]))),
+                (&ids[2], b"{\"id\": 7}".to_vec()),
+            ],
+        );
+        let recovered = recover(dir.path()).unwrap();
+        assert_eq!(recovered.report.sessions, 3);
+        assert!(matches!(
+            &recovered.entries[&ids[0]].0,
+            Durable::Record(r) if r.id() == &ids[0]
+        ));
+        let detail = |id: &SessionId| match &recovered.entries[id].0 {
+            Durable::Corrupt(detail) => detail.to_string(),
+            Durable::Record(_) => panic!("{id} decoded"),
+        };
+        assert!(detail(&ids[1]).contains("another session's id"));
+        assert!(detail(&ids[2]).contains("does not decode"));
+        let mut corrupt = vec![ids[1].clone(), ids[2].clone()];
+        corrupt.sort();
+        assert_eq!(recovered.report.corrupt, corrupt);
+    }
+
+    #[test]
+    fn many_sessions_are_decoded_in_shares_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<SessionId> = (0..10_000).map(|_| SessionId::generate()).collect();
+        let payloads: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| serde_json::to_vec(&record(id)).unwrap())
+            .collect();
+        let frames: Vec<(&SessionId, Vec<u8>)> = ids.iter().zip(payloads).collect();
+        write_log(dir.path(), &frames);
+        let recovered = recover(dir.path()).unwrap();
+        assert_eq!(recovered.entries.len(), ids.len());
+        for id in &ids {
+            assert!(
+                matches!(&recovered.entries[id].0, Durable::Record(r) if r.id() == id),
+                "{id}"
+            );
+        }
+        assert!(recovered.report.corrupt.is_empty());
+    }
 
     fn logs(numbers: &[u64]) -> BTreeSet<u64> {
         numbers.iter().copied().collect()
