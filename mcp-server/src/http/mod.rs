@@ -8,12 +8,11 @@ mod headers;
 mod serve;
 mod sse;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use std::convert::Infallible;
 use std::future::{Future, Ready};
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -137,9 +136,10 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The MCP endpoint as a tower service.
 ///
-/// What the request head can settle is settled at once in `call`; only what
-/// has to wait (the body, the store, the handler) goes into the returned
-/// future, which owns just the headers and body it needs. Each request's
+/// What the request head can settle is settled at once in
+/// [`answer`](Endpoint::answer); only what has to wait (the body, the store,
+/// the handler) goes into the returned future, which owns just the headers
+/// and body it needs. Each request's
 /// future is allocated and moved about by the HTTP stack, so its size costs
 /// on every request: cold paths (GET, DELETE, batches, SSE) are boxed
 /// inside it rather than held inline.
