@@ -604,6 +604,7 @@ fn bench_interleaved(subject: &Subject, ceiling: &Subject, notes: &mut Notes) {
             v[v.len() / 2]
         };
         let (ra, rb) = (median(&mut ours_rates), median(&mut their_rates));
+        // Sorted by `median`: the first and last are the extremes.
         let ratio = median(&mut ratios);
         notes.0.push(format!(
             "interleaved {what}: {} {ra:.0}/s, {} {rb:.0}/s, ratio {:.0}% (median of {ROUNDS} alternating rounds; rounds ranged {:.0}%..{:.0}%)",

@@ -89,16 +89,6 @@ fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || matches!(host, "127.0.0.1" | "[::1]" | "::1")
 }
 
-/// Whether `authority` (`host[:port]`) names a loopback host, decided on
-/// the bytes for the forms clients send.
-fn is_loopback_authority(authority: &[u8]) -> bool {
-    let host = match authority.iter().position(|&b| b == b':') {
-        Some(colon) if authority.first() != Some(&b'[') => &authority[..colon],
-        _ => return is_loopback_host(host_part(std::str::from_utf8(authority).unwrap_or(""))),
-    };
-    host == b"127.0.0.1" || host.eq_ignore_ascii_case(b"localhost")
-}
-
 /// The host part of `host[:port]` or `[v6]:port`.
 fn host_part(authority: &str) -> &str {
     if authority.starts_with('[') {
@@ -142,9 +132,6 @@ impl Guard {
         if self.check_host
             && let Some(host) = headers.get(HOST)
         {
-            if is_loopback_authority(host.as_bytes()) {
-                return Ok(());
-            }
             let host = host.to_str().unwrap_or("");
             let name = host_part(host);
             let allowed = is_loopback_host(name)

@@ -242,10 +242,24 @@ async fn resolve(
     headers: &HeaderMap,
     principal: Option<&str>,
 ) -> Result<SessionRecord, Rejection> {
-    let id = headers::session_id(headers)?.ok_or(Rejection::MissingSessionId)?;
+    let id = required_session_id(headers)?;
+    resume(app, &id, principal).await
+}
+
+/// `MCP-Session-Id`, which the request must carry.
+fn required_session_id(headers: &HeaderMap) -> Result<SessionId, Rejection> {
+    headers::session_id(headers)?.ok_or(Rejection::MissingSessionId)
+}
+
+/// Session `id` for `principal`, or the refusal that fits (404 and kin).
+async fn resume(
+    app: &App,
+    id: &SessionId,
+    principal: Option<&str>,
+) -> Result<SessionRecord, Rejection> {
     app.shared
         .manager
-        .resume(&id, principal)
+        .resume(id, principal)
         .await
         .map_err(|e| Rejection::from_session(&e))
 }
@@ -732,8 +746,7 @@ fn delete_head(app: &App, request: &Request) -> Result<(SessionId, Option<String
     let headers = request.headers();
     app.guard.check(headers)?;
     headers::protocol_version(headers)?;
-    let id = headers::session_id(headers)?.ok_or(Rejection::MissingSessionId)?;
-    Ok((id, principal(request)))
+    Ok((required_session_id(headers)?, principal(request)))
 }
 
 /// A DELETE past [`delete_head`]: ends the session.
@@ -747,15 +760,11 @@ fn delete(
     principal: Option<String>,
 ) -> impl Future<Output = Result<Response, Rejection>> + Send {
     async move {
-        let manager = &app.shared.manager;
-        let session = manager
-            .resume(&id, principal.as_deref())
-            .await
-            .map_err(|e| Rejection::from_session(&e))?;
+        let session = resume(&app, &id, principal.as_deref()).await?;
         if !app.config.allow_delete {
             return Err(Rejection::MethodNotAllowed);
         }
-        Box::pin(manager.close_from(session))
+        Box::pin(app.shared.manager.close_from(session))
             .await
             .map_err(|e| Rejection::from_session(&e))?;
         Ok(StatusCode::OK.into_response())
