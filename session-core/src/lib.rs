@@ -71,7 +71,7 @@ pub use self::{
     expiry::ExpiryPolicy,
     id::{InvalidSessionId, MAX_SESSION_ID_LEN, SessionId},
     manager::{ManagerConfig, SessionHook, SessionManager},
-    record::{NewSession, RecordWrite, SessionMeta, SessionRecord, SessionState},
+    record::{NewSession, RawJson, RecordWrite, SessionMeta, SessionRecord, SessionState},
     status::SessionStatus,
     store::{Cas, Page, SessionStore, terminal_error},
     time::{Clock, ManualClock, Timestamp},

@@ -1,10 +1,12 @@
 //! The durable session record, how one is created, and how a new version of it
 //! is written.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::{Error, ExpiryPolicy, SessionId, SessionStatus, Timestamp};
@@ -24,12 +26,93 @@ pub struct SessionMeta {
     /// The negotiated protocol revision, e.g. `2025-11-25`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
-    /// The client's `clientInfo` (name, version, …) as it sent it; `null` if none.
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub client_info: Value,
-    /// The client's declared capabilities; `null` if none.
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub capabilities: Value,
+    /// The client's `clientInfo` (name, version, …) as it sent it, if it
+    /// sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_info: Option<RawJson>,
+    /// The client's declared capabilities as it sent them, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<RawJson>,
+}
+
+impl SessionMeta {
+    /// The client's `clientInfo`, parsed (`null` if it sent none).
+    pub fn client_info_value(&self) -> Value {
+        self.client_info
+            .as_ref()
+            .map_or(Value::Null, RawJson::to_value)
+    }
+
+    /// The client's capabilities, parsed (`null` if it declared none).
+    pub fn capabilities_value(&self) -> Value {
+        self.capabilities
+            .as_ref()
+            .map_or(Value::Null, RawJson::to_value)
+    }
+}
+
+/// A JSON value kept as the text it arrived in.
+///
+/// What a client declares about itself (`clientInfo`, capabilities) is kept
+/// and stored as it came, checked to be JSON but never built into a tree:
+/// creating a session and reading one back from a store stay cheap.
+/// [`to_value`](Self::to_value) parses it when it is needed.
+///
+/// ```
+/// use serde_json::json;
+/// use session_core::RawJson;
+///
+/// let raw = RawJson::from_value(&json!({"name": "client"}));
+/// assert_eq!(raw.get(), r#"{"name":"client"}"#);
+/// assert_eq!(raw.to_value()["name"], "client");
+/// let parsed: RawJson = serde_json::from_str(r#" {"a": [1, 2]} "#)?;
+/// assert_eq!(parsed.get(), r#"{"a": [1, 2]}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// The JSON text of `value`.
+    pub fn from_value(value: &Value) -> Self {
+        RawJson(serde_json::value::to_raw_value(value).expect("a JSON value serializes"))
+    }
+
+    /// The JSON text, as it arrived (without surrounding whitespace).
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed from the text.
+    pub fn to_value(&self) -> Value {
+        // The text was checked to be JSON when it was read or made.
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Box<RawValue>> for RawJson {
+    fn from(raw: Box<RawValue>) -> Self {
+        RawJson(raw)
+    }
+}
+
+/// Equal when the texts are equal (a store gives back the text it was given).
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+/// `null` is no value.
+fn raw_unless_null(value: &Value) -> Option<RawJson> {
+    (!value.is_null()).then(|| RawJson::from_value(value))
 }
 
 /// The parameters of a session about to be created.
@@ -73,14 +156,26 @@ impl NewSession {
         self
     }
 
-    /// Records the client's `clientInfo`.
+    /// Records the client's `clientInfo` (`null`: none).
     pub fn client_info(mut self, info: Value) -> Self {
+        self.meta.client_info = raw_unless_null(&info);
+        self
+    }
+
+    /// Records the client's capabilities (`null`: none).
+    pub fn capabilities(mut self, capabilities: Value) -> Self {
+        self.meta.capabilities = raw_unless_null(&capabilities);
+        self
+    }
+
+    /// Records the client's `clientInfo` as the JSON text it sent.
+    pub fn client_info_raw(mut self, info: Option<RawJson>) -> Self {
         self.meta.client_info = info;
         self
     }
 
-    /// Records the client's capabilities.
-    pub fn capabilities(mut self, capabilities: Value) -> Self {
+    /// Records the client's capabilities as the JSON text it sent.
+    pub fn capabilities_raw(mut self, capabilities: Option<RawJson>) -> Self {
         self.meta.capabilities = capabilities;
         self
     }

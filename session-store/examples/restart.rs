@@ -83,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "6. resumed session {id}: status {}, state {}, client {}",
         resumed.stored_status(),
         serde_json::Value::Object(resumed.state().clone()),
-        resumed.meta().client_info
+        resumed.meta().client_info_value()
     );
 
     let short = sessions

@@ -1,34 +1,86 @@
 //! Checks of the request headers the Streamable HTTP transport depends on.
+//!
+//! [`Head::scan`] finds every header the endpoint reads in one pass over the
+//! request's header map; the checks then work on what it found.
 
-use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use session_core::SessionId;
 use session_core::wire::is_supported;
 
 use crate::error::Rejection;
 
-// Header names as values, so a lookup hashes them without parsing them.
-
 /// `MCP-Session-Id`.
 pub(crate) const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-/// `MCP-Protocol-Version`.
-pub(crate) const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-/// `Last-Event-ID`.
-pub(crate) const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
 
-/// What the `Accept` header admits: (JSON, SSE).
-fn accepted(headers: &HeaderMap) -> (bool, bool) {
-    let mut admits = (false, false);
-    for value in headers.get_all(ACCEPT) {
+/// The headers the endpoint reads, found in one pass. Where a header comes
+/// more than once the first counts, as with [`HeaderMap::get`], except
+/// `Accept`, whose values all count.
+#[derive(Debug, Default)]
+pub(crate) struct Head<'a> {
+    pub(crate) origin: Option<&'a HeaderValue>,
+    pub(crate) host: Option<&'a HeaderValue>,
+    pub(crate) content_type: Option<&'a HeaderValue>,
+    pub(crate) content_length: Option<&'a HeaderValue>,
+    /// What the `Accept` values admit.
+    pub(crate) accept: Accept,
+    pub(crate) session_id: Option<&'a HeaderValue>,
+    pub(crate) protocol_version: Option<&'a HeaderValue>,
+    pub(crate) last_event_id: Option<&'a HeaderValue>,
+}
+
+impl<'a> Head<'a> {
+    /// One pass over `headers`.
+    pub(crate) fn scan(headers: &'a HeaderMap) -> Self {
+        let mut head = Head::default();
+        for (name, value) in headers {
+            // Header names are lowercase in a `HeaderMap`.
+            let slot = match name.as_str() {
+                "accept" => {
+                    head.accept.add(value);
+                    continue;
+                }
+                "host" => &mut head.host,
+                "content-type" => &mut head.content_type,
+                "content-length" => &mut head.content_length,
+                "mcp-session-id" => &mut head.session_id,
+                "mcp-protocol-version" => &mut head.protocol_version,
+                "origin" => &mut head.origin,
+                "last-event-id" => &mut head.last_event_id,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        head
+    }
+
+    /// The declared body length, if it is a number.
+    pub(crate) fn content_length(&self) -> Option<usize> {
+        self.content_length
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// What the `Accept` header admits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Accept {
+    json: bool,
+    sse: bool,
+}
+
+impl Accept {
+    fn add(&mut self, value: &HeaderValue) {
         let bytes = value.as_bytes();
         // What every MCP client sends, decided without parsing.
         if bytes == b"application/json, text/event-stream"
             || bytes == b"text/event-stream, application/json"
         {
-            return (true, true);
+            self.json = true;
+            self.sse = true;
+            return;
         }
         for range in bytes.split(|&b| b == b',') {
             let range = range
@@ -37,42 +89,41 @@ fn accepted(headers: &HeaderMap) -> (bool, bool) {
                 .unwrap_or_default()
                 .trim_ascii();
             let any = range == b"*/*";
-            admits.0 |= any
+            self.json |= any
                 || range.eq_ignore_ascii_case(JSON.as_bytes())
                 || range.eq_ignore_ascii_case(b"application/*");
-            admits.1 |= any
+            self.sse |= any
                 || range.eq_ignore_ascii_case(EVENT_STREAM.as_bytes())
                 || range.eq_ignore_ascii_case(b"text/*");
         }
     }
-    admits
-}
 
-/// POST must accept both JSON and SSE.
-pub(crate) fn check_post_accept(headers: &HeaderMap) -> Result<(), Rejection> {
-    match accepted(headers) {
-        (true, true) => Ok(()),
-        _ => Err(Rejection::NotAcceptable(
-            "Accept must list both application/json and text/event-stream".into(),
-        )),
+    /// POST must accept both JSON and SSE.
+    pub(crate) fn check_post(self) -> Result<(), Rejection> {
+        if self.json && self.sse {
+            Ok(())
+        } else {
+            Err(Rejection::NotAcceptable(
+                "Accept must list both application/json and text/event-stream".into(),
+            ))
+        }
     }
-}
 
-/// GET must accept SSE.
-pub(crate) fn check_get_accept(headers: &HeaderMap) -> Result<(), Rejection> {
-    if accepted(headers).1 {
-        Ok(())
-    } else {
-        Err(Rejection::NotAcceptable(
-            "Accept must list text/event-stream".into(),
-        ))
+    /// GET must accept SSE.
+    pub(crate) fn check_get(self) -> Result<(), Rejection> {
+        if self.sse {
+            Ok(())
+        } else {
+            Err(Rejection::NotAcceptable(
+                "Accept must list text/event-stream".into(),
+            ))
+        }
     }
 }
 
 /// The body must be JSON.
-pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
-    let json = headers
-        .get(CONTENT_TYPE)
+pub(crate) fn check_content_type(content_type: Option<&HeaderValue>) -> Result<(), Rejection> {
+    let json = content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(JSON));
@@ -111,8 +162,8 @@ pub(crate) struct Guard {
 impl Guard {
     /// Refuses a browser origin or a host name that is not allowed: the
     /// defence against DNS rebinding.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Rejection> {
-        if let Some(origin) = headers.get(ORIGIN) {
+    pub(crate) fn check(&self, head: &Head<'_>) -> Result<(), Rejection> {
+        if let Some(origin) = head.origin {
             let origin = origin.to_str().unwrap_or("");
             let host = origin
                 .split_once("://")
@@ -130,7 +181,7 @@ impl Guard {
             }
         }
         if self.check_host
-            && let Some(host) = headers.get(HOST)
+            && let Some(host) = head.host
         {
             let host = host.to_str().unwrap_or("");
             let name = host_part(host);
@@ -150,8 +201,8 @@ impl Guard {
 }
 
 /// `MCP-Session-Id`, if present: `Ok(None)` when absent.
-pub(crate) fn session_id(headers: &HeaderMap) -> Result<Option<SessionId>, Rejection> {
-    let Some(value) = headers.get(SESSION_ID) else {
+pub(crate) fn session_id(value: Option<&HeaderValue>) -> Result<Option<SessionId>, Rejection> {
+    let Some(value) = value else {
         return Ok(None);
     };
     let text = value
@@ -164,8 +215,8 @@ pub(crate) fn session_id(headers: &HeaderMap) -> Result<Option<SessionId>, Rejec
 
 /// `MCP-Protocol-Version`, checked: absent is fine (2025-03-26 is assumed),
 /// an unsupported one is refused.
-pub(crate) fn protocol_version(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
-    let Some(value) = headers.get(PROTOCOL_VERSION) else {
+pub(crate) fn protocol_version(value: Option<&HeaderValue>) -> Result<Option<&str>, Rejection> {
+    let Some(value) = value else {
         return Ok(None);
     };
     let version = value.to_str().unwrap_or("");
@@ -181,7 +232,6 @@ pub(crate) fn protocol_version(headers: &HeaderMap) -> Result<Option<&str>, Reje
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -200,33 +250,35 @@ mod tests {
             "application/*, text/*",
         ];
         for accept in ok {
-            assert!(
-                check_post_accept(&headers(&[("accept", accept)])).is_ok(),
-                "{accept}"
-            );
+            let map = headers(&[("accept", accept)]);
+            assert!(Head::scan(&map).accept.check_post().is_ok(), "{accept}");
         }
         for accept in ["application/json", "text/event-stream", "text/html"] {
-            assert!(
-                check_post_accept(&headers(&[("accept", accept)])).is_err(),
-                "{accept}"
-            );
+            let map = headers(&[("accept", accept)]);
+            assert!(Head::scan(&map).accept.check_post().is_err(), "{accept}");
         }
-        assert!(check_post_accept(&HeaderMap::new()).is_err());
-        assert!(check_get_accept(&headers(&[("accept", "text/event-stream")])).is_ok());
-        assert!(check_get_accept(&headers(&[("accept", "application/json")])).is_err());
+        // Every value of a repeated Accept counts.
+        let map = headers(&[
+            ("accept", "application/json"),
+            ("accept", "text/event-stream"),
+        ]);
+        assert!(Head::scan(&map).accept.check_post().is_ok());
+        assert!(Head::scan(&HeaderMap::new()).accept.check_post().is_err());
+        let map = headers(&[("accept", "text/event-stream")]);
+        assert!(Head::scan(&map).accept.check_get().is_ok());
+        let map = headers(&[("accept", "application/json")]);
+        assert!(Head::scan(&map).accept.check_get().is_err());
     }
 
     #[test]
     fn content_type_must_be_json() {
-        assert!(
-            check_content_type(&headers(&[(
-                "content-type",
-                "application/json; charset=utf-8"
-            )]))
-            .is_ok()
-        );
-        assert!(check_content_type(&headers(&[("content-type", "text/plain")])).is_err());
-        assert!(check_content_type(&HeaderMap::new()).is_err());
+        let content_type = |pairs: &[(&'static str, &str)]| {
+            let map = headers(pairs);
+            check_content_type(Head::scan(&map).content_type)
+        };
+        assert!(content_type(&[("content-type", "application/json; charset=utf-8")]).is_ok());
+        assert!(content_type(&[("content-type", "text/plain")]).is_err());
+        assert!(content_type(&[]).is_err());
     }
 
     #[test]
@@ -250,7 +302,8 @@ mod tests {
             ("host", "mcp.internal"),
             ("host", "mcp.internal:443"),
         ] {
-            assert!(guard.check(&headers(&[(k, v)])).is_ok(), "{k}: {v}");
+            let map = headers(&[(k, v)]);
+            assert!(guard.check(&Head::scan(&map)).is_ok(), "{k}: {v}");
         }
         for (k, v) in [
             ("origin", "http://evil.example.com"),
@@ -261,21 +314,51 @@ mod tests {
             ("host", "127.0.0.1.evil.com:80"),
             ("host", "[::2]:8080"),
         ] {
-            let refused = guard.check(&headers(&[(k, v)]));
+            let map = headers(&[(k, v)]);
+            let refused = guard.check(&Head::scan(&map));
             assert!(matches!(refused, Err(Rejection::Forbidden(_))), "{k}: {v}");
         }
     }
 
     #[test]
     fn version_header_is_optional_but_must_be_supported() {
-        assert_eq!(protocol_version(&HeaderMap::new()), Ok(None));
+        assert_eq!(protocol_version(None), Ok(None));
+        let map = headers(&[("mcp-protocol-version", "2025-06-18")]);
         assert_eq!(
-            protocol_version(&headers(&[("mcp-protocol-version", "2025-06-18")])),
+            protocol_version(Head::scan(&map).protocol_version),
             Ok(Some("2025-06-18"))
         );
+        let map = headers(&[("mcp-protocol-version", "2026-07-28")]);
         assert!(matches!(
-            protocol_version(&headers(&[("mcp-protocol-version", "2026-07-28")])),
+            protocol_version(Head::scan(&map).protocol_version),
             Err(Rejection::UnsupportedVersion { .. })
         ));
+    }
+
+    #[test]
+    fn scan_finds_each_header_and_keeps_the_first_of_a_repeated_one() {
+        let map = headers(&[
+            ("Host", "localhost:1"),
+            ("Origin", "http://localhost"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", "12"),
+            ("Mcp-Session-Id", "first"),
+            ("mcp-session-id", "second"),
+            ("MCP-Protocol-Version", "2025-11-25"),
+            ("Last-Event-ID", "s-1"),
+            ("X-Other", "ignored"),
+        ]);
+        let head = Head::scan(&map);
+        let text = |v: Option<&HeaderValue>| v.map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(text(head.host).as_deref(), Some("localhost:1"));
+        assert_eq!(text(head.origin).as_deref(), Some("http://localhost"));
+        assert_eq!(text(head.content_type).as_deref(), Some("application/json"));
+        assert_eq!(head.content_length(), Some(12));
+        assert_eq!(text(head.session_id).as_deref(), Some("first"));
+        assert_eq!(text(head.protocol_version).as_deref(), Some("2025-11-25"));
+        assert_eq!(text(head.last_event_id).as_deref(), Some("s-1"));
+        assert_eq!(head.accept, Accept::default());
+        let map = headers(&[("content-length", "many")]);
+        assert_eq!(Head::scan(&map).content_length(), None);
     }
 }

@@ -18,8 +18,8 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::header::{ALLOW, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
@@ -37,7 +37,7 @@ use crate::dispatch::modern_revision;
 use crate::error::{Error, Rejection};
 use crate::hub::{Attach, Hub};
 use crate::server::{McpServer, Shared};
-use headers::{Guard, LAST_EVENT_ID, SESSION_ID};
+use headers::{Accept, Guard, Head, SESSION_ID};
 
 /// The authenticated principal of a request, put into the request's
 /// extensions by authentication middleware in front of the MCP endpoint.
@@ -186,7 +186,7 @@ impl Endpoint {
         let app = app.clone();
         match *request.method() {
             Method::POST => match post_head(&app, request) {
-                Ok((headers, principal, body)) => later(post(app, headers, principal, body)),
+                Ok((head, principal, body)) => later(post(app, head, principal, body)),
                 Err(rejection) => now(reject(&rejection)),
             },
             Method::GET => later(async move {
@@ -236,19 +236,19 @@ fn principal(request: &Request) -> Option<String> {
     request.extensions().get::<Principal>().map(|p| p.0.clone())
 }
 
-/// The session a request names, for its principal.
+/// The session a request names (its `MCP-Session-Id`), for its principal.
 async fn resolve(
     app: &App,
-    headers: &HeaderMap,
+    session_id: Option<&HeaderValue>,
     principal: Option<&str>,
 ) -> Result<SessionRecord, Rejection> {
-    let id = required_session_id(headers)?;
+    let id = required_session_id(session_id)?;
     resume(app, &id, principal).await
 }
 
 /// `MCP-Session-Id`, which the request must carry.
-fn required_session_id(headers: &HeaderMap) -> Result<SessionId, Rejection> {
-    headers::session_id(headers)?.ok_or(Rejection::MissingSessionId)
+fn required_session_id(value: Option<&HeaderValue>) -> Result<SessionId, Rejection> {
+    headers::session_id(value)?.ok_or(Rejection::MissingSessionId)
 }
 
 /// Session `id` for `principal`, or the refusal that fits (404 and kin).
@@ -272,23 +272,33 @@ fn parse_rejection(e: ParseError) -> Rejection {
     }
 }
 
+/// What the rest of a POST needs of its headers, once [`post_head`] has
+/// checked them (the header map itself is dropped there).
+#[derive(Debug)]
+struct PostHead {
+    accept: Accept,
+    session_id: Option<HeaderValue>,
+    protocol_version: Option<HeaderValue>,
+}
+
 /// The checks of a POST that need only its head: origin and host, content
 /// type, declared length. Returns what the rest of the request needs.
-fn post_head(app: &App, request: Request) -> Result<(HeaderMap, Option<String>, Body), Rejection> {
+fn post_head(app: &App, request: Request) -> Result<(PostHead, Option<String>, Body), Rejection> {
     let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    app.guard.check(headers)?;
-    headers::check_content_type(headers)?;
+    let head = Head::scan(&parts.headers);
+    app.guard.check(&head)?;
+    headers::check_content_type(head.content_type)?;
     let limit = app.config.max_body_bytes;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if head.content_length().is_some_and(|len| len > limit) {
         return Err(Rejection::PayloadTooLarge { limit });
     }
     let principal = parts.extensions.get::<Principal>().map(|p| p.0.clone());
-    Ok((parts.headers, principal, body))
+    let head = PostHead {
+        accept: head.accept,
+        session_id: head.session_id.cloned(),
+        protocol_version: head.protocol_version.cloned(),
+    };
+    Ok((head, principal, body))
 }
 
 /// A POST past [`post_head`]: reads the body and answers the message in it.
@@ -301,7 +311,7 @@ fn post_head(app: &App, request: Request) -> Result<(HeaderMap, Option<String>, 
 )]
 fn post(
     app: Arc<App>,
-    headers: HeaderMap,
+    head: PostHead,
     principal: Option<String>,
     body: Body,
 ) -> impl Future<Output = Response> + Send {
@@ -311,8 +321,8 @@ fn post(
             return reject(&Rejection::PayloadTooLarge { limit });
         };
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            let answer = match headers::check_post_accept(&headers) {
-                Ok(()) => Box::pin(batch(&app, &headers, principal.as_deref(), &body)).await,
+            let answer = match head.accept.check_post() {
+                Ok(()) => Box::pin(batch(&app, &head, principal.as_deref(), &body)).await,
                 Err(rejection) => Err(rejection),
             };
             return answer.unwrap_or_else(|rejection| reject(&rejection));
@@ -329,7 +339,7 @@ fn post(
             Message::Request(request) => Some(request.id.clone()),
             _ => None,
         };
-        match post_message(&app, &headers, principal.as_deref(), message).await {
+        match post_message(&app, &head, principal.as_deref(), message).await {
             Ok(response) => response,
             Err(rejection) => reject_with_id(&rejection, id),
         }
@@ -338,7 +348,7 @@ fn post(
 
 async fn post_message(
     app: &Arc<App>,
-    headers: &HeaderMap,
+    head: &PostHead,
     principal: Option<&str>,
     message: Message,
 ) -> Result<Response, Rejection> {
@@ -350,14 +360,14 @@ async fn post_message(
     {
         return Err(Rejection::UnsupportedVersion { requested });
     }
-    headers::check_post_accept(headers)?;
+    head.accept.check_post()?;
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
         return Box::pin(initialize(app, request, principal)).await;
     }
-    headers::protocol_version(headers)?;
-    let session = resolve(app, headers, principal).await?;
+    headers::protocol_version(head.protocol_version.as_ref())?;
+    let session = resolve(app, head.session_id.as_ref(), principal).await?;
     match message {
         Message::Notification(note) => {
             Box::pin(app.shared.notification(&session, &note)).await;
@@ -545,7 +555,7 @@ fn json_or_nothing(response: Option<RpcResponse>) -> Response {
 /// with an array of the responses.
 async fn batch(
     app: &App,
-    headers: &HeaderMap,
+    head: &PostHead,
     principal: Option<&str>,
     body: &[u8],
 ) -> Result<Response, Rejection> {
@@ -554,8 +564,8 @@ async fn batch(
     if items.is_empty() {
         return Err(Rejection::InvalidRequest("empty batch".into()));
     }
-    let version = headers::protocol_version(headers)?;
-    let session = resolve(app, headers, principal).await?;
+    let version = headers::protocol_version(head.protocol_version.as_ref())?;
+    let session = resolve(app, head.session_id.as_ref(), principal).await?;
     let negotiated = session.meta().protocol_version.as_deref().unwrap_or("");
     if version.unwrap_or(negotiated) != "2025-03-26" {
         return Err(Rejection::InvalidRequest(
@@ -599,12 +609,12 @@ async fn batch(
 }
 
 async fn get(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
-    let headers = request.headers();
-    app.guard.check(headers)?;
-    headers::check_get_accept(headers)?;
-    headers::protocol_version(headers)?;
-    let session = resolve(app, headers, principal(&request).as_deref()).await?;
-    let last = match headers.get(LAST_EVENT_ID) {
+    let head = Head::scan(request.headers());
+    app.guard.check(&head)?;
+    head.accept.check_get()?;
+    headers::protocol_version(head.protocol_version)?;
+    let session = resolve(app, head.session_id, principal(&request).as_deref()).await?;
+    let last = match head.last_event_id {
         Some(value) => {
             let text = value.to_str().unwrap_or("");
             Some(EventId::parse(text).ok_or_else(|| Rejection::CannotResume(text.to_string()))?)
@@ -743,10 +753,10 @@ async fn follow_store(
 /// The checks of a DELETE that need only its head. Returns the session it
 /// names and the principal asking.
 fn delete_head(app: &App, request: &Request) -> Result<(SessionId, Option<String>), Rejection> {
-    let headers = request.headers();
-    app.guard.check(headers)?;
-    headers::protocol_version(headers)?;
-    Ok((required_session_id(headers)?, principal(request)))
+    let head = Head::scan(request.headers());
+    app.guard.check(&head)?;
+    headers::protocol_version(head.protocol_version)?;
+    Ok((required_session_id(head.session_id)?, principal(request)))
 }
 
 /// A DELETE past [`delete_head`]: ends the session.

@@ -25,9 +25,9 @@ pub async fn create_session(store: Arc<dyn SessionStore>) {
     assert!(!created.id().as_str().is_empty());
     let read = manager.get(created.id()).await.unwrap();
     assert_eq!(read.status_at(manager.clock().now()), SessionStatus::Active);
-    assert_eq!(read.meta().client_info["name"], "test-client");
+    assert_eq!(read.meta().client_info_value()["name"], "test-client");
     assert_eq!(
-        read.meta().capabilities,
+        read.meta().capabilities_value(),
         json!({"tools": {}, "resources": {}})
     );
 }
@@ -94,7 +94,7 @@ pub async fn concurrent_sessions_are_unique_and_isolated(store: Arc<dyn SessionS
                 json!(i),
                 "state leaked between sessions"
             );
-            assert_eq!(s.meta().client_info["name"], format!("client-{i}"));
+            assert_eq!(s.meta().client_info_value()["name"], format!("client-{i}"));
             assert_eq!(s.status_at(manager.clock().now()), SessionStatus::Active);
         }
     }
