@@ -152,6 +152,47 @@ async fn bad_headers_and_bodies_get_specific_statuses() {
     server.stop().await;
 }
 
+/// A body sent in pieces (chunked, no Content-Length), as `pieces`.
+fn chunked(pieces: Vec<String>) -> reqwest::Body {
+    let stream = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[tokio::test]
+async fn a_body_in_many_pieces_is_read_whole_and_one_over_the_limit_gets_413() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let http = raw(&server);
+    let post = |body: reqwest::Body| {
+        http.post(&server.url)
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // A message cut in three, so the server joins the pieces.
+    let pieces = [
+        r#"{"jsonrpc":"2.0","#,
+        r#""id":7,"method":"#,
+        r#""initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"pieces","version":"1"}}}"#,
+    ];
+    let response = post(chunked(pieces.map(String::from).to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("mcp-session-id"));
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["result"]["protocolVersion"], "2025-11-25");
+    // No declared length: the limit (4 MiB) is found while reading.
+    let piece = "a".repeat(1 << 20);
+    let mut pieces = vec!["{\"x\":\"".to_string()];
+    pieces.extend(std::iter::repeat_n(piece, 5));
+    pieces.push("\"}".into());
+    let response = post(chunked(pieces)).await.unwrap();
+    assert_eq!(response.status(), 413);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn foreign_origins_and_hosts_are_forbidden_loopback_ones_allowed() {
     let server = TestServer::start(ServerConfig::default()).await;

@@ -69,7 +69,11 @@ impl SessionId {
         if input.len() > MAX_SESSION_ID_LEN {
             return Err(InvalidSessionId::TooLong { len: input.len() });
         }
-        if let Some(position) = input.bytes().position(|b| !(0x21..=0x7E).contains(&b)) {
+        // Checked over all bytes without stopping early (which compiles to a
+        // fast loop); where the bad byte is, only on the error path.
+        let visible = |b: u8| (0x21..=0x7E).contains(&b);
+        if !input.bytes().fold(true, |ok, b| ok & visible(b)) {
+            let position = input.bytes().position(|b| !visible(b)).unwrap_or(0);
             return Err(InvalidSessionId::BadCharacter { position });
         }
         Ok(SessionId(Arc::from(input)))

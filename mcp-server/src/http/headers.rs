@@ -123,10 +123,14 @@ impl Accept {
 
 /// The body must be JSON.
 pub(crate) fn check_content_type(content_type: Option<&HeaderValue>) -> Result<(), Rejection> {
-    let json = content_type
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(JSON));
+    let json = content_type.is_some_and(|v| {
+        // What every client sends, decided without parsing.
+        v.as_bytes() == JSON.as_bytes()
+            || v.as_bytes()
+                .split(|&b| b == b';')
+                .next()
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(JSON.as_bytes()))
+    });
     if json {
         Ok(())
     } else {
@@ -147,7 +151,10 @@ fn host_part(authority: &str) -> &str {
             .find(']')
             .map_or(authority, |end| &authority[..=end]);
     }
-    authority.split(':').next().unwrap_or(authority)
+    match authority.bytes().position(|b| b == b':') {
+        Some(colon) => &authority[..colon],
+        None => authority,
+    }
 }
 
 /// Which `Origin`s and `Host`s are allowed.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::header::{ALLOW, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -316,9 +316,9 @@ fn post(
     body: Body,
 ) -> impl Future<Output = Response> + Send {
     async move {
-        let limit = app.config.max_body_bytes;
-        let Ok(body) = axum::body::to_bytes(body, limit).await else {
-            return reject(&Rejection::PayloadTooLarge { limit });
+        let body = match read_body(body, app.config.max_body_bytes).await {
+            Ok(body) => body,
+            Err(rejection) => return reject(&rejection),
         };
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
             let answer = match head.accept.check_post() {
@@ -344,6 +344,40 @@ fn post(
             Err(rejection) => reject_with_id(&rejection, id),
         }
     }
+}
+
+/// Reads a request body of at most `limit` bytes. A body that arrives in
+/// one frame (a small request's does) is taken as it is, without a copy.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Rejection> {
+    use axum::body::HttpBody as _;
+    let mut first = Bytes::new();
+    let mut more: Option<Vec<u8>> = None;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame
+            .map_err(|e| Rejection::InvalidRequest(format!("cannot read the request body: {e}")))?;
+        // Trailers carry nothing a message needs.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let read = first.len() + more.as_ref().map_or(0, Vec::len);
+        if read + data.len() > limit {
+            return Err(Rejection::PayloadTooLarge { limit });
+        }
+        match &mut more {
+            _ if read == 0 => first = data,
+            Some(more) => more.extend_from_slice(&data),
+            None => {
+                let mut joined = Vec::with_capacity(read + data.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&data);
+                more = Some(joined);
+            }
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    Ok(more.map_or(first, Bytes::from))
 }
 
 async fn post_message(

@@ -332,7 +332,18 @@ impl Message {
 
     /// The message as JSON text.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(128);
+        // Room for the envelope and id besides the payload, so the string
+        // is allocated once.
+        let payload = match self {
+            Message::Request(r) => {
+                r.method.len() + r.params.as_deref().map_or(0, |p| p.get().len())
+            }
+            Message::Notification(n) => {
+                n.method.len() + n.params.as_deref().map_or(0, |p| p.get().len())
+            }
+            Message::Response(r) => r.outcome.as_ref().map_or(128, |result| result.get().len()),
+        };
+        let mut out = String::with_capacity(96 + payload);
         out.push_str("{\"jsonrpc\":\"2.0\"");
         let push_id = |out: &mut String, id: &Option<RequestId>| {
             out.push_str(",\"id\":");
