@@ -49,6 +49,19 @@ impl SessionMeta {
             .as_ref()
             .map_or(Value::Null, RawJson::to_value)
     }
+
+    /// At least the size of this metadata as JSON, found without writing
+    /// it: an escaped character takes at most six bytes (`\u001f`), raw
+    /// JSON is written as it is, and the keys and punctuation take less
+    /// than 96 bytes.
+    pub(crate) fn json_size_bound(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| 6 * s.len());
+        let raw = |r: &Option<RawJson>| r.as_ref().map_or(0, |r| r.get().len());
+        96 + text(&self.owner)
+            + text(&self.protocol_version)
+            + raw(&self.client_info)
+            + raw(&self.capabilities)
+    }
 }
 
 /// A JSON value kept as the text it arrived in.
@@ -478,6 +491,27 @@ pub(crate) fn json_size<T: Serialize + ?Sized>(value: &T) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_meta_size_bound_is_never_below_the_size() {
+        let metas = [
+            SessionMeta::default(),
+            SessionMeta {
+                owner: Some("\u{1}\u{1f}\"\\".repeat(10)),
+                protocol_version: Some("\n".repeat(7)),
+                client_info: Some(RawJson::from_value(&json!({"name": "\u{7}x"}))),
+                capabilities: Some(RawJson::from_value(&json!({"roots": {"a": [1, 2]}}))),
+            },
+            NewSession::new()
+                .owner("\u{0}")
+                .protocol_version("2025-11-25")
+                .meta,
+        ];
+        for meta in metas {
+            let size = json_size(&meta);
+            assert!(meta.json_size_bound() >= size, "{meta:?}: {size}");
+        }
+    }
     use serde_json::json;
 
     fn at(ms: u64) -> Timestamp {

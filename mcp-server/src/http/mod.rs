@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
+use axum::http;
 use axum::http::header::{ALLOW, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -172,8 +173,10 @@ impl Service<Request> for Endpoint {
 }
 
 impl Endpoint {
-    /// Answers one request (what [`Service::call`] does, without `&mut`).
-    fn answer(&self, request: Request) -> EndpointFuture {
+    /// Answers one request (what [`Service::call`] does, without `&mut`),
+    /// whatever its body type: `serve_http` passes hyper's own body, not
+    /// boxed as axum's [`Body`] would be.
+    fn answer<B: RequestBody>(&self, request: http::Request<B>) -> EndpointFuture {
         let app = &self.0;
         if app.check_path && request.uri().path() != app.config.path {
             return now(StatusCode::NOT_FOUND.into_response());
@@ -189,12 +192,15 @@ impl Endpoint {
                 Ok((head, principal, body)) => later(post(app, head, principal, body)),
                 Err(rejection) => now(reject(&rejection)),
             },
-            Method::GET => later(async move {
-                get(&app, request)
-                    .await
-                    .unwrap_or_else(|rejection| reject(&rejection))
-            }),
-            Method::DELETE => match delete_head(&app, &request) {
+            Method::GET => {
+                let (parts, _) = request.into_parts();
+                later(async move {
+                    get(&app, parts)
+                        .await
+                        .unwrap_or_else(|rejection| reject(&rejection))
+                })
+            }
+            Method::DELETE => match delete_head(&app, request.headers(), request.extensions()) {
                 Ok((id, principal)) => later(
                     delete(app, id, principal)
                         .map(|answer| answer.unwrap_or_else(|rejection| reject(&rejection))),
@@ -232,8 +238,19 @@ fn json(status: StatusCode, body: String) -> Response {
     response
 }
 
-fn principal(request: &Request) -> Option<String> {
-    request.extensions().get::<Principal>().map(|p| p.0.clone())
+/// A request body the endpoint can read.
+pub(crate) trait RequestBody:
+    HttpBody<Data = Bytes, Error: std::fmt::Display> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: HttpBody<Data = Bytes, Error: std::fmt::Display> + Send + Unpin + 'static
+{
+}
+
+fn principal(extensions: &http::Extensions) -> Option<String> {
+    extensions.get::<Principal>().map(|p| p.0.clone())
 }
 
 /// The session a request names (its `MCP-Session-Id`), for its principal.
@@ -283,7 +300,10 @@ struct PostHead {
 
 /// The checks of a POST that need only its head: origin and host, content
 /// type, declared length. Returns what the rest of the request needs.
-fn post_head(app: &App, request: Request) -> Result<(PostHead, Option<String>, Body), Rejection> {
+fn post_head<B: RequestBody>(
+    app: &App,
+    request: http::Request<B>,
+) -> Result<(PostHead, Option<String>, B), Rejection> {
     let (parts, body) = request.into_parts();
     let head = Head::scan(&parts.headers);
     app.guard.check(&head)?;
@@ -292,7 +312,7 @@ fn post_head(app: &App, request: Request) -> Result<(PostHead, Option<String>, B
     if head.content_length().is_some_and(|len| len > limit) {
         return Err(Rejection::PayloadTooLarge { limit });
     }
-    let principal = parts.extensions.get::<Principal>().map(|p| p.0.clone());
+    let principal = principal(&parts.extensions);
     let head = PostHead {
         accept: head.accept,
         session_id: head.session_id.cloned(),
@@ -309,11 +329,11 @@ fn post_head(app: &App, request: Request) -> Result<(PostHead, Option<String>, B
     clippy::manual_async_fn,
     reason = "an async fn's future holds its arguments twice"
 )]
-fn post(
+fn post<B: RequestBody>(
     app: Arc<App>,
     head: PostHead,
     principal: Option<String>,
-    body: Body,
+    body: B,
 ) -> impl Future<Output = Response> + Send {
     async move {
         let body = match read_body(body, app.config.max_body_bytes).await {
@@ -348,8 +368,7 @@ fn post(
 
 /// Reads a request body of at most `limit` bytes. A body that arrives in
 /// one frame (a small request's does) is taken as it is, without a copy.
-async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Rejection> {
-    use axum::body::HttpBody as _;
+async fn read_body<B: RequestBody>(mut body: B, limit: usize) -> Result<Bytes, Rejection> {
     let mut first = Bytes::new();
     let mut more: Option<Vec<u8>> = None;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -642,12 +661,17 @@ async fn batch(
     Ok(json(StatusCode::OK, format!("[{}]", responses.join(","))))
 }
 
-async fn get(app: &Arc<App>, request: Request) -> Result<Response, Rejection> {
-    let head = Head::scan(request.headers());
+async fn get(app: &Arc<App>, request: http::request::Parts) -> Result<Response, Rejection> {
+    let head = Head::scan(&request.headers);
     app.guard.check(&head)?;
     head.accept.check_get()?;
     headers::protocol_version(head.protocol_version)?;
-    let session = resolve(app, head.session_id, principal(&request).as_deref()).await?;
+    let session = resolve(
+        app,
+        head.session_id,
+        principal(&request.extensions).as_deref(),
+    )
+    .await?;
     let last = match head.last_event_id {
         Some(value) => {
             let text = value.to_str().unwrap_or("");
@@ -786,11 +810,15 @@ async fn follow_store(
 
 /// The checks of a DELETE that need only its head. Returns the session it
 /// names and the principal asking.
-fn delete_head(app: &App, request: &Request) -> Result<(SessionId, Option<String>), Rejection> {
-    let head = Head::scan(request.headers());
+fn delete_head(
+    app: &App,
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<(SessionId, Option<String>), Rejection> {
+    let head = Head::scan(headers);
     app.guard.check(&head)?;
     headers::protocol_version(head.protocol_version)?;
-    Ok((required_session_id(head.session_id)?, principal(request)))
+    Ok((required_session_id(head.session_id)?, principal(extensions)))
 }
 
 /// A DELETE past [`delete_head`]: ends the session.

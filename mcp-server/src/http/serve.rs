@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
 use futures_util::task::AtomicWaker;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -75,7 +74,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 async fn serve_connection(tcp: TcpStream, endpoint: Endpoint, registration: Registration) {
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            endpoint.answer(request.map(Body::new))
+            endpoint.answer(request)
         });
     let mut connection = pin!(
         http1::Builder::new()

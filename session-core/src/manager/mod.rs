@@ -97,12 +97,15 @@ impl SessionManager {
                 limit: self.config.max_state_bytes,
             });
         }
-        let size = crate::record::json_size(&new.meta);
-        if size > self.config.max_meta_bytes {
-            return Err(Error::MetaTooLarge {
-                size,
-                limit: self.config.max_meta_bytes,
-            });
+        // Counted exactly only when a cheap bound does not settle it.
+        if new.meta.json_size_bound() > self.config.max_meta_bytes {
+            let size = crate::record::json_size(&new.meta);
+            if size > self.config.max_meta_bytes {
+                return Err(Error::MetaTooLarge {
+                    size,
+                    limit: self.config.max_meta_bytes,
+                });
+            }
         }
         new.handshake_timeout = new
             .handshake_timeout
