@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+use session_core::RawJson;
 use session_core::wire::{
     CallToolResult, GetPromptResult, Implementation, InitializeParams, InitializeResult,
     LATEST_PROTOCOL_VERSION, ListPromptsResult, ListResourcesResult, ListToolsResult, Message,
@@ -291,8 +292,10 @@ impl Client {
         let budget = options.connect_timeout;
         let params = InitializeParams {
             protocol_version: LATEST_PROTOCOL_VERSION.into(),
-            capabilities: options.capabilities.clone(),
-            client_info: serde_json::to_value(&options.client_info).unwrap_or(Value::Null),
+            capabilities: Some(RawJson::from_value(&options.capabilities)),
+            client_info: Some(RawJson::from_value(
+                &serde_json::to_value(&options.client_info).unwrap_or(Value::Null),
+            )),
         };
         let request = RequestOptions::default().timeout(budget);
         let result: InitializeResult =

@@ -6,13 +6,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use session_core::wire::{
-    CancelledParams, ErrorObject, GetPromptParams, InitializeResult, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, MODERN_PROTOCOL_VERSION,
-    Notification, ReadResourceParams, Request, Response, SESSION_STATE_CAPABILITY,
-    SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, SessionUpdateParams, SetLevelParams, code,
-    negotiate, parse_params, to_raw,
+    CancelledParams, ErrorObject, GetPromptParams, InitializeParams, InitializeResult,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    MODERN_PROTOCOL_VERSION, Notification, ReadResourceParams, Request, Response,
+    SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, SessionUpdateParams,
+    SetLevelParams, code, negotiate, parse_params, to_raw,
 };
-use session_core::{NewSession, RawJson, SessionRecord, SessionStatus};
+use session_core::{NewSession, SessionRecord, SessionStatus};
 
 use crate::context::{Outbox, RequestContext, SessionHandle};
 use crate::error::{Rejection, session_error_object};
@@ -33,17 +33,6 @@ pub(crate) struct Meta {
 struct RawCall {
     name: String,
     arguments: Option<Box<RawValue>>,
-}
-
-/// `initialize` parameters with what the client says of itself left as
-/// JSON text: it is kept with the session as it came, and nothing here
-/// reads into it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawInitialize {
-    protocol_version: String,
-    capabilities: Option<RawJson>,
-    client_info: Option<RawJson>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +105,7 @@ impl Shared {
         principal: Option<&str>,
         idle_timeout: Option<std::time::Duration>,
     ) -> Result<(Option<SessionRecord>, Response), Rejection> {
-        let params: RawInitialize = match parse_params(request.params.as_deref()) {
+        let params: InitializeParams = match parse_params(request.params.as_deref()) {
             Ok(params) => params,
             Err(error) => return Ok((None, Response::error(Some(request.id.clone()), error))),
         };

@@ -382,15 +382,16 @@ async fn read_body<B: RequestBody>(mut body: B, limit: usize) -> Result<Bytes, R
         if read + data.len() > limit {
             return Err(Rejection::PayloadTooLarge { limit });
         }
-        match &mut more {
-            _ if read == 0 => first = data,
-            Some(more) => more.extend_from_slice(&data),
-            None => {
+        if read == 0 {
+            first = data;
+        } else {
+            // A second frame: from here on the pieces are joined.
+            let joined = more.get_or_insert_with(|| {
                 let mut joined = Vec::with_capacity(read + data.len());
                 joined.extend_from_slice(&first);
-                joined.extend_from_slice(&data);
-                more = Some(joined);
-            }
+                joined
+            });
+            joined.extend_from_slice(&data);
         }
         if body.is_end_stream() {
             break;

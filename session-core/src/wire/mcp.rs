@@ -1,6 +1,7 @@
 //! MCP messages of the legacy (session) revisions that server and client
 //! exchange. Fields the peers may extend are kept as JSON values.
 
+use crate::RawJson;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -61,12 +62,14 @@ pub struct Implementation {
 pub struct InitializeParams {
     /// The revision the client asks for.
     pub protocol_version: String,
-    /// The client's capabilities.
+    /// The client's capabilities, as the JSON text it sent: kept with the
+    /// session as it came ([`SessionMeta`](crate::SessionMeta)), never
+    /// parsed into a tree by the server.
     #[serde(default)]
-    pub capabilities: Value,
-    /// Who the client is.
+    pub capabilities: Option<RawJson>,
+    /// Who the client is, as the JSON text it sent.
     #[serde(default)]
-    pub client_info: Value,
+    pub client_info: Option<RawJson>,
 }
 
 /// `initialize` result.
