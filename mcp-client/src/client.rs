@@ -293,9 +293,9 @@ impl Client {
         let params = InitializeParams {
             protocol_version: LATEST_PROTOCOL_VERSION.into(),
             capabilities: Some(RawJson::from_value(&options.capabilities)),
-            client_info: Some(RawJson::from_value(
-                &serde_json::to_value(&options.client_info).unwrap_or(Value::Null),
-            )),
+            client_info: serde_json::value::to_raw_value(&options.client_info)
+                .ok()
+                .map(RawJson::from),
         };
         let request = RequestOptions::default().timeout(budget);
         let result: InitializeResult =

@@ -491,6 +491,7 @@ pub(crate) fn json_size<T: Serialize + ?Sized>(value: &T) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_meta_size_bound_is_never_below_the_size() {
@@ -511,8 +512,22 @@ mod tests {
             let size = json_size(&meta);
             assert!(meta.json_size_bound() >= size, "{meta:?}: {size}");
         }
+        // Every key and its punctuation, with the least of content: the
+        // bound's constant must cover them.
+        let bare = SessionMeta {
+            owner: Some(String::new()),
+            protocol_version: Some(String::new()),
+            client_info: Some(RawJson::from_value(&json!(0))),
+            capabilities: Some(RawJson::from_value(&json!(0))),
+        };
+        assert!(bare.json_size_bound() >= json_size(&bare));
+        // Characters escaped as `\u00XX` take six bytes each.
+        let escaped = SessionMeta {
+            owner: Some("\u{1}".repeat(100)),
+            ..SessionMeta::default()
+        };
+        assert!(escaped.json_size_bound() >= json_size(&escaped));
     }
-    use serde_json::json;
 
     fn at(ms: u64) -> Timestamp {
         Timestamp::from_millis(ms)
