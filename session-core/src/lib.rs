@@ -14,6 +14,8 @@
 //!   what expired);
 //! - [`EventStore`]: the contract for keeping SSE events so a broken stream
 //!   can be resumed with `Last-Event-ID`;
+//! - [`Handles`]: server-minted, principal-bound state handles (SEP-2567),
+//!   kept like sessions in a store of their own;
 //! - [`SessionManager`]: the rules (cap, expiry, lossless concurrent updates,
 //!   hooks on close and expiry) over any store;
 //! - [`Error`]: one error type for all of it;
@@ -56,6 +58,7 @@
 mod error;
 mod events;
 mod expiry;
+mod handle;
 mod id;
 mod manager;
 mod record;
@@ -69,6 +72,7 @@ pub use self::{
     error::{BoxError, Error, Result},
     events::{EventId, EventStore, StoredEvent, StreamId},
     expiry::ExpiryPolicy,
+    handle::{HANDLE_RANDOM_BITS, Handles, MAX_HANDLE_PREFIX_LEN},
     id::{InvalidSessionId, MAX_SESSION_ID_LEN, SessionId},
     manager::{ManagerConfig, SessionHook, SessionManager},
     record::{NewSession, RawJson, RecordWrite, SessionMeta, SessionRecord, SessionState},

@@ -88,7 +88,23 @@ impl SessionManager {
     /// what has expired), [`Error::StateTooLarge`] for an oversized initial
     /// state, [`Error::MetaTooLarge`] for oversized metadata (`clientInfo`,
     /// capabilities, …), [`Error::Backend`] on a store failure.
-    pub async fn create(&self, mut new: NewSession) -> Result<SessionRecord> {
+    pub async fn create(&self, new: NewSession) -> Result<SessionRecord> {
+        self.create_with(new, SessionId::generate).await
+    }
+
+    /// [`create`](Self::create) with ids minted by `mint` instead of
+    /// [`SessionId::generate`]: for records that need another id format,
+    /// such as [`Handles`](crate::Handles). `mint` must draw from a CSPRNG;
+    /// a collision is retried with a fresh id like any other.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub async fn create_with(
+        &self,
+        mut new: NewSession,
+        mint: impl Fn() -> SessionId + Send,
+    ) -> Result<SessionRecord> {
         let _gate = self.gate.read().await;
         let size = crate::record::json_size(&new.state);
         if size > self.config.max_state_bytes {
@@ -111,17 +127,12 @@ impl SessionManager {
             .handshake_timeout
             .map(|timeout| timeout.min(self.config.handshake_timeout));
         let _slot = self.reserve_slot().await?;
-        let mut record = SessionRecord::create(
-            SessionId::generate(),
-            new,
-            self.clock.now(),
-            self.config.expiry,
-        );
+        let mut record = SessionRecord::create(mint(), new, self.clock.now(), self.config.expiry);
         // 122 random bits make a collision practically impossible; a store that
         // reports one anyway (or a broken random source) gets a few fresh ids.
         for _ in 0..3 {
             match self.store.insert(&record).await {
-                Err(Error::AlreadyExists) => record = record.with_id(SessionId::generate()),
+                Err(Error::AlreadyExists) => record = record.with_id(mint()),
                 other => return other.map(|()| record),
             }
         }
@@ -194,6 +205,33 @@ impl SessionManager {
         T: Send,
     {
         self.write(id, |w| Ok(change(w.state_mut()))).await
+    }
+
+    /// [`update`](Self::update) on behalf of `principal`: a record bound to
+    /// another principal (or to one, when `principal` is `None`) reads as
+    /// [`Error::NotFound`], like an unknown id, and is not written.
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Self::update).
+    pub async fn update_as<T, F>(
+        &self,
+        id: &SessionId,
+        principal: Option<&str>,
+        mut change: F,
+    ) -> Result<(SessionRecord, T)>
+    where
+        F: FnMut(&mut SessionState) -> T + Send,
+        T: Send,
+    {
+        let _gate = self.gate.read().await;
+        let current = self.load(id).await?;
+        // The owner never changes, so checking the version loaded suffices.
+        if current.owner() != principal {
+            return Err(Error::NotFound);
+        }
+        self.write_unguarded(current, |w| Ok(change(w.state_mut())))
+            .await
     }
 
     /// Completes the handshake: `Initializing → Active`. Activating an active

@@ -757,3 +757,98 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn handles_are_bound_to_their_principal_and_expire_when_idle() {
+    use crate::Handles;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000)));
+    let handles = Handles::new(
+        Arc::new(TestStore::default()),
+        clock.clone(),
+        ManagerConfig::default().idle_timeout(secs(60)),
+    );
+    let minted = handles
+        .mint("ctr", Some("alice"), state(json!({"count": 1})))
+        .await
+        .unwrap();
+    let id = minted.id().as_str().to_string();
+    assert!(Handles::parse(&id).is_some());
+    // Another principal, or none, cannot read, write or end it.
+    for other in [Some("bob"), None] {
+        assert!(matches!(
+            handles.get(&id, other).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            handles.update(&id, other, |_| ()).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            handles.delete(&id, other).await,
+            Err(Error::NotFound)
+        ));
+    }
+    let (record, count) = handles
+        .update(&id, Some("alice"), |s| {
+            let next = s["count"].as_i64().unwrap() + 1;
+            s.insert("count".into(), json!(next));
+            next
+        })
+        .await
+        .unwrap();
+    assert_eq!((count, record.version()), (2, 2));
+    // A malformed id is unknown, whatever is stored under it.
+    assert!(matches!(
+        handles.get("not-a-handle", Some("alice")).await,
+        Err(Error::NotFound)
+    ));
+    // Unused past its idle timeout, it is expired at once.
+    clock.advance(secs(61));
+    assert!(matches!(
+        handles.get(&id, Some("alice")).await,
+        Err(Error::Expired)
+    ));
+    assert!(
+        handles
+            .mint("Bad", None, SessionState::new())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_handle_updates_lose_nothing() {
+    use crate::Handles;
+    let handles = Arc::new(Handles::new(
+        Arc::new(TestStore::default()),
+        Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000))),
+        ManagerConfig::default().max_write_attempts(1_000),
+    ));
+    let id = handles
+        .mint("ctr", None, SessionState::new())
+        .await
+        .unwrap()
+        .id()
+        .to_string();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (handles, id) = (handles.clone(), id.clone());
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    handles
+                        .update(&id, None, |s| {
+                            let n = s.get("n").and_then(|v| v.as_i64()).unwrap_or(0);
+                            s.insert("n".into(), json!(n + 1));
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let record = handles.get(&id, None).await.unwrap();
+    assert_eq!(record.state()["n"], 400);
+}
