@@ -2,10 +2,17 @@
 
 Usage: python py_client.py URL
 
-Connects (2.x: in its default "auto" mode, which probes `server/discover`
-first and must fall back to `initialize`), lists and calls tools, keeps
-state across calls, terminates the session on close, then checks that the
-old session id gets 404. Prints one JSON line; exits non-zero on failure.
+1.x (legacy): connects with `initialize`, lists and calls tools, keeps state
+across calls in the session, terminates the session on close, then checks
+that the old session id gets 404.
+
+2.x (modern): connects in its default "auto" mode, which probes
+`server/discover` and must land on protocol 2026-07-28 with no session; lists
+and calls tools, mints a counter handle, continues it, checks that a bogus
+handle is a tool error, then continues the handle from a second client pinned
+to the legacy `initialize` handshake.
+
+Prints one JSON line; exits non-zero listing every failed check.
 """
 
 import asyncio
@@ -52,10 +59,18 @@ async def run_v2(url):
         protocol = client.protocol_version
         tools = [t.name for t in (await client.list_tools()).tools]
         echo = text_of(await client.call_tool("echo", {"text": "hello from python"}))
-        first = await client.call_tool("counter", {"by": 3})
-        second = await client.call_tool("counter", {})
+        minted = await client.call_tool("counter", {"by": 3})
+        handle = (minted.structured_content or {}).get("counter_id")
+        calls = [minted]
+        for args in ({"counter_id": handle}, {"by": 2, "counter_id": handle}):
+            calls.append(await client.call_tool("counter", args))
+        bogus = await client.call_tool("counter", {"counter_id": "no-such-counter"})
     await http.aclose()
-    return protocol, seen.get("id"), tools, echo, first, second
+    # The same handle, continued from a 2025 session.
+    async with Client(url, mode="legacy") as legacy:
+        legacy_protocol = legacy.protocol_version
+        calls.append(await legacy.call_tool("counter", {"counter_id": handle}))
+    return protocol, seen.get("id"), tools, echo, handle, calls, bogus, legacy_protocol
 
 
 async def status_with(url, session_id):
@@ -76,16 +91,16 @@ async def status_with(url, session_id):
         return error.code
 
 
-async def main(url):
-    run = run_v1 if MAJOR == 1 else run_v2
-    protocol, session_id, tools, echo, first, second = await run(url)
-    def counter(result):
-        structured = getattr(result, "structuredContent", None)
-        if structured is None:  # 2.x renamed the field
-            structured = result.structured_content
-        return structured["counter"]
+def structured(result):
+    found = getattr(result, "structuredContent", None)
+    if found is None:  # 2.x renamed the field
+        found = getattr(result, "structured_content", None)
+    return found or {}
 
-    counters = [counter(first), counter(second)]
+
+async def main_v1(url):
+    protocol, session_id, tools, echo, first, second = await run_v1(url)
+    counters = [structured(first).get("counter"), structured(second).get("counter")]
     after = await status_with(url, session_id)
     report = {
         "sdk": f"mcp {version('mcp')}",
@@ -96,7 +111,6 @@ async def main(url):
         "counters": counters,
         "after_close": after,
     }
-    print(json.dumps(report))
     problems = []
     if protocol not in ("2025-11-25", "2025-06-18", "2025-03-26"):
         problems.append(f"negotiated {protocol!r}, expected a session revision")
@@ -110,6 +124,48 @@ async def main(url):
         problems.append(f"counter did not keep state: {counters}")
     if after != 404:
         problems.append(f"old session id got {after}, expected 404")
+    return report, problems
+
+
+async def main_v2(url):
+    protocol, session_id, tools, echo, handle, calls, bogus, legacy_protocol = await run_v2(url)
+    counters = [structured(c).get("counter") for c in calls]
+    report = {
+        "sdk": f"mcp {version('mcp')}",
+        "protocol": protocol,
+        "session": session_id,
+        "tools": tools,
+        "echo": echo,
+        "counter_id": handle,
+        "counters": counters,
+        "bogus": text_of(bogus),
+        "legacy_protocol": legacy_protocol,
+    }
+    problems = []
+    if protocol != "2026-07-28":
+        problems.append(f"negotiated {protocol!r}, expected 2026-07-28")
+    if session_id:
+        problems.append(f"modern connection got session id {session_id}")
+    if not {"echo", "counter", "slow"} <= set(tools):
+        problems.append(f"tools {tools}")
+    if echo != "hello from python":
+        problems.append(f"echo {echo!r}")
+    if not isinstance(handle, str) or not handle:
+        problems.append(f"counter minted no counter_id: {structured(calls[0])}")
+    if counters != [3, 4, 6, 7]:
+        problems.append(f"counter handle did not keep state (modern x3, then legacy): {counters}")
+    if any(structured(c).get("counter_id") != handle for c in calls[1:3]):
+        problems.append("counter_id changed between modern calls")
+    if not bogus.is_error:
+        problems.append(f"bogus counter_id was not a tool error: {text_of(bogus)!r}")
+    if legacy_protocol not in ("2025-11-25", "2025-06-18", "2025-03-26"):
+        problems.append(f"legacy client negotiated {legacy_protocol!r}")
+    return report, problems
+
+
+async def main(url):
+    report, problems = await (main_v1(url) if MAJOR == 1 else main_v2(url))
+    print(json.dumps(report))
     if problems:
         print("FAIL: " + "; ".join(problems), file=sys.stderr)
         sys.exit(1)

@@ -1,7 +1,8 @@
 //! The fixture server of the official MCP conformance suite
 //! (`@modelcontextprotocol/conformance`), built on this library: the tools,
 //! resources and prompts its server scenarios call, with the answers they
-//! expect. Run by `cargo xtask interop`, not shipped in the binary.
+//! expect, in both eras (legacy sessions and 2026-07-28). Run by `cargo
+//! xtask interop`, not shipped in the binary.
 //!
 //! ```text
 //! cargo run -p mcp-server --example conformance -- [ADDR]
@@ -9,9 +10,12 @@
 //!
 //! Prints `listening on http://ADDR/mcp` on stdout once ready.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use mcp_server::{HandlerResult, HttpConfig, McpServer, RequestContext, ServerConfig, tool};
+use mcp_server::{
+    HandlerResult, HttpConfig, InputRequest, McpServer, RequestContext, ServerConfig, tool,
+};
 use serde_json::{Map, Value, json};
 use session_core::wire::{
     CallToolResult, Content, GetPromptResult, LoggingLevel, Prompt, PromptArgument, PromptMessage,
@@ -50,17 +54,16 @@ fn result(content: Vec<Content>) -> HandlerResult<CallToolResult> {
     })
 }
 
+/// The server, for the tools that announce changes.
+static SERVER: OnceLock<McpServer> = OnceLock::new();
+
 async fn elicit(
     ctx: &RequestContext,
     message: &str,
     schema: Value,
 ) -> HandlerResult<CallToolResult> {
     let answer = ctx
-        .request_client(
-            "elicitation/create",
-            json!({"message": message, "requestedSchema": schema}),
-            Duration::from_secs(30),
-        )
+        .input("elicitation", InputRequest::elicit(message, schema))
         .await?;
     result(vec![Content::text(format!(
         "User response: action={}, content={}",
@@ -156,10 +159,9 @@ fn tools(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerBuilder 
             |ctx, args: Map<String, Value>| async move {
                 let prompt = args.get("prompt").and_then(Value::as_str).unwrap_or("").to_string();
                 let answer = ctx
-                    .request_client(
-                        "sampling/createMessage",
-                        json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}], "maxTokens": 100}),
-                        Duration::from_secs(30),
+                    .input(
+                        "sampling",
+                        InputRequest::sampling(json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}], "maxTokens": 100})),
                     )
                     .await?;
                 let text = answer["content"]["text"].as_str().unwrap_or("").to_string();
@@ -212,6 +214,206 @@ fn tools(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerBuilder 
                         {"const": "value3", "title": "Third Choice"}]}}
                 }});
                 elicit(&ctx, "Please select options from the enum fields", schema).await
+            },
+        )
+}
+
+fn text(text: impl Into<String>) -> HandlerResult<CallToolResult> {
+    result(vec![Content::text(text)])
+}
+
+fn name_question() -> InputRequest {
+    InputRequest::elicit(
+        "What is your name?",
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+    )
+}
+
+fn sampling(question: &str, max_tokens: u32) -> InputRequest {
+    InputRequest::sampling(json!({
+        "messages": [{"role": "user", "content": {"type": "text", "text": question}}],
+        "maxTokens": max_tokens
+    }))
+}
+
+fn confirm() -> InputRequest {
+    InputRequest::elicit(
+        "Please confirm",
+        json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}),
+    )
+}
+
+/// The tools of the 2026-07-28 scenarios: diagnostics of the stateless
+/// rules, change triggers for `subscriptions/listen`, mirrored headers, and
+/// multi round-trip input through [`RequestContext::input`] (which in a
+/// legacy session asks the client directly instead).
+fn modern_tools(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerBuilder {
+    builder
+        .tool(
+            tool(
+                "test_x_mcp_header",
+                "Echoes the region mirrored into the Mcp-Param-Region header",
+                json!({"type": "object", "properties": {
+                    "region": {"type": "string", "description": "mirrored into Mcp-Param-Region", "x-mcp-header": "Region"},
+                    "level": {"type": "integer", "description": "not mirrored"}
+                }}),
+            ),
+            |_, args: Map<String, Value>| async move {
+                text(format!("region={}", args.get("region").and_then(Value::as_str).unwrap_or("<none>")))
+            },
+        )
+        .tool(
+            tool("test_missing_capability", "Needs the client's sampling capability", no_args()),
+            |ctx, _| async move {
+                ctx.input("llm_answer", sampling("Reply with the single word: pong", 16)).await?;
+                text("sampling round-trip complete")
+            },
+        )
+        .tool(
+            tool("test_streaming_elicitation", "Answers with result frames only", no_args()),
+            |_, _| async { text("stream observed: result frames only, no top-level requests") },
+        )
+        .tool(
+            tool("test_logging_tool", "Logs only when the request asks for a log level", no_args()),
+            |ctx, _| async move {
+                ctx.log(LoggingLevel::Info, None, json!("test_logging_tool ran")).await;
+                text("logged through the request-scoped channel")
+            },
+        )
+        .tool(
+            tool("test_trigger_tool_change", "Announces a tools/list change", no_args()),
+            |_, _| async move {
+                if let Some(server) = SERVER.get() {
+                    server.notify_tools_list_changed().await;
+                }
+                text("tools/list_changed announced")
+            },
+        )
+        .tool(
+            tool("test_trigger_prompt_change", "Announces a prompts/list change", no_args()),
+            |_, _| async move {
+                if let Some(server) = SERVER.get() {
+                    server.notify_prompts_list_changed().await;
+                }
+                text("prompts/list_changed announced")
+            },
+        )
+        .tool(
+            tool(
+                "json_schema_2020_12_tool",
+                "Takes arguments described with JSON Schema 2020-12 keywords",
+                json!({
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "$defs": {"address": {"$anchor": "addressDef", "type": "object", "properties": {
+                        "street": {"type": "string"}, "city": {"type": "string"}}}},
+                    "properties": {
+                        "name": {"type": "string"},
+                        "address": {"$ref": "#/$defs/address"},
+                        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                        "phone": {"type": "string"},
+                        "email": {"type": "string"}
+                    },
+                    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+                    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+                    "then": {"required": ["phone"]},
+                    "else": {"required": ["email"]},
+                    "additionalProperties": false
+                }),
+            ),
+            |_, _| async { text("schema accepted") },
+        )
+        .tool(
+            tool("test_input_required_result_elicitation", "Asks the user's name", no_args()),
+            |ctx, _| async move {
+                let answer = ctx.input("user_name", name_question()).await?;
+                text(format!("Hello, {}!", answer["content"]["name"].as_str().unwrap_or("stranger")))
+            },
+        )
+        .tool(
+            tool("test_input_required_result_sampling", "Asks the client's model", no_args()),
+            |ctx, _| async move {
+                let answer = ctx
+                    .input("capital_question", sampling("What is the capital of France?", 100))
+                    .await?;
+                text(format!("Model said: {}", answer["content"]["text"].as_str().unwrap_or("")))
+            },
+        )
+        .tool(
+            tool("test_input_required_result_list_roots", "Asks for the client's roots", no_args()),
+            |ctx, _| async move {
+                let answer = ctx.input("client_roots", InputRequest::list_roots()).await?;
+                let roots = answer["roots"].as_array().cloned().unwrap_or_default();
+                let uris: Vec<&str> = roots.iter().filter_map(|r| r["uri"].as_str()).collect();
+                text(format!("Client exposed {} root(s): {}", roots.len(), uris.join(", ")))
+            },
+        )
+        .tool(
+            tool("test_input_required_result_request_state", "Asks for a confirmation kept in requestState", no_args()),
+            |ctx, _| async move {
+                let answer = ctx.input("confirm", confirm()).await?;
+                let ok = answer["content"]["ok"].as_bool().unwrap_or(false);
+                text(format!("state-ok: confirmed={ok}"))
+            },
+        )
+        .tool(
+            tool("test_input_required_result_multiple_inputs", "Asks three things at once", no_args()),
+            |ctx, _| async move {
+                let answers = ctx
+                    .inputs(vec![
+                        ("user_name".into(), name_question()),
+                        ("greeting".into(), sampling("Write a short greeting", 50)),
+                        ("client_roots".into(), InputRequest::list_roots()),
+                    ])
+                    .await?;
+                text(format!(
+                    "name={}, greeting={}, roots={}",
+                    answers[0]["content"]["name"].as_str().unwrap_or(""),
+                    answers[1]["content"]["text"].as_str().unwrap_or(""),
+                    answers[2]["roots"].as_array().map_or(0, Vec::len)
+                ))
+            },
+        )
+        .tool(
+            tool("test_input_required_result_multi_round", "Asks in two rounds", no_args()),
+            |ctx, _| async move {
+                let name = ctx.input("step1", name_question()).await?;
+                let name = name["content"]["name"].as_str().unwrap_or("someone").to_string();
+                let color = ctx
+                    .input(
+                        "step2",
+                        InputRequest::elicit(
+                            format!("Which color do you like, {name}?"),
+                            json!({"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}),
+                        ),
+                    )
+                    .await?;
+                text(format!(
+                    "Multi-round complete: {name} likes {}",
+                    color["content"]["color"].as_str().unwrap_or("nothing")
+                ))
+            },
+        )
+        .tool(
+            tool("test_input_required_result_tampered_state", "Asks for a confirmation; a tampered requestState is refused", no_args()),
+            |ctx, _| async move {
+                ctx.input("confirm", confirm()).await?;
+                text("confirmed")
+            },
+        )
+        .tool(
+            tool("test_input_required_result_capabilities", "Asks only what the client declared it can answer", no_args()),
+            |ctx, _| async move {
+                let caps = ctx.client_capabilities();
+                let mut asks = Vec::new();
+                if caps.get("sampling").is_some() {
+                    asks.push(("greeting".to_string(), sampling("Write a short greeting", 50)));
+                }
+                if caps.get("elicitation").is_some() {
+                    asks.push(("user_name".to_string(), name_question()));
+                }
+                let answers = ctx.inputs(asks).await?;
+                text(format!("{} answer(s) received", answers.len()))
             },
         )
 }
@@ -366,6 +568,31 @@ fn prompts(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerBuilde
             },
         )
         .prompt(
+            prompt(
+                "test_input_required_result_prompt",
+                "A prompt that asks for context first",
+                &[],
+            ),
+            |ctx, _| async move {
+                let answer = ctx
+                    .input(
+                        "user_context",
+                        InputRequest::elicit(
+                            "What context should the prompt use?",
+                            json!({"type": "object", "properties": {"context": {"type": "string"}}, "required": ["context"]}),
+                        ),
+                    )
+                    .await?;
+                let context = answer["content"]["context"].as_str().unwrap_or("").to_string();
+                Ok(GetPromptResult {
+                    description: None,
+                    messages: vec![user(Content::text(format!(
+                        "Use the following context: {context}"
+                    )))],
+                })
+            },
+        )
+        .prompt(
             prompt("test_prompt_with_image", "A prompt with an image", &[]),
             |_, _| async {
                 Ok(GetPromptResult {
@@ -385,12 +612,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".into());
     let builder = McpServer::builder().name("conformance-fixtures");
-    let server = prompts(resources(tools(builder)))
+    let server = prompts(resources(modern_tools(tools(builder))))
         .completion(|_ctx, _params| async {
             Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}}))
         })
         .config(ServerConfig::default())
         .build();
+    let _ = SERVER.set(server.clone());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}/mcp", listener.local_addr()?);
     server

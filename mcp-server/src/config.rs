@@ -22,6 +22,57 @@ pub struct ServerConfig {
     /// Whether to offer the session-state extension (`session/get`,
     /// `session/update`) (yes).
     pub session_state_extension: bool,
+    /// Handle rules (SEP-2567): idle timeout (24 h), cap on live handles
+    /// (1,000,000), state size limit; ended handles are deleted at once.
+    pub handles: ManagerConfig,
+    /// How long a `requestState` minted for a multi round-trip request
+    /// stays valid (15 min): the time a user has to answer.
+    pub request_state_ttl: Duration,
+    /// Caching hints (2026-07-28) on `tools/list`, `prompts/list`,
+    /// `resources/list` and `resources/templates/list` (5 min, public: the
+    /// lists are the same for every client).
+    pub list_cache: CacheHint,
+    /// Caching hints on `resources/read` (0 ms, private: a resource's
+    /// content may change at any time and depend on who reads it).
+    pub read_cache: CacheHint,
+    /// Caching hints on `server/discover` (1 h, public).
+    pub discover_cache: CacheHint,
+}
+
+/// A caching hint on a 2026-07-28 result: how long the client may treat it
+/// as fresh (`ttlMs`), and who may share a cached copy (`cacheScope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheHint {
+    /// Freshness (`ttlMs`); zero: stale at once.
+    pub ttl: Duration,
+    /// Who may share a cached copy.
+    pub scope: CacheScope,
+}
+
+impl CacheHint {
+    /// A hint of `ttl` and `scope`.
+    pub const fn new(ttl: Duration, scope: CacheScope) -> Self {
+        CacheHint { ttl, scope }
+    }
+}
+
+/// `cacheScope`: who may share a cached result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Any client or shared cache (the result is the same for every user).
+    Public,
+    /// Only the same authorization context.
+    Private,
+}
+
+impl CacheScope {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheScope::Public => "public",
+            CacheScope::Private => "private",
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -34,6 +85,14 @@ impl Default for ServerConfig {
             events_per_stream: 256,
             streams_per_session: 64,
             session_state_extension: true,
+            handles: ManagerConfig::default()
+                .idle_timeout(Duration::from_secs(24 * 3600))
+                .max_sessions(Some(1_000_000))
+                .retention(Duration::ZERO),
+            request_state_ttl: Duration::from_secs(15 * 60),
+            list_cache: CacheHint::new(Duration::from_secs(300), CacheScope::Public),
+            read_cache: CacheHint::new(Duration::ZERO, CacheScope::Private),
+            discover_cache: CacheHint::new(Duration::from_secs(3600), CacheScope::Public),
         }
     }
 }
@@ -59,6 +118,12 @@ impl ServerConfig {
     /// Sets how long a session may stay initializing.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.sessions = self.sessions.handshake_timeout(timeout);
+        self
+    }
+
+    /// Sets the idle timeout of handles.
+    pub fn handle_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.handles = self.handles.idle_timeout(timeout);
         self
     }
 

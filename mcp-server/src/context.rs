@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use foldhash::HashMap;
 use parking_lot::Mutex;
+use serde_json::Map;
 use serde_json::{Value, json};
 use session_core::wire::{
     ErrorObject, LoggingLevel, Message, Notification, ProgressParams, Request, RequestId, Response,
     code, to_raw,
 };
-use session_core::{SessionId, SessionManager, SessionRecord, SessionState};
+use session_core::{Handles, SessionId, SessionManager, SessionRecord, SessionState};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -143,20 +144,241 @@ struct Inner {
     last_progress: Mutex<Option<f64>>,
     cancel: CancellationToken,
     outbox: Outbox,
-    log_level: LoggingLevel,
+    log_level: Option<LoggingLevel>,
     pending: Arc<Pending>,
+    principal: Option<String>,
+    handles: Arc<Handles>,
+    modern: Option<Box<ModernParts>>,
+}
+
+/// What a request brings in the modern era that a legacy one keeps in its
+/// session.
+#[derive(Debug, Default)]
+pub(crate) struct ModernParts {
+    /// `io.modelcontextprotocol/clientCapabilities`.
+    pub(crate) capabilities: Value,
+    /// The answers the client gave so far (`inputResponses` of this round
+    /// and those sealed in `requestState` from earlier rounds), by key.
+    pub(crate) inputs: Map<String, Value>,
+    /// Input requests raised in this round, by key, in order.
+    pub(crate) asked: Mutex<Vec<(String, Value)>>,
+}
+
+/// What [`RequestContext::new`] is built from.
+#[derive(Debug)]
+pub(crate) struct ContextParts {
+    pub(crate) request_id: RequestId,
+    pub(crate) session: Option<SessionHandle>,
+    pub(crate) progress_token: Option<Value>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) outbox: Outbox,
+    /// `None`: the client asked for no log messages.
+    pub(crate) log_level: Option<LoggingLevel>,
+    pub(crate) pending: Arc<Pending>,
+    pub(crate) principal: Option<String>,
+    pub(crate) handles: Arc<Handles>,
+    pub(crate) modern: Option<Box<ModernParts>>,
+}
+
+/// The code of the error [`RequestContext::input`] returns while the client
+/// has yet to answer: the dispatcher turns it into an `input_required`
+/// result. Never sent on the wire.
+pub(crate) const INPUT_REQUIRED: i64 = i64::MIN + 7;
+
+/// How long a legacy session's client gets to answer an input request.
+pub const INPUT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Something a handler needs from the client before it can finish: an
+/// elicitation (the user), a sampling request (the client's model), or the
+/// client's roots.
+///
+/// [`RequestContext::input`] asks for it the way the request's era allows:
+/// in a legacy session as a request to the client on the response stream;
+/// in the modern era (2026-07-28) as an `input_required` result, after
+/// which the client retries the request with the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRequest {
+    method: &'static str,
+    params: Value,
+}
+
+impl InputRequest {
+    /// `elicitation/create` in form mode: ask the user `message`, for an
+    /// object matching `requested_schema`.
+    pub fn elicit(message: impl Into<String>, requested_schema: Value) -> Self {
+        InputRequest {
+            method: "elicitation/create",
+            params: json!({"message": message.into(), "requestedSchema": requested_schema}),
+        }
+    }
+
+    /// `elicitation/create` with the parameters given as they are.
+    pub fn elicitation(params: Value) -> Self {
+        InputRequest {
+            method: "elicitation/create",
+            params,
+        }
+    }
+
+    /// `sampling/createMessage` with the parameters given as they are.
+    pub fn sampling(params: Value) -> Self {
+        InputRequest {
+            method: "sampling/createMessage",
+            params,
+        }
+    }
+
+    /// `roots/list`.
+    pub fn list_roots() -> Self {
+        InputRequest {
+            method: "roots/list",
+            params: json!({}),
+        }
+    }
+
+    /// The method asked for.
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    /// The parameters of the request.
+    pub fn params(&self) -> &Value {
+        &self.params
+    }
+
+    /// The client capability the request needs.
+    pub fn capability(&self) -> &'static str {
+        match self.method {
+            "elicitation/create" => "elicitation",
+            "sampling/createMessage" => "sampling",
+            _ => "roots",
+        }
+    }
+
+    /// Checks that `answer` has the shape of this request's result (an
+    /// `ElicitResult`, a `CreateMessageResult`, a `ListRootsResult`).
+    fn check_answer(&self, key: &str, answer: &Value) -> Result<(), ErrorObject> {
+        let (ok, what) = match self.method {
+            "elicitation/create" => (
+                answer["action"]
+                    .as_str()
+                    .is_some_and(|a| matches!(a, "accept" | "decline" | "cancel")),
+                "an ElicitResult (an object whose action is accept, decline or cancel)",
+            ),
+            "sampling/createMessage" => (
+                answer["role"].is_string() && answer["content"].is_object(),
+                "a CreateMessageResult (an object with role and content)",
+            ),
+            _ => (
+                answer["roots"].is_array(),
+                "a ListRootsResult (an object with a roots array)",
+            ),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ErrorObject::new(
+                code::INVALID_PARAMS,
+                format!("Invalid params: inputResponses.{key} is not {what}"),
+            ))
+        }
+    }
+
+    /// The request as an entry of `inputRequests`.
+    pub(crate) fn to_entry(&self) -> Value {
+        json!({"method": self.method, "params": self.params})
+    }
+}
+
+/// The handles of the principal a request runs for (SEP-2567): mint, read,
+/// change and end state that spans requests, in the handle store.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopedHandles<'a> {
+    handles: &'a Handles,
+    principal: Option<&'a str>,
+}
+
+impl ScopedHandles<'_> {
+    /// Mints a handle holding `state`, bound to this principal; its id is
+    /// `prefix` (1 to 16 lowercase letters and digits), `_`, and 128
+    /// random bits.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handles::mint`].
+    pub async fn mint(
+        &self,
+        prefix: &str,
+        state: SessionState,
+    ) -> session_core::Result<SessionRecord> {
+        self.handles.mint(prefix, self.principal, state).await
+    }
+
+    /// The handle `id`, if this principal may see it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handles::get`]: an unknown id, a malformed one and another
+    /// principal's all read as [`session_core::Error::NotFound`].
+    pub async fn get(&self, id: &str) -> session_core::Result<SessionRecord> {
+        self.handles.get(id, self.principal).await
+    }
+
+    /// Changes the handle's state (compare-and-swap, retried; nothing is
+    /// lost to concurrent writers).
+    ///
+    /// # Errors
+    ///
+    /// As [`Handles::update`].
+    pub async fn update<T, F>(
+        &self,
+        id: &str,
+        change: F,
+    ) -> session_core::Result<(SessionRecord, T)>
+    where
+        F: FnMut(&mut SessionState) -> T + Send,
+        T: Send,
+    {
+        self.handles.update(id, self.principal, change).await
+    }
+
+    /// Merges `patch` into the handle's state one level deep.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handles::update_state`].
+    pub async fn update_state(
+        &self,
+        id: &str,
+        patch: SessionState,
+    ) -> session_core::Result<SessionRecord> {
+        self.handles.update_state(id, self.principal, patch).await
+    }
+
+    /// Ends the handle.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handles::delete`].
+    pub async fn delete(&self, id: &str) -> session_core::Result<()> {
+        self.handles.delete(id, self.principal).await
+    }
 }
 
 impl RequestContext {
-    pub(crate) fn new(
-        request_id: RequestId,
-        session: Option<SessionHandle>,
-        progress_token: Option<Value>,
-        cancel: CancellationToken,
-        outbox: Outbox,
-        log_level: LoggingLevel,
-        pending: Arc<Pending>,
-    ) -> Self {
+    pub(crate) fn new(parts: ContextParts) -> Self {
+        let ContextParts {
+            request_id,
+            session,
+            progress_token,
+            cancel,
+            outbox,
+            log_level,
+            pending,
+            principal,
+            handles,
+            modern,
+        } = parts;
         RequestContext {
             inner: Arc::new(Inner {
                 request_id,
@@ -167,8 +389,149 @@ impl RequestContext {
                 outbox,
                 log_level,
                 pending,
+                principal,
+                handles,
+                modern,
             }),
         }
+    }
+
+    /// Whether the request is served in the modern era (2026-07-28), without
+    /// a session.
+    pub fn is_modern(&self) -> bool {
+        self.inner.modern.is_some()
+    }
+
+    /// The authenticated principal the request runs for, if any (a legacy
+    /// session's owner).
+    pub fn principal(&self) -> Option<&str> {
+        self.inner.principal.as_deref()
+    }
+
+    /// The principal's handles.
+    pub fn handles(&self) -> ScopedHandles<'_> {
+        ScopedHandles {
+            handles: &self.inner.handles,
+            principal: self.inner.principal.as_deref(),
+        }
+    }
+
+    /// The capabilities the client declared: per request in the modern
+    /// era, at `initialize` in a legacy session.
+    pub fn client_capabilities(&self) -> Value {
+        match (&self.inner.modern, &self.inner.session) {
+            (Some(modern), _) => modern.capabilities.clone(),
+            (None, Some(session)) => session.record().meta().capabilities_value(),
+            (None, None) => Value::Null,
+        }
+    }
+
+    /// Asks the client for `request` under `key` (unique within the
+    /// request) and returns its answer (an `ElicitResult`,
+    /// `CreateMessageResult` or `ListRootsResult`).
+    ///
+    /// In a legacy session the request goes to the client now, on this
+    /// request's stream, and the answer is awaited (up to
+    /// [`INPUT_TIMEOUT`]). In the modern era the handler ends here the
+    /// first time: propagate the error with `?` and the client gets an
+    /// `input_required` result; it retries the request with the answer,
+    /// and on that run the same call returns it. A handler therefore asks
+    /// the same questions under the same keys, in the same order, on every
+    /// run. Answers given in earlier rounds are carried (sealed, in
+    /// `requestState`) to later ones.
+    ///
+    /// # Errors
+    ///
+    /// Modern: an error the dispatcher turns into `input_required` (return
+    /// it); `-32021` when the client did not declare the capability the
+    /// request needs. Legacy: the client's error, or
+    /// [`code::REQUEST_CANCELLED`] when no answer comes.
+    pub async fn input(&self, key: &str, request: InputRequest) -> Result<Value, ErrorObject> {
+        let mut answers = self.inputs(vec![(key.to_string(), request)]).await?;
+        Ok(answers.pop().unwrap_or(Value::Null))
+    }
+
+    /// [`input`](Self::input) for several requests at once: in the modern
+    /// era every unanswered one is asked in the same round; in a legacy
+    /// session they are asked one after the other. Returns the answers in
+    /// the order asked.
+    ///
+    /// # Errors
+    ///
+    /// As [`input`](Self::input).
+    pub async fn inputs(
+        &self,
+        requests: Vec<(String, InputRequest)>,
+    ) -> Result<Vec<Value>, ErrorObject> {
+        let Some(modern) = &self.inner.modern else {
+            let mut answers = Vec::with_capacity(requests.len());
+            for (_, request) in requests {
+                answers.push(
+                    self.request_client(request.method, request.params, INPUT_TIMEOUT)
+                        .await?,
+                );
+            }
+            return Ok(answers);
+        };
+        let missing: Vec<&'static str> = requests
+            .iter()
+            .filter(|(key, _)| !modern.inputs.contains_key(key))
+            .map(|(_, request)| request.capability())
+            .filter(|capability| {
+                modern
+                    .capabilities
+                    .get(capability)
+                    .is_none_or(Value::is_null)
+            })
+            .collect();
+        if !missing.is_empty() {
+            let mut required = Map::new();
+            for capability in missing {
+                required.insert(capability.into(), json!({}));
+            }
+            let names: Vec<&String> = required.keys().collect();
+            let message = format!(
+                "Missing required client capability: this request needs {}",
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Err(ErrorObject::new(code::MISSING_CLIENT_CAPABILITY, message)
+                .with_data(json!({"requiredCapabilities": required})));
+        }
+        let mut answers = Vec::with_capacity(requests.len());
+        let mut asked = modern.asked.lock();
+        for (key, request) in requests {
+            match modern.inputs.get(&key) {
+                Some(answer) => {
+                    request.check_answer(&key, answer)?;
+                    answers.push(answer.clone());
+                }
+                None => {
+                    if !asked.iter().any(|(k, _)| *k == key) {
+                        asked.push((key, request.to_entry()));
+                    }
+                }
+            }
+        }
+        if asked.is_empty() {
+            Ok(answers)
+        } else {
+            Err(ErrorObject::new(
+                INPUT_REQUIRED,
+                "input required: return this error so the client is asked",
+            ))
+        }
+    }
+
+    /// The input requests this run raised and the answers known (modern
+    /// era), for the dispatcher to answer `input_required`.
+    pub(crate) fn take_asked(&self) -> Option<(Vec<(String, Value)>, &Map<String, Value>)> {
+        let modern = self.inner.modern.as_ref()?;
+        let asked = std::mem::take(&mut *modern.asked.lock());
+        (!asked.is_empty()).then_some((asked, &modern.inputs))
     }
 
     /// The id of the request being handled.
@@ -274,6 +637,15 @@ impl RequestContext {
         params: Value,
         timeout: Duration,
     ) -> Result<Value, ErrorObject> {
+        if self.is_modern() {
+            return Err(ErrorObject::new(
+                code::INTERNAL_ERROR,
+                format!(
+                    "{method}: a 2026-07-28 request cannot send requests to the client; \
+                     ask with RequestContext::input"
+                ),
+            ));
+        }
         let session = self.require_session()?.id().clone();
         let n = self.inner.pending.next.fetch_add(1, Ordering::Relaxed);
         let id = RequestId::String(Arc::from(format!("server-{n}")));
@@ -302,9 +674,12 @@ impl RequestContext {
     }
 
     /// Sends a log message (`notifications/message`) if `level` is at or
-    /// above the level the client set with `logging/setLevel`.
+    /// above the level the client asked for: with `logging/setLevel` in a
+    /// legacy session (everything by default), with
+    /// `io.modelcontextprotocol/logLevel` in the request's `_meta` in the
+    /// modern era (nothing when absent).
     pub async fn log(&self, level: LoggingLevel, logger: Option<&str>, data: Value) -> bool {
-        if level < self.inner.log_level {
+        if self.inner.log_level.is_none_or(|min| level < min) {
             return false;
         }
         let mut params = json!({"level": level, "data": data});

@@ -1,5 +1,5 @@
 //! The demo tools of the `mcp-server` binary: `echo`, `counter` (session
-//! state) and `slow` (progress and cancellation).
+//! state, or a durable handle), and `slow` (progress and cancellation).
 
 use std::time::Duration;
 
@@ -45,42 +45,89 @@ pub struct CounterArgs {
     /// How much to add (default 1).
     #[serde(default = "one")]
     pub by: i64,
+    /// The counter handle to add to (from an earlier call's `counter_id`).
+    #[serde(default)]
+    pub counter_id: Option<String>,
 }
 
 fn one() -> i64 {
     1
 }
 
+/// The prefix of counter handles (`ctr_<128 random bits>`).
+const COUNTER_PREFIX: &str = "ctr";
+
 fn counter_tool() -> Tool {
     let mut t = tool(
         "counter",
-        "Adds `by` (default 1) to the counter kept in this session's state and returns the new value.",
+        "Adds `by` (default 1) to a counter and returns the new value. With `counter_id` \
+         (from an earlier call) it counts in that durable counter, whichever protocol \
+         revision or session the call comes from; counters expire after 24 h unused. \
+         Without it, a legacy session counts in its own state, and a 2026-07-28 request \
+         starts a new counter and returns its `counter_id` to pass on later calls.",
         json!({
             "type": "object",
-            "properties": {"by": {"type": "integer", "description": "Amount to add", "default": 1}}
+            "properties": {
+                "by": {"type": "integer", "description": "Amount to add", "default": 1},
+                "counter_id": {
+                    "type": "string",
+                    "description": "The counter to add to, as returned by an earlier call"
+                }
+            }
         }),
     );
     t.output_schema = Some(json!({
         "type": "object",
-        "properties": {"counter": {"type": "integer"}},
+        "properties": {
+            "counter": {"type": "integer"},
+            "counter_id": {"type": "string"}
+        },
         "required": ["counter"]
     }));
     t
 }
 
 async fn counter(ctx: RequestContext, args: CounterArgs) -> crate::HandlerResult<CallToolResult> {
-    let session = ctx.require_session()?;
-    let (_, value) = session
-        .update(|state| {
-            let current = state.get("counter").and_then(|v| v.as_i64()).unwrap_or(0);
-            let next = current.saturating_add(args.by);
-            state.insert("counter".into(), json!(next));
-            next
-        })
-        .await?;
+    let add = |state: &mut session_core::SessionState| {
+        let current = state.get("counter").and_then(|v| v.as_i64()).unwrap_or(0);
+        let next = current.saturating_add(args.by);
+        state.insert("counter".into(), json!(next));
+        next
+    };
+    let (value, id) = match (&args.counter_id, ctx.session()) {
+        (Some(id), _) => match ctx.handles().update(id, add).await {
+            Ok((_, value)) => (value, Some(id.clone())),
+            Err(e) if e.is_gone() => {
+                return Ok(CallToolResult::error(format!(
+                    "counter_id {id} is unknown or expired ({e}); call counter again without \
+                     counter_id to start a new counter"
+                )));
+            }
+            Err(e) => return Err(crate::error::session_error_object(&e)),
+        },
+        (None, Some(session)) => (session.update(add).await?.1, None),
+        (None, None) => {
+            let mut state = session_core::SessionState::new();
+            let value = add(&mut state);
+            let minted = ctx
+                .handles()
+                .mint(COUNTER_PREFIX, state)
+                .await
+                .map_err(|e| crate::error::session_error_object(&e))?;
+            (value, Some(minted.id().to_string()))
+        }
+    };
+    let structured = match &id {
+        Some(id) => json!({"counter": value, "counter_id": id}),
+        None => json!({"counter": value}),
+    };
+    let text = match &id {
+        Some(id) => format!("{value} (counter_id {id})"),
+        None => value.to_string(),
+    };
     Ok(CallToolResult {
-        content: vec![Content::text(value.to_string())],
-        structured_content: Some(json!({"counter": value})),
+        content: vec![Content::text(text)],
+        structured_content: Some(structured),
         is_error: None,
     })
 }

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use serde_json::json;
-use session_core::wire::{ErrorObject, SUPPORTED_PROTOCOL_VERSIONS, code};
+use session_core::wire::{ErrorObject, code};
 
 /// Why starting or running the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,14 @@ pub enum Rejection {
     /// The server cannot take this now (session cap, store down).
     #[error("Service Unavailable: {0}")]
     Unavailable(String),
+    /// A stdio message other than `initialize` came before a session began.
+    #[error("Server not initialized: send initialize first")]
+    NotInitialized,
+    /// A 2026-07-28 request broke a rule of its era: the error says which
+    /// (-32602 envelope, -32020 header mismatch, -32022 unsupported
+    /// version, -32601 no such method).
+    #[error("{}", .0.message)]
+    Protocol(ErrorObject),
 }
 
 impl Rejection {
@@ -105,14 +113,21 @@ impl Rejection {
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::Conflict(_) => StatusCode::CONFLICT,
             Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::NotInitialized => StatusCode::BAD_REQUEST,
+            // 2026-07-28: an unknown method is 404, every other refusal 400.
+            Rejection::Protocol(error) if error.code == code::METHOD_NOT_FOUND => {
+                StatusCode::NOT_FOUND
+            }
+            Rejection::Protocol(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     /// The JSON-RPC error to put in the body.
     pub fn error_object(&self) -> ErrorObject {
         let code = match self {
+            Rejection::Protocol(error) => return error.clone(),
             Rejection::Parse(_) => code::PARSE_ERROR,
-            Rejection::InvalidRequest(_) => code::INVALID_REQUEST,
+            Rejection::InvalidRequest(_) | Rejection::NotInitialized => code::INVALID_REQUEST,
             Rejection::SessionNotFound(_) => code::SESSION_NOT_FOUND,
             Rejection::UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             _ => code::SERVER_ERROR,
@@ -120,7 +135,7 @@ impl Rejection {
         let error = ErrorObject::new(code, self.to_string());
         match self {
             Rejection::UnsupportedVersion { requested } => error.with_data(json!({
-                "supported": SUPPORTED_PROTOCOL_VERSIONS,
+                "supported": crate::dispatch::supported_versions(),
                 "requested": requested,
             })),
             _ => error,
@@ -224,7 +239,10 @@ mod tests {
         }
         .error_object();
         let data = e.data.unwrap();
-        assert_eq!(data["supported"], json!(SUPPORTED_PROTOCOL_VERSIONS));
+        assert_eq!(
+            data["supported"],
+            json!(crate::dispatch::supported_versions())
+        );
         assert_eq!(data["requested"], "2026-07-28");
     }
 

@@ -52,8 +52,8 @@ mod stdio;
 
 #[doc(inline)]
 pub use self::{
-    config::{DEFAULT_LISTEN, HttpConfig, ResponseMode, ServerConfig},
-    context::{RequestContext, SessionHandle},
+    config::{CacheHint, CacheScope, DEFAULT_LISTEN, HttpConfig, ResponseMode, ServerConfig},
+    context::{INPUT_TIMEOUT, InputRequest, RequestContext, ScopedHandles, SessionHandle},
     error::{Error, Rejection, Result},
     http::Principal,
     registry::HandlerResult,

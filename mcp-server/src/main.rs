@@ -36,6 +36,10 @@ struct Args {
     /// Sessions idle for this long expire (e.g. 30m, 90s, 1h).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
     idle_timeout: Duration,
+    /// Handles (such as the demo counter's `counter_id`) unused for this long
+    /// expire.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    handle_idle_timeout: Duration,
     /// Sessions must complete the handshake within this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     handshake_timeout: Duration,
@@ -66,9 +70,16 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-/// A session store, the event store beside it (if not the default), and
-/// its name for the logs.
-type Stores = (Arc<dyn SessionStore>, Option<Arc<dyn EventStore>>, String);
+/// Where a server keeps its state.
+struct Stores {
+    sessions: Arc<dyn SessionStore>,
+    /// The handles (SEP-2567), in a store of their own beside the sessions.
+    handles: Arc<dyn SessionStore>,
+    /// The events of resumable streams (if not the default).
+    events: Option<Arc<dyn EventStore>>,
+    /// For the logs.
+    name: String,
+}
 
 /// Opens the store named by `--store`.
 async fn open_store(
@@ -82,7 +93,12 @@ async fn open_store(
         None => format!("file:{}", default_data_dir().display()),
     };
     if spec == "memory" {
-        return Ok((Arc::new(MemoryStore::new()), None, spec));
+        return Ok(Stores {
+            sessions: Arc::new(MemoryStore::new()),
+            handles: Arc::new(MemoryStore::new()),
+            events: None,
+            name: spec,
+        });
     }
     if let Some(dir) = spec.strip_prefix("file:") {
         if dir.is_empty() {
@@ -114,7 +130,19 @@ async fn open_store(
             "opened the event store in {dir}/events"
         );
         let events: Arc<dyn EventStore> = Arc::new(events);
-        return Ok((Arc::new(store), Some(events), spec));
+        // Handles live beside the sessions too, in a store of their own.
+        let handles = FileStore::open(std::path::Path::new(dir).join("handles"))
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            handles = handles.recovery().sessions,
+            "opened the handle store in {dir}/handles"
+        );
+        return Ok(Stores {
+            sessions: Arc::new(store),
+            handles: Arc::new(handles),
+            events: Some(events),
+            name: spec,
+        });
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
         return open_redis(spec, idle_timeout).await;
@@ -135,7 +163,16 @@ async fn open_redis(spec: String, idle_timeout: Duration) -> Result<Stores, Stri
         Err(e) => tracing::warn!("Redis at {spec} does not answer yet: {e}"),
     }
     let events: Arc<dyn EventStore> = Arc::new(store.event_store());
-    Ok((Arc::new(store), Some(events), spec))
+    // Handles under `<prefix>:h`, shared by the replicas like sessions.
+    let handles = store
+        .with_prefix(&format!("{}:h", store.prefix()))
+        .map_err(|e| e.to_string())?;
+    Ok(Stores {
+        sessions: Arc::new(store),
+        handles: Arc::new(handles),
+        events: Some(events),
+        name: spec,
+    })
 }
 
 #[cfg(not(feature = "redis"))]
@@ -196,14 +233,17 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (store, events, store_name) =
-        open_store(args.store.as_deref(), args.stdio, args.idle_timeout).await?;
+    let stores = open_store(args.store.as_deref(), args.stdio, args.idle_timeout).await?;
+    let store_name = stores.name;
     let config = ServerConfig::default()
         .idle_timeout(args.idle_timeout)
+        .handle_idle_timeout(args.handle_idle_timeout)
         .handshake_timeout(args.handshake_timeout)
         .max_sessions((args.max_sessions > 0).then_some(args.max_sessions));
-    let mut builder = McpServer::builder().store(store);
-    if let Some(events) = events {
+    let mut builder = McpServer::builder()
+        .store(stores.sessions)
+        .handle_store(stores.handles);
+    if let Some(events) = stores.events {
         builder = builder.event_store(events);
     }
     let server: McpServer = demo::register(builder)

@@ -74,10 +74,51 @@ impl<D: Clone, H: ?Sized> Table<D, H> {
     }
 }
 
+/// A tool argument mirrored into an HTTP header (`x-mcp-header` in its
+/// input schema, SEP-2243).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeaderParam {
+    /// The name as the schema gives it (`Region`).
+    pub(crate) name: String,
+    /// The name part of the header, lowercased (`region` for
+    /// `Mcp-Param-Region`).
+    pub(crate) header: String,
+    /// The chain of `properties` keys leading to the argument.
+    pub(crate) path: Vec<String>,
+}
+
+/// The arguments of a tool's input schema marked `x-mcp-header`, reachable
+/// through `properties` keys alone (as the spec requires).
+pub(crate) fn header_params(schema: &Value) -> Vec<HeaderParam> {
+    fn walk(schema: &Value, path: &mut Vec<String>, out: &mut Vec<HeaderParam>) {
+        let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (key, property) in properties {
+            path.push(key.clone());
+            if let Some(name) = property.get("x-mcp-header").and_then(Value::as_str) {
+                out.push(HeaderParam {
+                    name: name.to_string(),
+                    header: name.to_ascii_lowercase(),
+                    path: path.clone(),
+                });
+            }
+            walk(property, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, &mut Vec::new(), &mut out);
+    out
+}
+
 /// Everything a server offers.
 #[derive(Default)]
 pub(crate) struct Registry {
     pub(crate) tools: Table<Tool, ToolFn>,
+    /// Tools' arguments mirrored into headers, by tool name (only tools
+    /// that have some).
+    pub(crate) headers: HashMap<String, Vec<HeaderParam>>,
     pub(crate) resources: Table<Resource, ResourceFn>,
     pub(crate) templates: Table<ResourceTemplate, TemplateFn>,
     pub(crate) prompts: Table<Prompt, PromptFn>,
@@ -103,6 +144,11 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// The arguments of tool `name` mirrored into headers, if any.
+    pub(crate) fn header_params(&self, name: &str) -> Option<&[HeaderParam]> {
+        self.headers.get(name).map(Vec::as_slice)
+    }
+
     pub(crate) fn add_tool<F, Fut>(&mut self, tool: Tool, handler: F)
     where
         F: Fn(RequestContext, Map<String, Value>) -> Fut + Send + Sync + 'static,
@@ -144,6 +190,12 @@ impl Registry {
         Fut: Future<Output = HandlerResult<CallToolResult>> + Send + 'static,
     {
         let call: Arc<ToolFn> = Arc::new(move |ctx, args| Box::pin(handler(ctx, args)));
+        let mapped = header_params(&tool.input_schema);
+        if mapped.is_empty() {
+            self.headers.remove(&tool.name);
+        } else {
+            self.headers.insert(tool.name.clone(), mapped);
+        }
         self.tools.insert(tool.name.clone(), tool, call);
     }
 
@@ -249,7 +301,35 @@ pub(crate) fn match_template(template: &str, uri: &str) -> Option<HashMap<String
 
 #[cfg(test)]
 mod tests {
-    use super::match_template;
+    use super::{HeaderParam, header_params, match_template};
+    use serde_json::json;
+
+    #[test]
+    fn mirrored_arguments_are_found_through_properties_only() {
+        let schema = json!({"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "nested": {"type": "object", "properties": {
+                "zone": {"type": "string", "x-mcp-header": "Zone"}
+            }},
+            "list": {"type": "array", "items": {"type": "string", "x-mcp-header": "Item"}}
+        }});
+        let found = header_params(&schema);
+        assert_eq!(
+            found,
+            vec![
+                HeaderParam {
+                    name: "Zone".into(),
+                    header: "zone".into(),
+                    path: vec!["nested".into(), "zone".into()]
+                },
+                HeaderParam {
+                    name: "Region".into(),
+                    header: "region".into(),
+                    path: vec!["region".into()]
+                },
+            ]
+        );
+    }
 
     #[test]
     fn templates_match_whole_segments() {

@@ -6,20 +6,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use session_core::wire::{
-    CallToolResult, GetPromptResult, Implementation, LoggingLevel, Prompt, ReadResourceResult,
-    RequestId, Resource, ResourceTemplate, Tool,
+    CallToolResult, GetPromptResult, Implementation, Prompt, ReadResourceResult, Resource,
+    ResourceTemplate, Tool,
 };
 use session_core::{
-    EventStore, ManagerConfig, SessionHook, SessionId, SessionManager, SessionRecord, SessionStore,
+    EventStore, Handles, ManagerConfig, SessionHook, SessionManager, SessionRecord, SessionStore,
 };
 use session_store::{MemoryEventStore, MemoryStore, SystemClock};
-use tokio_util::sync::CancellationToken;
 
-use crate::context::Pending;
+use crate::dispatch::{Change, Dispatcher, Parts};
 use crate::hub::Hub;
 use crate::registry::{HandlerResult, Registry};
 use crate::{RequestContext, ServerConfig};
@@ -31,121 +29,18 @@ use crate::{RequestContext, ServerConfig};
 /// clones share everything.
 #[derive(Debug, Clone)]
 pub struct McpServer {
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// State shared by every transport and task of one server.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) info: Implementation,
-    pub(crate) instructions: Option<String>,
-    pub(crate) registry: Registry,
-    pub(crate) manager: Arc<SessionManager>,
-    pub(crate) hub: Hub,
-    pub(crate) inflight: InFlight,
-    pub(crate) levels: Mutex<foldhash::HashMap<SessionId, LoggingLevel>>,
-    /// Resource URIs each session subscribed to on this process.
-    pub(crate) subscriptions:
-        Mutex<foldhash::HashMap<SessionId, std::collections::BTreeSet<String>>>,
-    pub(crate) pending: Arc<Pending>,
-    /// `initialize` results by revision, serialized once.
-    pub(crate) initialize_results:
-        std::sync::OnceLock<Vec<(&'static str, Box<serde_json::value::RawValue>)>>,
-    pub(crate) config: ServerConfig,
-    /// Cancelled when the server shuts down.
-    pub(crate) shutdown: CancellationToken,
-}
-
-/// Requests being handled on this process, by session and request id, with
-/// the token that cancels each.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    map: Mutex<foldhash::HashMap<(SessionId, RequestId), CancellationToken>>,
-}
-
-impl InFlight {
-    /// Registers a request; the returned guard unregisters it when dropped.
-    /// `None` if a request with that id is already in flight in the session.
-    pub(crate) fn start(
-        &self,
-        session: &SessionId,
-        request: &RequestId,
-    ) -> Option<InFlightGuard<'_>> {
-        let token = CancellationToken::new();
-        let key = (session.clone(), request.clone());
-        match self.map.lock().entry(key.clone()) {
-            std::collections::hash_map::Entry::Occupied(_) => return None,
-            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(token.clone()),
-        };
-        Some(InFlightGuard {
-            owner: self,
-            key,
-            token,
-        })
-    }
-
-    /// Cancels one request; whether it was in flight here.
-    pub(crate) fn cancel(&self, session: &SessionId, request: &RequestId) -> bool {
-        let key = (session.clone(), request.clone());
-        self.map
-            .lock()
-            .get(&key)
-            .map(CancellationToken::cancel)
-            .is_some()
-    }
-
-    /// Cancels every request of a session.
-    pub(crate) fn cancel_session(&self, session: &SessionId) {
-        for ((s, _), token) in self.map.lock().iter() {
-            if s == session {
-                token.cancel();
-            }
-        }
-    }
-
-    /// Cancels everything.
-    pub(crate) fn cancel_all(&self) {
-        for token in self.map.lock().values() {
-            token.cancel();
-        }
-    }
-
-    /// Sessions with a request in flight.
-    pub(crate) fn busy_sessions(&self) -> Vec<SessionId> {
-        let mut ids: Vec<SessionId> = self.map.lock().keys().map(|(s, _)| s.clone()).collect();
-        ids.sort();
-        ids.dedup();
-        ids
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.map.lock().len()
-    }
-}
-
-/// Unregisters an in-flight request when dropped.
-#[derive(Debug)]
-pub(crate) struct InFlightGuard<'a> {
-    owner: &'a InFlight,
-    key: (SessionId, RequestId),
-    pub(crate) token: CancellationToken,
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        self.owner.map.lock().remove(&self.key);
-    }
+    pub(crate) dispatcher: Arc<Dispatcher>,
 }
 
 /// Releases what a session holds on this process when it ends: its open
 /// streams, its requests in flight, its buffered events.
 #[derive(Debug)]
-struct Release(std::sync::Weak<Shared>);
+struct Release(std::sync::Weak<Dispatcher>);
 
 impl Release {
     fn release(&self, record: &SessionRecord) {
-        if let Some(shared) = self.0.upgrade() {
-            shared.release(record.id());
+        if let Some(dispatcher) = self.0.upgrade() {
+            dispatcher.release(record.id());
         }
     }
 }
@@ -160,140 +55,106 @@ impl SessionHook for Release {
     }
 }
 
-impl Shared {
-    /// Drops everything this process holds for `session`.
-    pub(crate) fn release(&self, session: &SessionId) {
-        self.hub.drop_session(session);
-        self.inflight.cancel_session(session);
-        self.levels.lock().remove(session);
-        self.subscriptions.lock().remove(session);
-        // Even with no stream here, the store may hold events of it: from
-        // before a restart, or from another replica; the store tells.
-        if !self.hub.events().may_hold(session) {
-            return;
-        }
-        let events = self.hub.events().clone();
-        let session = session.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = events.remove_session(&session).await {
-                    tracing::warn!(%session, "cannot drop the session's events: {e}");
-                }
-            });
-        }
-    }
-
-    pub(crate) fn log_level(&self, session: &SessionId) -> LoggingLevel {
-        self.levels
-            .lock()
-            .get(session)
-            .copied()
-            .unwrap_or(LoggingLevel::Debug)
-    }
-
-    /// One round of upkeep: keep sessions with requests in flight alive,
-    /// expire idle ones (hooks release what they hold).
-    pub(crate) async fn upkeep(&self) {
-        for id in self.inflight.busy_sessions() {
-            // A long request must not lose its session to idle expiry.
-            let _ = self.manager.touch(&id).await;
-        }
-        match self.manager.sweep().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "swept expired sessions"),
-            Err(e) => tracing::warn!("sweeping expired sessions failed: {e}"),
-        }
-        // Streams of sessions ended elsewhere (another replica), or past
-        // their deadline, end here too. An open stream is not activity: it
-        // is read without touching the session.
-        let now = self.manager.clock().now();
-        for id in self.hub.sessions() {
-            let live = match self.manager.store().load(&id).await {
-                Ok(Some(record)) => !record.status_at(now).is_terminal(),
-                Ok(None) => false,
-                Err(_) => true, // a store failure is not a verdict
-            };
-            if !live {
-                self.release(&id);
-            }
-        }
-    }
-}
-
 impl McpServer {
     /// Starts building a server.
     pub fn builder() -> McpServerBuilder {
         McpServerBuilder::default()
     }
 
-    /// The session manager behind the server.
+    /// The session manager behind the server (legacy sessions).
     pub fn sessions(&self) -> &Arc<SessionManager> {
-        &self.shared.manager
+        self.dispatcher.manager()
+    }
+
+    /// The handles tools mint and use (SEP-2567), in their own store.
+    pub fn handles(&self) -> &Arc<Handles> {
+        self.dispatcher.handles()
     }
 
     /// The server's settings.
     pub fn config(&self) -> &ServerConfig {
-        &self.shared.config
+        self.dispatcher.config()
     }
 
     /// Requests being handled right now.
     pub fn requests_in_flight(&self) -> usize {
-        self.shared.inflight.len()
+        self.dispatcher.requests_in_flight()
     }
 
-    /// Tells every session subscribed to `uri` (`resources/subscribe`) that
-    /// the resource changed: a `notifications/resources/updated` on the
-    /// session's GET stream (stored for resumption like any event). Returns
-    /// how many sessions were told.
+    /// `subscriptions/listen` streams open on this process.
+    pub fn listeners(&self) -> usize {
+        self.dispatcher.listeners().len()
+    }
+
+    /// Tells clients that the resource at `uri` changed: legacy sessions
+    /// subscribed to it (`resources/subscribe`) get a
+    /// `notifications/resources/updated` on their GET stream (stored for
+    /// resumption like any event), and `subscriptions/listen` streams that
+    /// asked for it get one too, on every replica sharing the store.
+    /// Returns how many sessions and streams on this process were told.
     ///
-    /// Subscriptions are held by the process that received them, like log
-    /// levels; with replicas, call this on each.
+    /// Legacy subscriptions are held by the process that received them,
+    /// like log levels; with replicas, call this on each (listen streams
+    /// hear of it everywhere from one call).
     pub async fn notify_resource_updated(&self, uri: &str) -> usize {
-        let sessions: Vec<SessionId> = self
-            .shared
-            .subscriptions
-            .lock()
-            .iter()
-            .filter(|(_, uris)| uris.contains(uri))
-            .map(|(session, _)| session.clone())
-            .collect();
-        let note = session_core::wire::Message::Notification(session_core::wire::Notification {
-            method: "notifications/resources/updated".into(),
-            params: Some(session_core::wire::to_raw(
-                &serde_json::json!({ "uri": uri }),
-            )),
-        });
-        let data: Arc<str> = Arc::from(note.to_json());
-        for session in &sessions {
-            if let Err(e) = self
-                .shared
-                .hub
-                .publish(session, &session_core::StreamId::standalone(), data.clone())
-                .await
-            {
-                tracing::warn!(%session, "cannot store a resource update: {e}");
-            }
-        }
-        sessions.len()
+        let sessions = self.dispatcher.tell_subscribed_sessions(uri).await;
+        let change = Change::ResourceUpdated { uri: uri.into() };
+        sessions + self.announce(change).await
     }
 
-    /// Starts the background sweeper: every `sweep_interval` it expires idle
-    /// sessions and releases what they held. Stops at [`McpServer::shutdown`].
+    /// Tells `subscriptions/listen` streams that opted in, on every replica
+    /// sharing the store, that the tool list changed. Returns how many
+    /// streams on this process were told.
+    pub async fn notify_tools_list_changed(&self) -> usize {
+        self.announce(Change::ToolsListChanged).await
+    }
+
+    /// As [`notify_tools_list_changed`](Self::notify_tools_list_changed),
+    /// for the prompt list.
+    pub async fn notify_prompts_list_changed(&self) -> usize {
+        self.announce(Change::PromptsListChanged).await
+    }
+
+    /// As [`notify_tools_list_changed`](Self::notify_tools_list_changed),
+    /// for the resource list.
+    pub async fn notify_resources_list_changed(&self) -> usize {
+        self.announce(Change::ResourcesListChanged).await
+    }
+
+    async fn announce(&self, change: Change) -> usize {
+        let events = self.dispatcher.hub().events().clone();
+        self.dispatcher.listeners().announce(&events, change).await
+    }
+
+    /// Starts the background work: every `sweep_interval` the sweeper
+    /// expires idle sessions and handles and releases what they held, and a
+    /// follower delivers the changes other replicas announce to this
+    /// process's listeners. Both stop at [`McpServer::shutdown`].
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
-        let shared = self.shared.clone();
+        let dispatcher = self.dispatcher.clone();
         tokio::spawn(async move {
+            let stop = dispatcher.shutdown_token().clone();
+            let follower = {
+                let dispatcher = dispatcher.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let events = dispatcher.hub().events().clone();
+                    dispatcher.listeners().follow(events, stop).await;
+                })
+            };
             // The first round comes one interval after start, not at once:
             // a restart serves its first requests before it clears what
             // expired while it was down (which reads as expired anyway).
-            let period = shared.config.sweep_interval;
+            let period = dispatcher.config().sweep_interval;
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = ticker.tick() => shared.upkeep().await,
-                    () = shared.shutdown.cancelled() => break,
+                    _ = ticker.tick() => dispatcher.upkeep().await,
+                    () = stop.cancelled() => break,
                 }
             }
+            follower.abort();
         })
     }
 
@@ -306,23 +167,24 @@ impl McpServer {
     }
 
     /// The first step of [`shutdown`](Self::shutdown): new requests are
-    /// refused (503), the sweeper stops, idle streams end.
+    /// refused (503), the sweeper stops, idle streams end, listen streams
+    /// are answered and end.
     pub(crate) fn begin_shutdown(&self) {
-        self.shared.shutdown.cancel();
-        self.shared.hub.close_idle();
+        self.dispatcher.shutdown_token().cancel();
+        self.dispatcher.hub().close_idle();
     }
 
     /// The rest of [`shutdown`](Self::shutdown): requests in flight get
     /// `grace` to finish, then are cancelled; every stream ends.
     pub(crate) async fn drain(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
-        while self.shared.inflight.len() > 0 && tokio::time::Instant::now() < deadline {
+        while self.dispatcher.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.shared.inflight.cancel_all();
+        self.dispatcher.cancel_all();
         // Let cancelled requests unwind and their streams flush.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.shared.hub.close_all();
+        self.dispatcher.hub().close_all();
     }
 }
 
@@ -355,6 +217,7 @@ pub struct McpServerBuilder {
     instructions: Option<String>,
     registry: Registry,
     store: Option<Arc<dyn SessionStore>>,
+    handle_store: Option<Arc<dyn SessionStore>>,
     events: Option<Arc<dyn EventStore>>,
     config: ServerConfig,
 }
@@ -381,6 +244,14 @@ impl McpServerBuilder {
     /// The session store (default: a [`MemoryStore`]).
     pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// The store of handles (default: a [`MemoryStore`]). It must not be
+    /// the sessions' store: give a [`FileStore`](session_store::FileStore)
+    /// its own directory, a Redis store its own prefix.
+    pub fn handle_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.handle_store = Some(store);
         self
     }
 
@@ -493,18 +364,27 @@ impl McpServerBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>);
+        let handle_store = self
+            .handle_store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>);
         let events = self.events.unwrap_or_else(|| {
             Arc::new(MemoryEventStore::new(
                 self.config.events_per_stream,
                 self.config.streams_per_session,
             ))
         });
+        let clock = Arc::new(SystemClock);
         let manager = Arc::new(SessionManager::new(
             store,
-            Arc::new(SystemClock),
+            clock.clone(),
             self.config.sessions.clone(),
         ));
-        let shared = Arc::new(Shared {
+        let handles = Arc::new(Handles::new(
+            handle_store,
+            clock,
+            self.config.handles.clone(),
+        ));
+        let dispatcher = Dispatcher::new(Parts {
             info: Implementation {
                 name: self.name.unwrap_or_else(|| "mcp-server".into()),
                 version: self
@@ -515,18 +395,12 @@ impl McpServerBuilder {
             instructions: self.instructions,
             registry: self.registry,
             manager: manager.clone(),
+            handles,
             hub: Hub::new(events),
-            inflight: InFlight::default(),
-            levels: Mutex::default(),
-            subscriptions: Mutex::default(),
-            pending: Arc::default(),
-            initialize_results: std::sync::OnceLock::new(),
             config: self.config,
-            shutdown: CancellationToken::new(),
         });
-        let _ = shared.initialize_results.set(shared.initialize_results());
-        manager.add_hook(Arc::new(Release(Arc::downgrade(&shared))));
-        McpServer { shared }
+        manager.add_hook(Arc::new(Release(Arc::downgrade(&dispatcher))));
+        McpServer { dispatcher }
     }
 }
 

@@ -1,22 +1,20 @@
 //! The stdio transport: newline-delimited JSON-RPC on stdin and stdout.
 //!
-//! The process is one session, created by `initialize`, that lives until
-//! stdin closes. Logs go to stderr, never stdout.
+//! Framing only: each line goes to the [`Dispatcher`], and what comes back
+//! is written as lines. A legacy client's session (begun by `initialize`)
+//! lives until stdin closes; a 2026-07-28 client needs none. Logs go to
+//! stderr, never stdout.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use session_core::SessionId;
 use session_core::wire::{ErrorObject, Message, Response, code};
-use session_core::{SessionId, SessionRecord};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::context::Outbox;
-use crate::error::Error;
-use crate::server::{McpServer, Shared};
-
-/// A stdio session lasts as long as its process, however quiet.
-const STDIO_IDLE_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+use crate::dispatch::{Dispatcher, Origin, Outcome, Running, Transport};
+use crate::error::{Error, Rejection};
+use crate::server::McpServer;
 
 impl McpServer {
     /// Serves MCP on this process's stdin and stdout until stdin closes.
@@ -41,11 +39,13 @@ impl McpServer {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let shared = self.shared.clone();
+        let dispatcher = self.dispatcher.clone();
         let (tx, rx) = mpsc::channel::<Box<Message>>(64);
         let writer = tokio::spawn(write_lines(output, rx));
         let sweeper = self.spawn_sweeper();
         let mut session: Option<SessionId> = None;
+        // Modern requests of this connection, cancelled by id.
+        let scope = dispatcher.new_scope();
         let mut lines = BufReader::new(input).lines();
         let result = loop {
             let line = match lines.next_line().await {
@@ -61,10 +61,10 @@ impl McpServer {
             if line.trim().is_empty() {
                 continue;
             }
-            handle_line(&shared, &tx, &mut session, line.as_bytes()).await;
+            handle_line(&dispatcher, &tx, &mut session, scope, line.as_bytes()).await;
         };
         if let Some(id) = session {
-            let _ = shared.manager.close(&id).await;
+            dispatcher.end_session_by_id(&id).await;
         }
         sweeper.abort();
         drop(tx);
@@ -91,14 +91,11 @@ async fn write_lines<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-fn error(id: Option<session_core::wire::RequestId>, code: i64, message: &str) -> Message {
-    Message::Response(Response::error(id, ErrorObject::new(code, message)))
-}
-
 async fn handle_line(
-    shared: &Arc<Shared>,
+    dispatcher: &Arc<Dispatcher>,
     tx: &mpsc::Sender<Box<Message>>,
     session: &mut Option<SessionId>,
+    scope: u64,
     line: &[u8],
 ) {
     let message = match Message::parse(line) {
@@ -110,92 +107,72 @@ async fn handle_line(
             return;
         }
     };
-    let mut ended = None;
-    let record = match session.as_ref() {
-        Some(id) => match shared.manager.get(id).await {
-            Ok(record) => Some(record),
-            Err(e) => {
-                tracing::warn!(session = %id, "the session is unusable: {e}");
-                if matches!(
-                    e,
-                    session_core::Error::Expired
-                        | session_core::Error::Closed
-                        | session_core::Error::NotFound
-                ) {
-                    // It is over: a new `initialize` starts another.
-                    ended = Some(e.to_string());
-                    *session = None;
-                }
-                None
-            }
-        },
-        None => None,
+    let origin = Origin {
+        transport: Transport::Stdio,
+        principal: None,
+        session: session.as_ref().map(|id| id.as_str().as_bytes()),
+        protocol_version: None,
+        mirrored: None,
+        scope: Some(scope),
+        acceptable: true,
     };
-    match (message, record) {
-        (Message::Request(request), _) if request.method == "initialize" => {
-            if session.is_some() {
-                let reply = error(
-                    Some(request.id),
-                    code::INVALID_REQUEST,
-                    "already initialized",
-                );
-                let _ = tx.send(Box::new(reply)).await;
+    let reply = match dispatcher.handle(message, &origin).await {
+        Outcome::Accepted | Outcome::Batch(_) => return,
+        Outcome::Started {
+            response,
+            session: started,
+        } => {
+            *session = started.map(|record| record.id().clone());
+            Message::Response(response)
+        }
+        Outcome::Reply(response) => Message::Response(response),
+        Outcome::Running(running) => return spawn_request(tx, running),
+        Outcome::Rejected { rejection, id } => {
+            let error = match rejection {
+                // It is over: a new `initialize` starts another.
+                Rejection::SessionNotFound(why) => {
+                    *session = None;
+                    ErrorObject::new(
+                        code::INVALID_REQUEST,
+                        format!("The session ended ({why}): send initialize to start a new one"),
+                    )
+                }
+                rejection => rejection.error_object(),
+            };
+            // A refused notification gets no answer.
+            let Some(id) = id else {
+                tracing::debug!("a notification was refused: {}", error.message);
                 return;
-            }
-            let reply = match shared
-                .initialize(&request, None, Some(STDIO_IDLE_TIMEOUT))
-                .await
-            {
-                Ok((record, response)) => {
-                    *session = record.map(|r| r.id().clone());
-                    Message::Response(response)
-                }
-                Err(rejection) => {
-                    Message::Response(Response::error(Some(request.id), rejection.error_object()))
-                }
             };
-            let _ = tx.send(Box::new(reply)).await;
+            Message::Response(Response::error(Some(id), error))
         }
-        (Message::Request(request), None) => {
-            let reply = if request.method == "ping" {
-                Message::Response(Response::ok(
-                    request.id,
-                    session_core::wire::to_raw(&serde_json::json!({})),
-                ))
-            } else if let Some(why) = &ended {
-                error(
-                    Some(request.id),
-                    code::INVALID_REQUEST,
-                    &format!("The session ended ({why}): send initialize to start a new one"),
-                )
-            } else {
-                error(
-                    Some(request.id),
-                    code::INVALID_REQUEST,
-                    "Server not initialized: send initialize first",
-                )
-            };
-            let _ = tx.send(Box::new(reply)).await;
-        }
-        (Message::Request(request), Some(record)) => spawn_request(shared, tx, record, request),
-        (Message::Notification(note), Some(record)) => shared.notification(&record, &note).await,
-        (Message::Response(response), Some(record)) => {
-            shared.pending.answer(record.id(), response);
-        }
-        (Message::Notification(_) | Message::Response(_), _) => {}
-    }
+    };
+    let _ = tx.send(Box::new(reply)).await;
 }
 
-fn spawn_request(
-    shared: &Arc<Shared>,
-    tx: &mpsc::Sender<Box<Message>>,
-    record: SessionRecord,
-    request: session_core::wire::Request,
-) {
-    let (shared, tx) = (shared.clone(), tx.clone());
+/// Runs a request concurrently (so `notifications/cancelled` can stop it),
+/// writing what it sends and then its response.
+fn spawn_request(tx: &mpsc::Sender<Box<Message>>, running: Running) {
+    let tx = tx.clone();
     tokio::spawn(async move {
-        let outbox = Outbox(tx.clone());
-        if let Some(response) = shared.clone().request(record, request, outbox).await {
+        let Running {
+            mut handling,
+            mut messages,
+            ..
+        } = running;
+        let response = loop {
+            tokio::select! {
+                biased;
+                Some(message) = messages.recv() => {
+                    let _ = tx.send(message).await;
+                }
+                response = &mut handling => break response,
+            }
+        };
+        while let Ok(message) = messages.try_recv() {
+            let _ = tx.send(message).await;
+        }
+        if let Some(response) = response {
             let _ = tx.send(Box::new(Message::Response(response))).await;
         }
     });

@@ -231,20 +231,24 @@ async fn foreign_origins_and_hosts_are_forbidden_loopback_ones_allowed() {
 async fn versions_this_server_does_not_speak_are_refused_with_the_supported_list() {
     let server = TestServer::start(ServerConfig::default()).await;
     let mut client = server.client();
-    let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}});
-    let response = client.post(&discover).send().await.unwrap();
+    let supported = json!(["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"]);
+    // A modern request for a revision nobody speaks learns what is spoken.
+    let modern = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2099-01-01",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let response = client
+        .post(&modern)
+        .header("mcp-protocol-version", "2099-01-01")
+        .header("mcp-method", "tools/list")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32022);
-    assert_eq!(
-        body["error"]["data"]["supported"],
-        json!(["2025-11-25", "2025-06-18", "2025-03-26"])
-    );
-
-    let modern = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
-    let response = client.post(&modern).send().await.unwrap();
-    assert_eq!(response.status(), 400);
+    assert_eq!(body["error"]["data"]["supported"], supported);
+    assert_eq!(body["error"]["data"]["requested"], "2099-01-01");
+    assert_eq!(body["id"], 2);
 
     client.connect().await;
     client.version = "2099-01-01".into();

@@ -4,9 +4,8 @@
 //! request's header map; the checks then work on what it found.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use session_core::SessionId;
-use session_core::wire::is_supported;
 
+use crate::dispatch::Mirrored;
 use crate::error::Rejection;
 
 /// `MCP-Session-Id`.
@@ -29,6 +28,9 @@ pub(crate) struct Head<'a> {
     pub(crate) session_id: Option<&'a HeaderValue>,
     pub(crate) protocol_version: Option<&'a HeaderValue>,
     pub(crate) last_event_id: Option<&'a HeaderValue>,
+    /// Whether any header mirrors the body (`Mcp-Method`, `Mcp-Name`,
+    /// `Mcp-Param-*`, revision 2026-07-28).
+    mirrors: bool,
 }
 
 impl<'a> Head<'a> {
@@ -49,11 +51,20 @@ impl<'a> Head<'a> {
                 "mcp-protocol-version" => &mut head.protocol_version,
                 "origin" => &mut head.origin,
                 "last-event-id" => &mut head.last_event_id,
-                _ => continue,
+                name => {
+                    head.mirrors |= name.starts_with("mcp-") && is_mirror(name);
+                    continue;
+                }
             };
             slot.get_or_insert(value);
         }
         head
+    }
+
+    /// Whether the request mirrors body fields in headers (a 2026-07-28
+    /// client's does).
+    pub(crate) fn mirrors(&self) -> bool {
+        self.mirrors
     }
 
     /// The declared body length, if it is a number.
@@ -62,6 +73,41 @@ impl<'a> Head<'a> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
     }
+}
+
+/// Whether `name` (lowercase) is a header that mirrors the body.
+fn is_mirror(name: &str) -> bool {
+    name == "mcp-method" || name == "mcp-name" || name.starts_with("mcp-param-")
+}
+
+/// The body fields the request mirrors into headers, read once a request
+/// is known to have some ([`Head::mirrors`]).
+pub(crate) fn mirrored(headers: &HeaderMap) -> Mirrored {
+    let mut mirrored = Mirrored::default();
+    for (name, value) in headers {
+        match name.as_str() {
+            "mcp-method" => {
+                mirrored
+                    .method
+                    .get_or_insert_with(|| value.as_bytes().to_vec());
+            }
+            "mcp-name" => {
+                mirrored
+                    .name
+                    .get_or_insert_with(|| value.as_bytes().to_vec());
+            }
+            name => {
+                if let Some(param) = name.strip_prefix("mcp-param-")
+                    && !mirrored.params.iter().any(|(p, _)| p == param)
+                {
+                    mirrored
+                        .params
+                        .push((param.to_string(), value.as_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    mirrored
 }
 
 /// What the `Accept` header admits.
@@ -96,6 +142,11 @@ impl Accept {
                 || range.eq_ignore_ascii_case(EVENT_STREAM.as_bytes())
                 || range.eq_ignore_ascii_case(b"text/*");
         }
+    }
+
+    /// Whether SSE is acceptable.
+    pub(crate) fn sse(self) -> bool {
+        self.sse
     }
 
     /// POST must accept both JSON and SSE.
@@ -207,35 +258,6 @@ impl Guard {
     }
 }
 
-/// `MCP-Session-Id`, if present: `Ok(None)` when absent.
-pub(crate) fn session_id(value: Option<&HeaderValue>) -> Result<Option<SessionId>, Rejection> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| Rejection::InvalidSessionId("not visible ASCII".into()))?;
-    SessionId::parse(text)
-        .map(Some)
-        .map_err(|e| Rejection::InvalidSessionId(e.to_string()))
-}
-
-/// `MCP-Protocol-Version`, checked: absent is fine (2025-03-26 is assumed),
-/// an unsupported one is refused.
-pub(crate) fn protocol_version(value: Option<&HeaderValue>) -> Result<Option<&str>, Rejection> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    let version = value.to_str().unwrap_or("");
-    if is_supported(version) {
-        Ok(Some(version))
-    } else {
-        Err(Rejection::UnsupportedVersion {
-            requested: version.to_string(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,18 +350,26 @@ mod tests {
     }
 
     #[test]
-    fn version_header_is_optional_but_must_be_supported() {
-        assert_eq!(protocol_version(None), Ok(None));
-        let map = headers(&[("mcp-protocol-version", "2025-06-18")]);
+    fn mirrored_headers_are_found_by_name_whatever_their_case() {
+        let map = headers(&[
+            ("MCP-METHOD", "tools/call"),
+            ("Mcp-Name", "echo"),
+            ("Mcp-Param-Region", "eu"),
+            ("mcp-param-region", "second"),
+            ("Mcp-Session-Id", "not a mirror"),
+        ]);
+        assert!(Head::scan(&map).mirrors());
+        let mirrored = mirrored(&map);
+        assert_eq!(mirrored.method.as_deref(), Some(&b"tools/call"[..]));
+        assert_eq!(mirrored.name.as_deref(), Some(&b"echo"[..]));
         assert_eq!(
-            protocol_version(Head::scan(&map).protocol_version),
-            Ok(Some("2025-06-18"))
+            mirrored.params,
+            vec![("region".to_string(), b"eu".to_vec())]
         );
-        let map = headers(&[("mcp-protocol-version", "2026-07-28")]);
-        assert!(matches!(
-            protocol_version(Head::scan(&map).protocol_version),
-            Err(Rejection::UnsupportedVersion { .. })
-        ));
+        let map = headers(&[("Mcp-Param-X", "1")]);
+        assert!(Head::scan(&map).mirrors());
+        let map = headers(&[("Mcp-Session-Id", "abc")]);
+        assert!(!Head::scan(&map).mirrors());
     }
 
     #[test]
@@ -365,6 +395,7 @@ mod tests {
         assert_eq!(text(head.protocol_version).as_deref(), Some("2025-11-25"));
         assert_eq!(text(head.last_event_id).as_deref(), Some("s-1"));
         assert_eq!(head.accept, Accept::default());
+        assert!(!head.mirrors());
         let map = headers(&[("content-length", "many")]);
         assert_eq!(Head::scan(&map).content_length(), None);
     }

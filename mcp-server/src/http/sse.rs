@@ -5,6 +5,7 @@
 //! axum's encoder leaves out (browsers ignore such events; MCP clients use
 //! them to learn the id to resume from).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -14,11 +15,16 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use session_core::EventId;
+use session_core::wire::Message;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::dispatch::Handling;
 use crate::hub::{Connection, Frame, Hub};
 
 /// Lets the body reach the hub without owning the server.
@@ -152,14 +158,104 @@ pub(crate) fn response(
         remaining: limit,
         sent: Sent::default(),
     };
-    (
-        [
-            (CONTENT_TYPE, "text/event-stream"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(events),
-    )
-        .into_response()
+    let mut response = Body::from_stream(events).into_response();
+    headers(&mut response);
+    response
+}
+
+/// The headers of every SSE response: the type, no caching, and no
+/// buffering in reverse proxies.
+fn headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+}
+
+/// A modern (2026-07-28) request's stream: no ids, no store, nothing to
+/// resume. `first` messages, then whatever the still running handler
+/// sends, then its response. Dropping the body (the client went away)
+/// cancels the request through `cancel`.
+pub(crate) fn plain(
+    first: Vec<Message>,
+    running: Option<(Handling, mpsc::Receiver<Box<Message>>)>,
+    keep_alive: Duration,
+    cancel: Option<CancellationToken>,
+) -> Response {
+    let mut ticks = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stream = Plain {
+        queued: first.iter().map(data_event).collect(),
+        done: running.is_none(),
+        running,
+        keep_alive: ticks,
+        _cancel: cancel.map(CancellationToken::drop_guard),
+    };
+    let mut response = Body::from_stream(stream).into_response();
+    headers(&mut response);
+    response
+}
+
+/// One event carrying a message: a single `data:` line.
+fn data_event(message: &Message) -> Bytes {
+    let json = message.to_json();
+    let mut out = String::with_capacity(json.len() + 8);
+    out.push_str("data: ");
+    out.push_str(&json);
+    out.push_str("\n\n");
+    Bytes::from(out)
+}
+
+struct Plain {
+    queued: VecDeque<Bytes>,
+    running: Option<(Handling, mpsc::Receiver<Box<Message>>)>,
+    done: bool,
+    keep_alive: Interval,
+    _cancel: Option<DropGuard>,
+}
+
+impl Stream for Plain {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                self.keep_alive.reset();
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let Some((handling, rx)) = self.running.as_mut() else {
+                self.done = true;
+                continue;
+            };
+            if let Poll::Ready(Some(message)) = rx.poll_recv(cx) {
+                self.keep_alive.reset();
+                return Poll::Ready(Some(Ok(data_event(&message))));
+            }
+            if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+                let mut tail = Vec::new();
+                while let Ok(message) = rx.try_recv() {
+                    tail.push(data_event(&message));
+                }
+                if let Some(response) = response {
+                    tail.push(data_event(&Message::Response(response)));
+                }
+                self.queued.extend(tail);
+                self.running = None;
+                self.done = true;
+                continue;
+            }
+            return match self.keep_alive.poll_tick(cx) {
+                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n")))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub const DEFAULT_HTTP_PROTOCOL_VERSION: &str = "2025-03-26";
 /// The sessionless revision: no `initialize`, state in explicit handles.
 pub const MODERN_PROTOCOL_VERSION: &str = "2026-07-28";
 
+/// The modern revisions (every request carries its `_meta` envelope, no
+/// session) supported, newest first.
+pub const MODERN_PROTOCOL_VERSIONS: &[&str] = &[MODERN_PROTOCOL_VERSION];
+
 /// The `_meta` key through which modern requests carry their revision.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 

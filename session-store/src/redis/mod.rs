@@ -135,11 +135,7 @@ fn split_prefix(url: &str) -> std::result::Result<(String, Option<String>), Stri
             kept.push(pair);
             continue;
         }
-        let valid = (1..=64).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
-        if !valid {
+        if !valid_prefix(value) {
             return Err(format!(
                 "the prefix `{value}` must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"
             ));
@@ -155,6 +151,15 @@ fn split_prefix(url: &str) -> std::result::Result<(String, Option<String>), Stri
     }
     rebuilt.push_str(fragment);
     Ok((rebuilt, prefix))
+}
+
+/// Whether `prefix` may start keys: 1 to 64 characters of
+/// `[A-Za-z0-9_.:-]`.
+fn valid_prefix(prefix: &str) -> bool {
+    (1..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
 /// A session store in Redis: for several server processes (replicas behind
@@ -367,6 +372,34 @@ impl RedisStore {
             connection,
             client,
             keys: Keys::new(&options.prefix),
+            options,
+        })
+    }
+
+    /// A store of its own over the same connection, with every key under
+    /// `prefix`: for records kept beside sessions, such as handles
+    /// (`Handles` in `session-core`), which must never be found as
+    /// sessions.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Format`] for a prefix that is not 1 to 64
+    /// characters of `[A-Za-z0-9_.:-]`, or the prefix of this store.
+    pub fn with_prefix(&self, prefix: &str) -> std::result::Result<Self, crate::Error> {
+        if !valid_prefix(prefix) || prefix == self.options.prefix {
+            return Err(crate::Error::Format {
+                path: prefix.into(),
+                detail: "a store beside another needs a prefix of its own, 1 to 64 characters \
+                         of A-Z a-z 0-9 _ . : -"
+                    .into(),
+            });
+        }
+        let mut options = self.options.clone();
+        options.prefix = prefix.to_string();
+        Ok(RedisStore {
+            connection: self.connection.clone(),
+            client: self.client.clone(),
+            keys: Keys::new(prefix),
             options,
         })
     }

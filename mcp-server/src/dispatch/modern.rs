@@ -1,0 +1,774 @@
+//! The modern era (2026-07-28): no session; every request carries its
+//! revision and the client's capabilities in `_meta`, and every result says
+//! what it is (`resultType`) and who answered (`serverInfo` in `_meta`).
+//!
+//! A request is checked in the order the conformance suite pins down: the
+//! envelope (-32602), the mirrored `MCP-Protocol-Version` (-32020), the
+//! revision (-32022), the other mirrored headers (-32020), the method
+//! (-32601); then it runs, and a handler that needs input the client has not
+//! given ends in `input_required` ([`super::mrtr`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use futures_util::FutureExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use session_core::wire::{
+    ErrorObject, LoggingLevel, MODERN_PROTOCOL_VERSIONS, Message, Request, RequestId, Response,
+    SUPPORTED_PROTOCOL_VERSIONS, code, to_raw,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::listen::{Filter, SUBSCRIPTION_ID, tagged};
+use super::mrtr::Binding;
+use super::{Dispatcher, Era, Origin, Outcome, Running, Scope};
+use crate::config::CacheHint;
+use crate::context::{ContextParts, INPUT_REQUIRED, ModernParts, Outbox, RequestContext};
+use crate::error::Rejection;
+use crate::registry::HeaderParam;
+
+/// The `_meta` keys of the request envelope.
+const VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+const CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
+const LOG_LEVEL_KEY: &str = "io.modelcontextprotocol/logLevel";
+const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
+
+/// Which era a message belongs to, decided from cheap signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Legacy,
+    Modern,
+}
+
+/// The era of a message: modern when its `_meta` carries the envelope, when
+/// the transport declares a modern revision, or when it is
+/// `server/discover`; legacy otherwise.
+pub(super) fn probe(method: &str, params: Option<&RawValue>, origin: &Origin<'_>) -> Probe {
+    let enveloped = params.is_some_and(|p| {
+        let text = p.get();
+        text.contains("\"io.modelcontextprotocol/") && has_envelope_key(text)
+    });
+    let declared_modern = origin
+        .protocol_version
+        .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.iter().any(|m| m.as_bytes() == v));
+    if enveloped || declared_modern || method == "server/discover" {
+        Probe::Modern
+    } else {
+        Probe::Legacy
+    }
+}
+
+/// Whether `params` has the envelope's keys in its `_meta` (the text
+/// mentions them; parsed to be sure, so an argument that merely contains
+/// the words does not count).
+fn has_envelope_key(params: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "_meta")]
+        meta: Option<Map<String, Value>>,
+    }
+    serde_json::from_str::<Probe>(params)
+        .ok()
+        .and_then(|p| p.meta)
+        .is_some_and(|meta| meta.contains_key(VERSION_KEY) || meta.contains_key(CAPABILITIES_KEY))
+}
+
+/// What every modern answer carries, serialized once.
+#[derive(Debug, Default)]
+pub(super) struct Prepared {
+    /// `{"io.modelcontextprotocol/serverInfo": …}`.
+    meta: Option<Box<RawValue>>,
+    /// The `server/discover` result.
+    discover: Option<Box<RawValue>>,
+}
+
+impl Prepared {
+    pub(super) fn new(dispatcher: &Dispatcher) -> Self {
+        let meta = to_raw(&json!({ SERVER_INFO_KEY: dispatcher.info }));
+        let mut discover = json!({
+            "resultType": "complete",
+            "supportedVersions": supported_versions(),
+            "capabilities": dispatcher.capabilities(true),
+            "_meta": { SERVER_INFO_KEY: dispatcher.info },
+        });
+        if let Some(instructions) = &dispatcher.instructions {
+            discover["instructions"] = json!(instructions);
+        }
+        let hint = dispatcher.config.discover_cache;
+        discover["ttlMs"] = json!(ttl_ms(hint));
+        discover["cacheScope"] = json!(hint.scope.as_str());
+        Prepared {
+            meta: Some(meta),
+            discover: Some(to_raw(&discover)),
+        }
+    }
+}
+
+/// Every revision this server speaks, newest first.
+pub(crate) fn supported_versions() -> Vec<&'static str> {
+    MODERN_PROTOCOL_VERSIONS
+        .iter()
+        .chain(SUPPORTED_PROTOCOL_VERSIONS)
+        .copied()
+        .collect()
+}
+
+fn ttl_ms(hint: CacheHint) -> u64 {
+    u64::try_from(hint.ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A result of the modern era: the method's own fields, plus `resultType`,
+/// `_meta.serverInfo` and, for cacheable results, the caching hints.
+#[derive(Serialize)]
+struct Modern<'a, T: Serialize> {
+    #[serde(flatten)]
+    result: &'a T,
+    #[serde(rename = "resultType")]
+    result_type: &'static str,
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a RawValue>,
+    #[serde(rename = "ttlMs", skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    #[serde(rename = "cacheScope", skip_serializing_if = "Option::is_none")]
+    cache_scope: Option<&'static str>,
+}
+
+/// Which caching hint a method's result carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cache {
+    None,
+    List,
+    Read,
+}
+
+impl Dispatcher {
+    /// Serializes a method's result for the request's era.
+    pub(super) fn finish<T: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        result: &T,
+        cache: Cache,
+    ) -> Box<RawValue> {
+        if !ctx.is_modern() {
+            return to_raw(result);
+        }
+        let hint = match cache {
+            Cache::None => None,
+            Cache::List => Some(self.config.list_cache),
+            Cache::Read => Some(self.config.read_cache),
+        };
+        let modern = Modern {
+            result,
+            result_type: "complete",
+            meta: self.modern.meta.as_deref(),
+            ttl_ms: hint.map(ttl_ms),
+            cache_scope: hint.map(|h| h.scope.as_str()),
+        };
+        to_raw(&modern)
+    }
+
+    /// [`finish`](Self::finish) for a result the handler built as JSON,
+    /// which may carry `_meta` (merged) or not be an object (wrapped).
+    pub(super) fn finish_value(&self, ctx: &RequestContext, result: &Value) -> Box<RawValue> {
+        if ctx.is_modern() {
+            self.finish_by_value(result, None)
+        } else {
+            to_raw(result)
+        }
+    }
+
+    fn finish_by_value<T: Serialize>(&self, result: &T, hint: Option<CacheHint>) -> Box<RawValue> {
+        let mut value = serde_json::to_value(result).unwrap_or(Value::Null);
+        if !value.is_object() {
+            value = json!({ "value": value });
+        }
+        let object = value.as_object_mut().expect("an object");
+        object.insert("resultType".into(), json!("complete"));
+        let meta = object
+            .entry("_meta")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|meta| meta.insert(SERVER_INFO_KEY.into(), json!(self.info)));
+        if meta.is_none() {
+            object.insert("_meta".into(), json!({ SERVER_INFO_KEY: self.info }));
+        }
+        if let Some(hint) = hint {
+            object.insert("ttlMs".into(), json!(ttl_ms(hint)));
+            object.insert("cacheScope".into(), json!(hint.scope.as_str()));
+        }
+        to_raw(&value)
+    }
+
+    /// A message of the modern era.
+    pub(super) async fn modern(self: &Arc<Self>, message: Message, origin: &Origin<'_>) -> Outcome {
+        match message {
+            Message::Request(request) => self.modern_request(request, origin).await,
+            Message::Notification(note) => {
+                // Only stdio cancels by notification; on HTTP closing the
+                // response stream is the cancellation.
+                if note.method == "notifications/cancelled"
+                    && let Some(scope) = origin.scope
+                    && let Ok(params) = session_core::wire::parse_params::<
+                        session_core::wire::CancelledParams,
+                    >(note.params.as_deref())
+                {
+                    self.inflight
+                        .cancel(Scope::Connection(scope), &params.request_id);
+                }
+                Outcome::Accepted
+            }
+            Message::Response(_) => Outcome::rejected(
+                Rejection::InvalidRequest("a 2026-07-28 client sends no responses".into()),
+                None,
+            ),
+        }
+    }
+
+    async fn modern_request(self: &Arc<Self>, request: Request, origin: &Origin<'_>) -> Outcome {
+        let checked = match self.check(&request, origin) {
+            Ok(checked) => checked,
+            Err(error) => return Outcome::rejected(Rejection::Protocol(error), Some(&request.id)),
+        };
+        match request.method.as_str() {
+            "server/discover" => Outcome::Reply(Response::ok(
+                request.id,
+                self.modern
+                    .discover
+                    .clone()
+                    .unwrap_or_else(|| to_raw(&json!({}))),
+            )),
+            "subscriptions/listen" => match Filter::parse(checked.params.as_ref()) {
+                Ok(filter) => Outcome::Running(self.listen(request.id, filter)),
+                Err(error) => Outcome::Reply(Response::error(Some(request.id), error)),
+            },
+            _ => Outcome::Running(self.run_modern(request, checked, origin)),
+        }
+    }
+
+    /// The checks every modern request passes before it runs.
+    fn check(&self, request: &Request, origin: &Origin<'_>) -> Result<Checked, ErrorObject> {
+        let invalid = |why: String| ErrorObject::new(code::INVALID_PARAMS, why);
+        let params: Params<'_> = match request.params.as_deref() {
+            Some(params) => serde_json::from_str(params.get())
+                .map_err(|e| invalid(format!("Invalid params: {e}")))?,
+            None => Params::default(),
+        };
+        let Some(meta) = &params.meta else {
+            return Err(invalid(format!(
+                "Invalid params: the request has no _meta; a 2026-07-28 request carries \
+                 {VERSION_KEY} and {CAPABILITIES_KEY} in params._meta"
+            )));
+        };
+        let version = match meta.get(VERSION_KEY) {
+            Some(Value::String(version)) => version.as_str(),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "Invalid params: _meta.{VERSION_KEY} must be a string"
+                )));
+            }
+            None => {
+                return Err(invalid(format!(
+                    "Invalid params: _meta lacks {VERSION_KEY}"
+                )));
+            }
+        };
+        let capabilities = match meta.get(CAPABILITIES_KEY) {
+            Some(caps @ Value::Object(_)) => caps.clone(),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "Invalid params: _meta.{CAPABILITIES_KEY} must be an object"
+                )));
+            }
+            None => {
+                return Err(invalid(format!(
+                    "Invalid params: _meta lacks {CAPABILITIES_KEY}"
+                )));
+            }
+        };
+        if let Some(mirrored) = origin.mirrored {
+            match origin.protocol_version {
+                Some(header) if trim(header) == version.as_bytes() => {}
+                Some(header) => {
+                    return Err(mismatch(format!(
+                        "MCP-Protocol-Version header value '{}' does not match the body's {VERSION_KEY} '{version}'",
+                        String::from_utf8_lossy(header)
+                    )));
+                }
+                None => {
+                    return Err(mismatch(
+                        "the MCP-Protocol-Version header is missing".into(),
+                    ));
+                }
+            }
+            if !MODERN_PROTOCOL_VERSIONS.contains(&version) {
+                return Err(unsupported(version));
+            }
+            self.check_mirrored(request, &params, mirrored)?;
+        } else if !MODERN_PROTOCOL_VERSIONS.contains(&version) {
+            return Err(unsupported(version));
+        }
+        if !self.serves(&request.method) {
+            return Err(super::methods::not_found(&request.method));
+        }
+        let log_level = match meta.get(LOG_LEVEL_KEY) {
+            None => None,
+            Some(level) => Some(LoggingLevel::deserialize(level).map_err(|_| {
+                invalid(format!(
+                    "Invalid params: _meta.{LOG_LEVEL_KEY} must be a logging level (debug … emergency)"
+                ))
+            })?),
+        };
+        let input_responses = match params.input_responses {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(_) => {
+                return Err(invalid(
+                    "Invalid params: inputResponses must be an object".into(),
+                ));
+            }
+        };
+        let request_state = match params.request_state {
+            None | Some(Value::Null) => None,
+            Some(Value::String(state)) => Some(state),
+            Some(_) => {
+                return Err(invalid(
+                    "Invalid params: requestState must be a string".into(),
+                ));
+            }
+        };
+        Ok(Checked {
+            capabilities,
+            log_level,
+            progress_token: meta.get("progressToken").cloned(),
+            target: params.name.or(params.uri).map(Cow::into_owned),
+            input_responses,
+            request_state,
+            params: request
+                .params
+                .as_deref()
+                .filter(|_| request.method == "subscriptions/listen")
+                .and_then(|p| serde_json::from_str(p.get()).ok()),
+        })
+    }
+
+    /// Whether this server answers `method` in the modern era.
+    fn serves(&self, method: &str) -> bool {
+        let registry = &self.registry;
+        let resources = !registry.resources.is_empty() || !registry.templates.is_empty();
+        match method {
+            "server/discover" | "subscriptions/listen" | "tools/list" | "tools/call" => true,
+            "completion/complete" => registry.completion.is_some(),
+            "resources/list" | "resources/templates/list" | "resources/read" => resources,
+            "prompts/list" | "prompts/get" => !registry.prompts.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` against the body.
+    fn check_mirrored(
+        &self,
+        request: &Request,
+        params: &Params<'_>,
+        mirrored: &super::Mirrored,
+    ) -> Result<(), ErrorObject> {
+        match &mirrored.method {
+            Some(method) if trim(method) == request.method.as_bytes() => {}
+            Some(method) => {
+                return Err(mismatch(format!(
+                    "Mcp-Method header value '{}' does not match the body's method '{}'",
+                    String::from_utf8_lossy(trim(method)),
+                    request.method
+                )));
+            }
+            None => return Err(mismatch("the Mcp-Method header is missing".into())),
+        }
+        let named = match request.method.as_str() {
+            "tools/call" | "prompts/get" => Some(params.name.as_deref().unwrap_or("")),
+            "resources/read" => Some(params.uri.as_deref().unwrap_or("")),
+            _ => None,
+        };
+        if let Some(body) = named {
+            let Some(header) = &mirrored.name else {
+                return Err(mismatch("the Mcp-Name header is missing".into()));
+            };
+            let header = decode(header).map_err(|why| mismatch(format!("Mcp-Name: {why}")))?;
+            if header != body {
+                return Err(mismatch(format!(
+                    "Mcp-Name header value '{header}' does not match the body's '{body}'"
+                )));
+            }
+        }
+        if request.method == "tools/call"
+            && let Some(name) = &params.name
+            && let Some(mapped) = self.registry.header_params(name)
+        {
+            check_params(mapped, params.arguments, &mirrored.params)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a modern request.
+    fn run_modern(
+        self: &Arc<Self>,
+        request: Request,
+        checked: Checked,
+        origin: &Origin<'_>,
+    ) -> Running {
+        let (tx, rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let scope = origin.scope.unwrap_or_else(|| self.new_scope());
+        let principal = origin.principal.map(str::to_string);
+        let handling = Box::pin(self.clone().modern_run(
+            request,
+            checked,
+            scope,
+            principal,
+            Outbox(tx),
+            cancel.clone(),
+        ));
+        Running {
+            era: Era::Modern,
+            handling,
+            messages: rx,
+            cancel: Some(cancel),
+        }
+    }
+
+    async fn modern_run(
+        self: Arc<Self>,
+        request: Request,
+        checked: Checked,
+        scope: u64,
+        principal: Option<String>,
+        outbox: Outbox,
+        cancel: CancellationToken,
+    ) -> Option<Response> {
+        let Some(guard) = self.inflight.start(Scope::Connection(scope), &request.id) else {
+            let error = ErrorObject::new(
+                code::INVALID_REQUEST,
+                format!(
+                    "Invalid Request: request id {} is already in flight",
+                    request.id
+                ),
+            );
+            return Some(Response::error(Some(request.id), error));
+        };
+        let target = checked.target.unwrap_or_default();
+        let binding = Binding {
+            method: &request.method,
+            target: &target,
+            principal: principal.as_deref(),
+        };
+        let mut inputs = match &checked.request_state {
+            Some(state) => {
+                let now = self.manager.clock().now();
+                match self
+                    .state_key
+                    .open(&self.handles, state, binding, now)
+                    .await
+                {
+                    Ok(answers) => answers,
+                    Err(error) => return Some(Response::error(Some(request.id), error)),
+                }
+            }
+            None => Map::new(),
+        };
+        inputs.extend(checked.input_responses);
+        let ctx = RequestContext::new(ContextParts {
+            request_id: request.id.clone(),
+            session: None,
+            progress_token: checked.progress_token,
+            cancel: guard.token.clone(),
+            outbox,
+            log_level: checked.log_level,
+            pending: self.pending.clone(),
+            principal: principal.clone(),
+            handles: self.handles.clone(),
+            modern: Some(Box::new(ModernParts {
+                capabilities: checked.capabilities,
+                inputs,
+                asked: parking_lot::Mutex::default(),
+            })),
+        });
+        // A handler that panics fails its request, not the connection.
+        let routed = std::panic::AssertUnwindSafe(self.route(&ctx, &request)).catch_unwind();
+        let outcome = tokio::select! {
+            outcome = routed => outcome.unwrap_or_else(|_| {
+                tracing::error!(method = %request.method, "the handler panicked");
+                Err(ErrorObject::new(code::INTERNAL_ERROR, "Internal error: the handler failed"))
+            }),
+            () = guard.token.cancelled() => return None,
+            () = cancel.cancelled() => return None,
+        };
+        let outcome = match outcome {
+            Err(error) if error.code == INPUT_REQUIRED => {
+                Box::pin(self.input_required(&ctx, &request, binding)).await
+            }
+            other => other,
+        };
+        Some(Response {
+            id: Some(request.id),
+            outcome,
+        })
+    }
+
+    /// The `input_required` result for a handler that asked for input.
+    async fn input_required(
+        &self,
+        ctx: &RequestContext,
+        request: &Request,
+        binding: Binding<'_>,
+    ) -> Result<Box<RawValue>, ErrorObject> {
+        let allowed = matches!(
+            request.method.as_str(),
+            "tools/call" | "prompts/get" | "resources/read"
+        );
+        let Some((asked, known)) = ctx.take_asked().filter(|_| allowed) else {
+            return Err(ErrorObject::new(
+                code::INTERNAL_ERROR,
+                format!(
+                    "Internal error: the handler asked for input, which {} cannot request",
+                    request.method
+                ),
+            ));
+        };
+        let expires = self
+            .manager
+            .clock()
+            .now()
+            .saturating_add(self.config.request_state_ttl);
+        let state = self
+            .state_key
+            .seal(&self.handles, binding, expires, known.clone())
+            .await?;
+        let requests: Map<String, Value> = asked.into_iter().collect();
+        Ok(to_raw(&json!({
+            "resultType": "input_required",
+            "inputRequests": requests,
+            "requestState": state,
+            "_meta": self.modern.meta.as_deref(),
+        })))
+    }
+
+    /// `subscriptions/listen`: acknowledges the filter (what this server
+    /// honours of it), then delivers the changes asked for until the
+    /// client goes away or the server shuts down, when it answers the
+    /// request.
+    fn listen(self: &Arc<Self>, id: RequestId, filter: Filter) -> Running {
+        let registry = &self.registry;
+        let resources = !registry.resources.is_empty() || !registry.templates.is_empty();
+        let filter = filter.honoured(!registry.prompts.is_empty(), resources);
+        let (tx, rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let dispatcher = self.clone();
+        let end = cancel.clone();
+        let handling = Box::pin(async move {
+            let ack = tagged(
+                "notifications/subscriptions/acknowledged",
+                &id,
+                json!({ "notifications": filter }),
+            );
+            if tx.send(Box::new(ack)).await.is_err() {
+                return None;
+            }
+            let _registration = dispatcher
+                .listeners
+                .add(filter, id.clone(), tx, end.clone());
+            tokio::select! {
+                () = end.cancelled() => None,
+                () = dispatcher.shutdown.cancelled() => {
+                    let result = json!({
+                        "resultType": "complete",
+                        "_meta": { SUBSCRIPTION_ID: id },
+                    });
+                    Some(Response::ok(id, to_raw(&result)))
+                }
+            }
+        });
+        Running {
+            era: Era::Modern,
+            handling,
+            messages: rx,
+            cancel: Some(cancel),
+        }
+    }
+}
+
+/// What [`Dispatcher::check`] found in a valid request.
+#[derive(Debug)]
+struct Checked {
+    capabilities: Value,
+    log_level: Option<LoggingLevel>,
+    progress_token: Option<Value>,
+    /// `params.name` or `params.uri`.
+    target: Option<String>,
+    input_responses: Map<String, Value>,
+    request_state: Option<String>,
+    /// The whole params, for methods that read more of them.
+    params: Option<Value>,
+}
+
+/// The parts of a modern request's params the checks read.
+#[derive(Debug, Default, Deserialize)]
+struct Params<'a> {
+    #[serde(rename = "_meta", default)]
+    meta: Option<Map<String, Value>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+    #[serde(rename = "inputResponses", default)]
+    input_responses: Option<Value>,
+    #[serde(rename = "requestState", default)]
+    request_state: Option<Value>,
+}
+
+fn mismatch(message: String) -> ErrorObject {
+    ErrorObject::new(code::HEADER_MISMATCH, format!("Header mismatch: {message}"))
+}
+
+fn unsupported(version: &str) -> ErrorObject {
+    ErrorObject::new(
+        code::UNSUPPORTED_PROTOCOL_VERSION,
+        format!("Unsupported protocol version: {version}"),
+    )
+    .with_data(json!({"supported": supported_versions(), "requested": version}))
+}
+
+/// A header value without optional whitespace around it.
+fn trim(value: &[u8]) -> &[u8] {
+    value.trim_ascii()
+}
+
+/// A mirrored value, decoded: the Base64 sentinel form
+/// (`=?base64?…?=`, strict standard alphabet with padding) or the value as
+/// sent.
+fn decode(value: &[u8]) -> Result<String, String> {
+    let value = trim(value);
+    let text = std::str::from_utf8(value).map_err(|_| "the value is not ASCII".to_string())?;
+    match text
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| format!("'{text}' is not valid Base64 of UTF-8 text")),
+        None => Ok(text.to_string()),
+    }
+}
+
+/// `Mcp-Param-*` headers against the tool arguments they mirror.
+fn check_params(
+    mapped: &[HeaderParam],
+    arguments: Option<&RawValue>,
+    headers: &[(String, Vec<u8>)],
+) -> Result<(), ErrorObject> {
+    let arguments: Value = arguments
+        .and_then(|a| serde_json::from_str(a.get()).ok())
+        .unwrap_or(Value::Null);
+    for param in mapped {
+        let header = headers
+            .iter()
+            .find(|(name, _)| *name == param.header)
+            .map(|(_, value)| value);
+        let decoded = header
+            .map(|value| decode(value))
+            .transpose()
+            .map_err(|why| mismatch(format!("Mcp-Param-{}: {why}", param.name)))?;
+        let body = param
+            .path
+            .iter()
+            .try_fold(&arguments, |value, key| value.get(key))
+            .filter(|value| !value.is_null());
+        match (body, decoded) {
+            (None, _) => {}
+            (Some(_), None) => {
+                return Err(mismatch(format!(
+                    "the Mcp-Param-{} header is missing but the arguments carry its value",
+                    param.name
+                )));
+            }
+            (Some(body), Some(header)) => {
+                if !same_value(body, &header) {
+                    return Err(mismatch(format!(
+                        "Mcp-Param-{} header value '{header}' does not match the argument {body}",
+                        param.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a header value states the argument `body`: strings as they
+/// are, numbers numerically, booleans as `true`/`false`.
+fn same_value(body: &Value, header: &str) -> bool {
+    match body {
+        Value::String(text) => text == header,
+        Value::Bool(flag) => header == if *flag { "true" } else { "false" },
+        Value::Number(number) => match (number.as_f64(), header.parse::<f64>()) {
+            (Some(a), Ok(b)) => a == b,
+            _ => false,
+        },
+        other => other.to_string() == header,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrored_values_decode_only_the_strict_sentinel_form() {
+        assert_eq!(decode(b"  echo  "), Ok("echo".into()));
+        assert_eq!(decode(b"=?base64?SGVsbG8=?="), Ok("Hello".into()));
+        assert!(decode(b"=?base64?SGVsbG8?=").is_err(), "missing padding");
+        assert!(decode(b"=?base64?SGVs!!!bG8=?=").is_err(), "bad characters");
+        // Not wrapped by both markers: a literal.
+        assert_eq!(decode(b"=?base64?SGVsbG8="), Ok("=?base64?SGVsbG8=".into()));
+        assert_eq!(decode(b"SGVsbG8="), Ok("SGVsbG8=".into()));
+        assert!(decode(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn header_values_compare_by_the_argument_type() {
+        assert!(same_value(&json!("us-west1"), "us-west1"));
+        assert!(!same_value(&json!("us-west1"), "us-east1"));
+        assert!(same_value(&json!(42), "42.0"));
+        assert!(!same_value(&json!(42), "forty-two"));
+        assert!(same_value(&json!(true), "true"));
+        assert!(!same_value(&json!(false), "true"));
+    }
+
+    #[test]
+    fn a_mapped_argument_needs_its_header_and_an_absent_one_does_not() {
+        let mapped = [HeaderParam {
+            name: "Region".into(),
+            header: "region".into(),
+            path: vec!["region".into()],
+        }];
+        let args = |text: &str| serde_json::value::RawValue::from_string(text.into()).unwrap();
+        let header = |v: &str| vec![("region".to_string(), v.as_bytes().to_vec())];
+        let with = args(r#"{"region":"eu"}"#);
+        assert!(check_params(&mapped, Some(&with), &header("eu")).is_ok());
+        assert_eq!(
+            check_params(&mapped, Some(&with), &[]).unwrap_err().code,
+            code::HEADER_MISMATCH
+        );
+        assert!(check_params(&mapped, Some(&with), &header("us")).is_err());
+        let without = args(r#"{"level":1}"#);
+        assert!(check_params(&mapped, Some(&without), &[]).is_ok());
+        let null = args(r#"{"region":null}"#);
+        assert!(check_params(&mapped, Some(&null), &[]).is_ok());
+        assert!(check_params(&mapped, None, &[]).is_ok());
+    }
+}

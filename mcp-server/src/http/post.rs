@@ -1,0 +1,384 @@
+//! POST: one JSON-RPC message (or a 2025-03-26 batch) to the dispatcher,
+//! its outcome written as JSON or SSE.
+//!
+//! A legacy request's SSE stream goes through the hub, so its events are
+//! stored and a broken stream resumes with `Last-Event-ID`; a modern
+//! request's stream is plain (2026-07-28 has no resumption), and closing it
+//! cancels the request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::value::RawValue;
+use session_core::wire::{Message, ParseError, Response as RpcResponse, code, primes_sse};
+use session_core::{EventId, SessionId, StreamId};
+use tokio::sync::mpsc;
+
+use super::headers::{self, Accept, Head, SESSION_ID};
+use super::{App, RequestBody, json, principal, reject, reject_with_id, sse};
+use crate::config::ResponseMode;
+use crate::dispatch::{Era, Handling, Mirrored, Origin, Outcome, Running, Transport};
+use crate::error::Rejection;
+use crate::hub::Attach;
+
+/// What the rest of a POST needs of its headers, once [`head`] has checked
+/// them (the header map itself is dropped there).
+#[derive(Debug)]
+pub(super) struct PostHead {
+    accept: Accept,
+    session_id: Option<HeaderValue>,
+    protocol_version: Option<HeaderValue>,
+    /// The body fields mirrored in headers: only modern clients send them,
+    /// so only their requests pay for the box.
+    mirrored: Option<Box<Mirrored>>,
+}
+
+/// What a request without mirrored headers declares.
+static NOTHING_MIRRORED: Mirrored = Mirrored {
+    method: None,
+    name: None,
+    params: Vec::new(),
+};
+
+/// The checks of a POST that need only its head: origin and host, content
+/// type, declared length. Returns what the rest of the request needs.
+pub(super) fn head<B: RequestBody>(
+    app: &App,
+    request: http::Request<B>,
+) -> Result<(PostHead, Option<String>, B), Rejection> {
+    let (parts, body) = request.into_parts();
+    let head = Head::scan(&parts.headers);
+    app.guard.check(&head)?;
+    headers::check_content_type(head.content_type)?;
+    let limit = app.config.max_body_bytes;
+    if head.content_length().is_some_and(|len| len > limit) {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
+    let principal = principal(&parts.extensions);
+    let mirrored = head
+        .mirrors()
+        .then(|| Box::new(headers::mirrored(&parts.headers)));
+    let head = PostHead {
+        accept: head.accept,
+        session_id: head.session_id.cloned(),
+        protocol_version: head.protocol_version.cloned(),
+        mirrored,
+    };
+    Ok((head, principal, body))
+}
+
+fn parse_rejection(e: ParseError) -> Rejection {
+    if e.error.code == code::PARSE_ERROR {
+        Rejection::Parse(e.error.message)
+    } else {
+        Rejection::InvalidRequest(e.error.message)
+    }
+}
+
+/// A POST past [`head`]: reads the body and answers the message in it.
+///
+/// An `async` block rather than an `async fn`: the block keeps its captures
+/// once, where an `async fn` would hold its arguments twice.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+pub(super) fn post<B: RequestBody>(
+    app: Arc<App>,
+    head: PostHead,
+    principal: Option<String>,
+    body: B,
+) -> impl Future<Output = Response> + Send {
+    async move {
+        let body = match read_body(body, app.config.max_body_bytes).await {
+            Ok(body) => body,
+            Err(rejection) => return reject(&rejection),
+        };
+        let origin = Origin {
+            transport: Transport::Http,
+            principal: principal.as_deref(),
+            session: head.session_id.as_ref().map(HeaderValue::as_bytes),
+            protocol_version: head.protocol_version.as_ref().map(HeaderValue::as_bytes),
+            mirrored: Some(head.mirrored.as_deref().unwrap_or(&NOTHING_MIRRORED)),
+            scope: None,
+            acceptable: head.accept.check_post().is_ok(),
+        };
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Box::pin(batch(&app, &origin, &body)).await;
+        }
+        let message = match Message::parse(&body) {
+            Ok(message) => message,
+            Err(e) => {
+                let id = e.id.clone();
+                return reject_with_id(&parse_rejection(e), id);
+            }
+        };
+        let outcome = app.dispatcher.handle(message, &origin).await;
+        answer(&app, outcome, head.accept).await
+    }
+}
+
+/// A JSON-RPC batch (revision 2025-03-26): what its requests send goes to
+/// the session's GET stream.
+async fn batch(app: &Arc<App>, origin: &Origin<'_>, body: &[u8]) -> Response {
+    if !origin.acceptable {
+        return reject(&not_acceptable());
+    }
+    let items: Vec<Box<RawValue>> = match serde_json::from_slice(body) {
+        Ok(items) => items,
+        Err(e) => return reject(&Rejection::Parse(e.to_string())),
+    };
+    let dispatcher = app.dispatcher.clone();
+    let side = move |session: &SessionId| dispatcher.standalone_outbox(session);
+    match app.dispatcher.handle_batch(items, origin, side).await {
+        Outcome::Batch(responses) if responses.is_empty() => StatusCode::ACCEPTED.into_response(),
+        Outcome::Batch(responses) => json(StatusCode::OK, format!("[{}]", responses.join(","))),
+        Outcome::Rejected { rejection, id } => reject_with_id(&rejection, id),
+        other => {
+            tracing::error!(?other, "a batch answered with a single outcome");
+            reject(&Rejection::InvalidRequest(
+                "the batch could not be answered".into(),
+            ))
+        }
+    }
+}
+
+pub(super) fn not_acceptable() -> Rejection {
+    Rejection::NotAcceptable("Accept must list both application/json and text/event-stream".into())
+}
+
+/// Writes an outcome.
+async fn answer(app: &Arc<App>, outcome: Outcome, accept: Accept) -> Response {
+    match outcome {
+        Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
+        Outcome::Started { response, session } => {
+            let mut reply = json(StatusCode::OK, Message::Response(response).to_json());
+            if let Some(value) = session.and_then(|r| HeaderValue::from_str(r.id().as_str()).ok()) {
+                reply.headers_mut().insert(SESSION_ID, value);
+            }
+            reply
+        }
+        Outcome::Reply(response) => json(StatusCode::OK, Message::Response(response).to_json()),
+        Outcome::Batch(_) => reject(&Rejection::InvalidRequest("unexpected batch".into())),
+        Outcome::Rejected { rejection, id } => reject_with_id(&rejection, id),
+        Outcome::Running(running) => match running.era.clone() {
+            Era::Legacy { session, version } => legacy(app, running, session, version)
+                .await
+                .unwrap_or_else(|rejection| reject(&rejection)),
+            Era::Modern => Box::pin(modern(app, running, accept)).await,
+        },
+    }
+}
+
+/// Reads a request body of at most `limit` bytes. A body that arrives in
+/// one frame (a small request's does) is taken as it is, without a copy.
+async fn read_body<B: RequestBody>(mut body: B, limit: usize) -> Result<Bytes, Rejection> {
+    let mut first = Bytes::new();
+    let mut more: Option<Vec<u8>> = None;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame
+            .map_err(|e| Rejection::InvalidRequest(format!("cannot read the request body: {e}")))?;
+        // Trailers carry nothing a message needs.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let read = first.len() + more.as_ref().map_or(0, Vec::len);
+        if read + data.len() > limit {
+            return Err(Rejection::PayloadTooLarge { limit });
+        }
+        if read == 0 {
+            first = data;
+        } else {
+            // A second frame: from here on the pieces are joined.
+            let joined = more.get_or_insert_with(|| {
+                let mut joined = Vec::with_capacity(read + data.len());
+                joined.extend_from_slice(&first);
+                joined
+            });
+            joined.extend_from_slice(&data);
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    Ok(more.map_or(first, Bytes::from))
+}
+
+/// Answers a legacy request as JSON or SSE, by the response mode.
+async fn legacy(
+    app: &Arc<App>,
+    running: Running,
+    session: SessionId,
+    version: String,
+) -> Result<Response, Rejection> {
+    let Running {
+        mut handling,
+        messages: mut rx,
+        ..
+    } = running;
+    let mode = app.config.response_mode;
+    if mode == ResponseMode::Json {
+        // What the handler sends goes to the session's GET stream.
+        app.dispatcher.forward_to_standalone(&session, rx);
+        return Ok(json_or_nothing(handling.await));
+    }
+    let mut first = Vec::new();
+    if mode == ResponseMode::Auto {
+        tokio::select! {
+            biased;
+            response = &mut handling => {
+                // Done before it said anything else: one JSON body,
+                // unless a notification is still queued.
+                while let Ok(message) = rx.try_recv() {
+                    first.push(*message);
+                }
+                if first.is_empty() {
+                    return Ok(json_or_nothing(response));
+                }
+                first.extend(response.map(Message::Response));
+                return Box::pin(sse_stream(app, &session, &version, first, None)).await;
+            }
+            Some(message) = rx.recv() => first.push(*message),
+        }
+    }
+    Box::pin(sse_stream(
+        app,
+        &session,
+        &version,
+        first,
+        Some((handling, rx)),
+    ))
+    .await
+}
+
+/// Opens a legacy SSE stream for a request: `first` messages, then whatever
+/// the still running handler sends, then its response; every event stored
+/// through the hub for resumption.
+async fn sse_stream(
+    app: &Arc<App>,
+    session: &SessionId,
+    version: &str,
+    first: Vec<Message>,
+    running: Option<(Handling, mpsc::Receiver<Box<Message>>)>,
+) -> Result<Response, Rejection> {
+    let dispatcher = app.dispatcher.clone();
+    let stream = StreamId::generate();
+    let connection = dispatcher
+        .hub()
+        .attach(session, &stream, None, Attach::Start)
+        .await?;
+    let priming = primes_sse(version).then(|| {
+        (
+            EventId {
+                stream: stream.clone(),
+                seq: 0,
+            },
+            app.config.sse_retry,
+        )
+    });
+    let session = session.clone();
+    let publisher = dispatcher.clone();
+    tokio::spawn(async move {
+        let publish = |message: Message| {
+            let publisher = &publisher;
+            let (session, stream) = (&session, &stream);
+            async move {
+                let data: Arc<str> = Arc::from(message.to_json());
+                if let Err(e) = publisher.hub().publish(session, stream, data).await {
+                    tracing::warn!(%session, "cannot store an event: {e}");
+                }
+            }
+        };
+        for message in first {
+            publish(message).await;
+        }
+        if let Some((mut handling, mut rx)) = running {
+            let response = loop {
+                tokio::select! {
+                    biased;
+                    Some(message) = rx.recv() => publish(*message).await,
+                    response = &mut handling => break response,
+                }
+            };
+            while let Ok(message) = rx.try_recv() {
+                publish(*message).await;
+            }
+            if let Some(response) = response {
+                publish(Message::Response(response)).await;
+            }
+        }
+        publisher.hub().finish(&session, &stream);
+    });
+    Ok(sse::response(
+        connection,
+        dispatcher,
+        priming,
+        app.config.keep_alive,
+        None,
+    ))
+}
+
+fn json_or_nothing(response: Option<RpcResponse>) -> Response {
+    match response {
+        Some(response) => json(StatusCode::OK, Message::Response(response).to_json()),
+        // Cancelled: the protocol says not to answer.
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// The status of a modern JSON answer: 400 for the errors 2026-07-28 ties
+/// to it (a missing client capability, found while the handler runs).
+fn modern_status(response: &RpcResponse) -> StatusCode {
+    match &response.outcome {
+        Err(error) if error.code == code::MISSING_CLIENT_CAPABILITY => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
+}
+
+/// Answers a modern request: one JSON body when the handler sends nothing
+/// first (or the client accepts no SSE), else a plain SSE stream that ends
+/// with the response. Dropping the answer (the client went away) cancels
+/// the request.
+async fn modern(app: &Arc<App>, running: Running, accept: Accept) -> Response {
+    let Running {
+        mut handling,
+        messages: mut rx,
+        cancel,
+        ..
+    } = running;
+    // Until the stream's body takes the request over, dropping this future
+    // (the client went away) cancels it.
+    let cancel_on_drop = cancel.clone().map(|c| c.drop_guard());
+    let streams = accept.sse() && app.config.response_mode != ResponseMode::Json;
+    let mut first = Vec::new();
+    if app.config.response_mode != ResponseMode::Sse || !streams {
+        tokio::select! {
+            biased;
+            response = &mut handling => {
+                while let Ok(message) = rx.try_recv() {
+                    first.push(*message);
+                }
+                let Some(response) = response else {
+                    return StatusCode::NO_CONTENT.into_response();
+                };
+                if first.is_empty() || !streams {
+                    return json(modern_status(&response), Message::Response(response).to_json());
+                }
+                first.push(Message::Response(response));
+                return sse::plain(first, None, app.config.keep_alive, cancel);
+            }
+            Some(message) = rx.recv(), if streams => first.push(*message),
+        }
+    }
+    // From here the stream's body owns the request: it ends when the
+    // client goes away, and so does the request.
+    if let Some(guard) = cancel_on_drop {
+        guard.disarm();
+    }
+    sse::plain(first, Some((handling, rx)), app.config.keep_alive, cancel)
+}
