@@ -495,7 +495,7 @@ async fn typed_prompts_check_their_arguments_and_log_levels_filter_messages() {
 }
 
 #[tokio::test]
-async fn a_modern_client_learns_the_supported_versions_whatever_it_accepts() {
+async fn a_modern_client_is_answered_whatever_it_accepts() {
     let server = TestServer::start(ServerConfig::default()).await;
     let response = server
         .client()
@@ -509,9 +509,26 @@ async fn a_modern_client_learns_the_supported_versions_whatever_it_accepts() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], -32022);
+    assert_eq!(body["error"]["code"], -32602, "no envelope: {body}");
     assert_eq!(body["id"], 1);
-    assert!(body["error"]["data"]["supported"].is_array());
+    let discover = json!({"jsonrpc": "2.0", "id": 2, "method": "server/discover", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let response = server
+        .client()
+        .http
+        .post(&server.url)
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .body(discover.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["result"]["supportedVersions"].is_array(), "{body}");
     // A legacy request with the same Accept is still 406.
     let legacy = server
         .client()

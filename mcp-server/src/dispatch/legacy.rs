@@ -159,6 +159,10 @@ impl Dispatcher {
         };
         let session = match self.manager.resume(&session, origin.principal).await {
             Ok(session) => session,
+            // stdio answers `ping` whatever became of its session.
+            Err(e) if e.is_gone() && origin.transport == Transport::Stdio => {
+                return Box::pin(self.without_session(message, origin)).await;
+            }
             Err(e) => return Outcome::rejected(Rejection::from_session(&e), id),
         };
         match message {
@@ -182,6 +186,13 @@ impl Dispatcher {
             // stdio answers `ping` before `initialize`.
             (Message::Request(request), Transport::Stdio) if request.method == "ping" => {
                 Outcome::Reply(Response::ok(request.id, to_raw(&json!({}))))
+            }
+            // A session that ended is told apart from none at all.
+            (Message::Request(request), Transport::Stdio) if origin.session.is_some() => {
+                Outcome::Rejected {
+                    rejection: Rejection::SessionNotFound("the session is over"),
+                    id: Some(request.id),
+                }
             }
             (Message::Request(request), Transport::Stdio) => Outcome::Rejected {
                 rejection: Rejection::NotInitialized,
