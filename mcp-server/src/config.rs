@@ -127,6 +127,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets how long a `requestState` stays valid.
+    pub fn request_state_ttl(mut self, ttl: Duration) -> Self {
+        self.request_state_ttl = ttl;
+        self
+    }
+
     /// Sets the sweep interval.
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = interval.max(Duration::from_millis(10));

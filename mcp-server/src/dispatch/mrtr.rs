@@ -276,7 +276,12 @@ mod tests {
         assert!(again.open(&handles, &state, BINDING, now).await.is_ok());
         let elsewhere = StateKey::default();
         let other_store = self::handles();
-        assert!(elsewhere.open(&other_store, &state, BINDING, now).await.is_err());
+        assert!(
+            elsewhere
+                .open(&other_store, &state, BINDING, now)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -300,3 +300,164 @@ pub fn start(args: &[&str]) -> Process {
         .expect("the server logs its address");
     Process { child, url }
 }
+
+/// A 2026-07-28 client: every request carries the `_meta` envelope and the
+/// headers that mirror the body; no session.
+#[derive(Clone)]
+pub struct Modern {
+    pub http: reqwest::Client,
+    pub url: String,
+    /// `io.modelcontextprotocol/clientCapabilities`.
+    pub capabilities: Value,
+    /// Extra headers on every request (a stand-in principal, …).
+    pub headers: Vec<(&'static str, String)>,
+    next_id: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// What a modern request got: the status, the content type, and the
+/// messages (the JSON body, or every SSE event in order).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub messages: Vec<Value>,
+}
+
+impl Answer {
+    /// The JSON-RPC response among the messages.
+    pub fn response(&self) -> &Value {
+        self.messages
+            .iter()
+            .find(|m| m.get("id").is_some() && m.get("method").is_none())
+            .unwrap_or_else(|| panic!("no response in {self:?}"))
+    }
+
+    /// The result (panics on a JSON-RPC error).
+    pub fn result(&self) -> &Value {
+        self.response()
+            .get("result")
+            .unwrap_or_else(|| panic!("an error: {self:?}"))
+    }
+
+    /// The error code (panics on a result).
+    pub fn code(&self) -> i64 {
+        self.response()["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("not an error: {self:?}"))
+    }
+
+    /// The notifications before the response.
+    pub fn notifications(&self) -> Vec<&Value> {
+        self.messages
+            .iter()
+            .filter(|m| m.get("method").is_some())
+            .collect()
+    }
+}
+
+impl Modern {
+    pub fn new(url: &str) -> Self {
+        Modern {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            url: url.to_string(),
+            capabilities: json!({}),
+            headers: Vec::new(),
+            next_id: Default::default(),
+        }
+    }
+
+    pub fn id(&self) -> i64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// The envelope every request carries.
+    pub fn envelope(&self) -> Value {
+        json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": self.capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "1.0"}
+        })
+    }
+
+    /// A POST of `method` with `params`, the envelope merged into
+    /// `params._meta`, and the mirrored headers.
+    pub fn request(&self, method: &str, mut params: Value) -> reqwest::RequestBuilder {
+        let mut meta = self.envelope();
+        if let Some(own) = params.get("_meta").and_then(Value::as_object) {
+            for (k, v) in own {
+                meta[k] = v.clone();
+            }
+        }
+        params["_meta"] = meta;
+        let name = params
+            .get("name")
+            .or_else(|| params.get("uri"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let body = json!({"jsonrpc": "2.0", "id": self.id(), "method": method, "params": params});
+        self.raw(method, name.as_deref(), &body)
+    }
+
+    /// A POST of `body` as it is, with the standard headers for `method`
+    /// and `name`.
+    pub fn raw(&self, method: &str, name: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .body(body.to_string());
+        if let Some(name) = name {
+            req = req.header("mcp-name", name);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(*k, v);
+        }
+        req
+    }
+
+    /// Sends a request and reads its whole answer.
+    pub async fn send(request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let kind = content_type(&response);
+        let messages = if kind.starts_with("text/event-stream") {
+            read_sse(response, usize::MAX)
+                .await
+                .into_iter()
+                .map(|e| serde_json::from_str(&e.data).unwrap())
+                .collect()
+        } else {
+            let text = response.text().await.unwrap();
+            if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))]
+            }
+        };
+        Answer {
+            status,
+            content_type: kind,
+            messages,
+        }
+    }
+
+    pub async fn call(&self, method: &str, params: Value) -> Answer {
+        Self::send(self.request(method, params)).await
+    }
+
+    /// `tools/call`, returning the result (panics on a JSON-RPC error).
+    pub async fn tool(&self, name: &str, args: Value) -> Value {
+        let answer = self
+            .call("tools/call", json!({"name": name, "arguments": args}))
+            .await;
+        answer.result().clone()
+    }
+}
