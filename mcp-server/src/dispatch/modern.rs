@@ -48,14 +48,18 @@ pub(crate) enum Probe {
 /// the transport declares a modern revision, or when it is
 /// `server/discover`; legacy otherwise.
 pub(super) fn probe(method: &str, params: Option<&RawValue>, origin: &Origin<'_>) -> Probe {
-    let enveloped = params.is_some_and(|p| {
-        let text = p.get();
-        text.contains("\"io.modelcontextprotocol/") && has_envelope_key(text)
-    });
-    let declared_modern = origin
-        .protocol_version
-        .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.iter().any(|m| m.as_bytes() == v));
-    if enveloped || declared_modern || method == "server/discover" {
+    let declared_modern = || {
+        origin
+            .protocol_version
+            .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.iter().any(|m| m.as_bytes() == v))
+    };
+    let enveloped = || {
+        params.is_some_and(|p| {
+            let text = p.get();
+            text.contains("\"io.modelcontextprotocol/") && has_envelope_key(text)
+        })
+    };
+    if declared_modern() || method == "server/discover" || enveloped() {
         Probe::Modern
     } else {
         Probe::Legacy
@@ -263,9 +267,9 @@ impl Dispatcher {
                  {VERSION_KEY} and {CAPABILITIES_KEY} in params._meta"
             )));
         };
-        let version = match meta.get(VERSION_KEY) {
-            Some(Value::String(version)) => version.as_str(),
-            Some(_) => {
+        let version = match meta.version.map(text) {
+            Some(Some(version)) => version,
+            Some(None) => {
                 return Err(invalid(format!(
                     "Invalid params: _meta.{VERSION_KEY} must be a string"
                 )));
@@ -276,8 +280,10 @@ impl Dispatcher {
                 )));
             }
         };
-        let capabilities = match meta.get(CAPABILITIES_KEY) {
-            Some(caps @ Value::Object(_)) => caps.clone(),
+        let capabilities = match meta.capabilities {
+            Some(caps) if caps.get().starts_with('{') => {
+                serde_json::from_str(caps.get()).unwrap_or(Value::Null)
+            }
             Some(_) => {
                 return Err(invalid(format!(
                     "Invalid params: _meta.{CAPABILITIES_KEY} must be an object"
@@ -304,19 +310,19 @@ impl Dispatcher {
                     ));
                 }
             }
-            if !MODERN_PROTOCOL_VERSIONS.contains(&version) {
-                return Err(unsupported(version));
+            if !MODERN_PROTOCOL_VERSIONS.contains(&&*version) {
+                return Err(unsupported(&version));
             }
             self.check_mirrored(request, &params, mirrored)?;
-        } else if !MODERN_PROTOCOL_VERSIONS.contains(&version) {
-            return Err(unsupported(version));
+        } else if !MODERN_PROTOCOL_VERSIONS.contains(&&*version) {
+            return Err(unsupported(&version));
         }
         if !self.serves(&request.method) {
             return Err(super::methods::not_found(&request.method));
         }
-        let log_level = match meta.get(LOG_LEVEL_KEY) {
+        let log_level = match meta.log_level {
             None => None,
-            Some(level) => Some(LoggingLevel::deserialize(level).map_err(|_| {
+            Some(level) => Some(serde_json::from_str(level.get()).map_err(|_| {
                 invalid(format!(
                     "Invalid params: _meta.{LOG_LEVEL_KEY} must be a logging level (debug … emergency)"
                 ))
@@ -343,8 +349,9 @@ impl Dispatcher {
         Ok(Checked {
             capabilities,
             log_level,
-            progress_token: meta.get("progressToken").cloned(),
-            target: params.name.or(params.uri).map(Cow::into_owned),
+            progress_token: meta
+                .progress_token
+                .map(|token| serde_json::from_str(token.get()).unwrap_or(Value::Null)),
             input_responses,
             request_state,
             params: request
@@ -457,7 +464,7 @@ impl Dispatcher {
             );
             return Some(Response::error(Some(request.id), error));
         };
-        let target = checked.target.unwrap_or_default();
+        let target = target_of(&request);
         let binding = Binding {
             method: &request.method,
             target: &target,
@@ -604,19 +611,18 @@ struct Checked {
     capabilities: Value,
     log_level: Option<LoggingLevel>,
     progress_token: Option<Value>,
-    /// `params.name` or `params.uri`.
-    target: Option<String>,
     input_responses: Map<String, Value>,
     request_state: Option<String>,
     /// The whole params, for methods that read more of them.
     params: Option<Value>,
 }
 
-/// The parts of a modern request's params the checks read.
+/// The parts of a modern request's params the checks read, borrowed from
+/// the request.
 #[derive(Debug, Default, Deserialize)]
 struct Params<'a> {
-    #[serde(rename = "_meta", default)]
-    meta: Option<Map<String, Value>>,
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<Envelope<'a>>,
     #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -627,6 +633,28 @@ struct Params<'a> {
     input_responses: Option<Value>,
     #[serde(rename = "requestState", default)]
     request_state: Option<Value>,
+}
+
+/// The envelope in `params._meta`, its values as sent.
+#[derive(Debug, Default, Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
+    version: Option<&'a RawValue>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", borrow, default)]
+    capabilities: Option<&'a RawValue>,
+    #[serde(rename = "io.modelcontextprotocol/logLevel", borrow, default)]
+    log_level: Option<&'a RawValue>,
+    #[serde(rename = "progressToken", borrow, default)]
+    progress_token: Option<&'a RawValue>,
+}
+
+/// A JSON string's text (borrowed unless it has escapes); `None` for any
+/// other JSON value.
+fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<&str>(raw.get())
+        .map(Cow::Borrowed)
+        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
+        .ok()
 }
 
 fn mismatch(message: String) -> ErrorObject {
@@ -663,6 +691,22 @@ fn decode(value: &[u8]) -> Result<String, String> {
             .ok_or_else(|| format!("'{text}' is not valid Base64 of UTF-8 text")),
         None => Ok(text.to_string()),
     }
+}
+
+/// What a request names: `params.name` (a tool or prompt) or `params.uri`
+/// (a resource); what a `requestState` is bound to besides the method.
+fn target_of(request: &Request) -> String {
+    #[derive(Deserialize)]
+    struct Named {
+        name: Option<String>,
+        uri: Option<String>,
+    }
+    request
+        .params
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Named>(p.get()).ok())
+        .and_then(|n| n.name.or(n.uri))
+        .unwrap_or_default()
 }
 
 /// `Mcp-Param-*` headers against the tool arguments they mirror.
