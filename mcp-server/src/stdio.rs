@@ -46,6 +46,8 @@ impl McpServer {
         let mut session: Option<SessionId> = None;
         // Modern requests of this connection, cancelled by id.
         let scope = dispatcher.new_scope();
+        // Ends what this connection still runs when it closes.
+        let closed = tokio_util::sync::CancellationToken::new();
         let mut lines = BufReader::new(input).lines();
         let result = loop {
             let line = match lines.next_line().await {
@@ -61,8 +63,17 @@ impl McpServer {
             if line.trim().is_empty() {
                 continue;
             }
-            handle_line(&dispatcher, &tx, &mut session, scope, line.as_bytes()).await;
+            handle_line(
+                &dispatcher,
+                &tx,
+                &mut session,
+                scope,
+                &closed,
+                line.as_bytes(),
+            )
+            .await;
         };
+        closed.cancel();
         if let Some(id) = session {
             dispatcher.end_session_by_id(&id).await;
         }
@@ -96,6 +107,7 @@ async fn handle_line(
     tx: &mpsc::Sender<Box<Message>>,
     session: &mut Option<SessionId>,
     scope: u64,
+    closed: &tokio_util::sync::CancellationToken,
     line: &[u8],
 ) {
     let message = match Message::parse(line) {
@@ -126,7 +138,7 @@ async fn handle_line(
             Message::Response(response)
         }
         Outcome::Reply(response) => Message::Response(response),
-        Outcome::Running(running) => return spawn_request(tx, running),
+        Outcome::Running(running) => return spawn_request(tx, running, closed.clone()),
         Outcome::Rejected { rejection, id } => {
             let error = match rejection {
                 // It is over: a new `initialize` starts another.
@@ -151,13 +163,20 @@ async fn handle_line(
 }
 
 /// Runs a request concurrently (so `notifications/cancelled` can stop it),
-/// writing what it sends and then its response.
-fn spawn_request(tx: &mpsc::Sender<Box<Message>>, running: Running) {
+/// writing what it sends and then its response. A modern request still
+/// running when the connection closes is cancelled (a legacy one runs on:
+/// its session is closed, which cancels it).
+fn spawn_request(
+    tx: &mpsc::Sender<Box<Message>>,
+    running: Running,
+    closed: tokio_util::sync::CancellationToken,
+) {
     let tx = tx.clone();
     tokio::spawn(async move {
         let Running {
             mut handling,
             mut messages,
+            cancel,
             ..
         } = running;
         let response = loop {
@@ -167,6 +186,12 @@ fn spawn_request(tx: &mpsc::Sender<Box<Message>>, running: Running) {
                     let _ = tx.send(message).await;
                 }
                 response = &mut handling => break response,
+                () = closed.cancelled(), if cancel.is_some() => {
+                    if let Some(cancel) = &cancel {
+                        cancel.cancel();
+                    }
+                    return;
+                }
             }
         };
         while let Ok(message) = messages.try_recv() {

@@ -95,11 +95,15 @@ struct Served {
 }
 
 async fn serve(config: ServerConfig) -> Served {
+    serve_with(config, HttpConfig::default()).await
+}
+
+async fn serve_with(config: ServerConfig, http: HttpConfig) -> Served {
     let server = builder().config(config).build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = server
-        .router(HttpConfig::default(), addr)
+        .router(http, addr)
         .layer(middleware::from_fn(authenticate));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Served {
@@ -734,4 +738,56 @@ async fn legacy_sessions_are_served_as_before_beside_the_modern_era() {
     assert_eq!(modern["structuredContent"]["counter"], 1);
     let ping = legacy.call("ping", json!({})).await;
     assert_eq!(ping["result"], json!({}));
+}
+
+#[tokio::test]
+async fn a_json_only_server_drops_what_cannot_be_carried_and_still_streams_listen() {
+    let mut http = HttpConfig::default();
+    http.response_mode = mcp_server::ResponseMode::Json;
+    let served = serve_with(ServerConfig::default(), http).await;
+    let client = Modern::new(&served.url);
+    // Far more progress than a request's channel holds: the handler must
+    // not wait for a reader that never comes.
+    let answer = client
+        .call(
+            "tools/call",
+            json!({"name": "slow", "arguments": {"steps": 200, "delay_ms": 0},
+                   "_meta": {"progressToken": "p"}}),
+        )
+        .await;
+    assert!(
+        answer.content_type.starts_with("application/json"),
+        "{answer:?}"
+    );
+    assert_eq!(answer.result()["content"][0]["text"], "completed 200 steps");
+    let response = client
+        .request(
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(common::content_type(&response).starts_with("text/event-stream"));
+    let ack = read_sse(response, 1).await;
+    assert!(
+        ack[0]
+            .data
+            .contains("notifications/subscriptions/acknowledged")
+    );
+    // A listen stream needs a client that takes streams.
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen", "params": {
+        "notifications": {}, "_meta": client.envelope()}});
+    let json_only = client
+        .http
+        .post(&served.url)
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_only.status(), 406);
 }

@@ -220,6 +220,7 @@ impl Dispatcher {
             handling,
             messages: rx,
             cancel: None,
+            streams_only: false,
         }
     }
 

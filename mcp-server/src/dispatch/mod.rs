@@ -147,6 +147,9 @@ pub(crate) struct Running {
     /// Cancels a modern request (its answer's receiver is gone); legacy
     /// requests run on, their events stored for a resumed stream.
     pub(crate) cancel: Option<CancellationToken>,
+    /// Whether the answer only makes sense as a stream
+    /// (`subscriptions/listen`): never cut to one JSON body.
+    pub(crate) streams_only: bool,
 }
 
 impl std::fmt::Debug for Running {

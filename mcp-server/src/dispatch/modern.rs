@@ -246,7 +246,7 @@ impl Dispatcher {
                     .unwrap_or_else(|| to_raw(&json!({}))),
             )),
             "subscriptions/listen" => match Filter::parse(checked.params.as_ref()) {
-                Ok(filter) => Outcome::Running(self.listen(request.id, filter)),
+                Ok(filter) => Outcome::Running(self.listen(request.id, filter, origin)),
                 Err(error) => Outcome::Reply(Response::error(Some(request.id), error)),
             },
             _ => Outcome::Running(self.run_modern(request, checked, origin)),
@@ -442,6 +442,7 @@ impl Dispatcher {
             handling,
             messages: rx,
             cancel: Some(cancel),
+            streams_only: false,
         }
     }
 
@@ -565,7 +566,7 @@ impl Dispatcher {
     /// honours of it), then delivers the changes asked for until the
     /// client goes away or the server shuts down, when it answers the
     /// request.
-    fn listen(self: &Arc<Self>, id: RequestId, filter: Filter) -> Running {
+    fn listen(self: &Arc<Self>, id: RequestId, filter: Filter, origin: &Origin<'_>) -> Running {
         let registry = &self.registry;
         let resources = !registry.resources.is_empty() || !registry.templates.is_empty();
         let filter = filter.honoured(!registry.prompts.is_empty(), resources);
@@ -573,7 +574,17 @@ impl Dispatcher {
         let cancel = CancellationToken::new();
         let dispatcher = self.clone();
         let end = cancel.clone();
+        let scope = origin.scope.unwrap_or_else(|| self.new_scope());
         let handling = Box::pin(async move {
+            // In flight like any request: cancelled by id on stdio, waited
+            // for (it ends at once) at shutdown.
+            let Some(guard) = dispatcher.inflight.start(Scope::Connection(scope), &id) else {
+                let error = ErrorObject::new(
+                    code::INVALID_REQUEST,
+                    format!("Invalid Request: request id {id} is already in flight"),
+                );
+                return Some(Response::error(Some(id), error));
+            };
             let ack = tagged(
                 "notifications/subscriptions/acknowledged",
                 &id,
@@ -587,6 +598,7 @@ impl Dispatcher {
                 .add(filter, id.clone(), tx, end.clone());
             tokio::select! {
                 () = end.cancelled() => None,
+                () = guard.token.cancelled() => None,
                 () = dispatcher.shutdown.cancelled() => {
                     let result = json!({
                         "resultType": "complete",
@@ -601,6 +613,7 @@ impl Dispatcher {
             handling,
             messages: rx,
             cancel: Some(cancel),
+            streams_only: true,
         }
     }
 }

@@ -30,8 +30,12 @@ pub(super) async fn get(
     let id = session_of_stream(
         head.session_id.map(HeaderValue::as_bytes),
         head.protocol_version.map(HeaderValue::as_bytes),
-    )?;
-    head.accept.check_get()?;
+    );
+    // A modern client is told the method is gone whatever it accepts.
+    if !matches!(id, Err(Rejection::MethodNotAllowed)) {
+        head.accept.check_get()?;
+    }
+    let id = id?;
     let session = app
         .dispatcher
         .session(&id, principal(&request.extensions).as_deref())

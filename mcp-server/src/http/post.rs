@@ -349,30 +349,46 @@ async fn modern(app: &Arc<App>, running: Running, accept: Accept) -> Response {
         mut handling,
         messages: mut rx,
         cancel,
+        streams_only,
         ..
     } = running;
     // Until the stream's body takes the request over, dropping this future
     // (the client went away) cancels it.
     let cancel_on_drop = cancel.clone().map(|c| c.drop_guard());
-    let streams = accept.sse() && app.config.response_mode != ResponseMode::Json;
+    let mode = app.config.response_mode;
+    if streams_only && !accept.sse() {
+        return reject(&Rejection::NotAcceptable(
+            "this method answers with a stream: Accept must list text/event-stream".into(),
+        ));
+    }
+    let streams = accept.sse() && (mode != ResponseMode::Json || streams_only);
     let mut first = Vec::new();
-    if app.config.response_mode != ResponseMode::Sse || !streams {
-        tokio::select! {
-            biased;
-            response = &mut handling => {
-                while let Ok(message) = rx.try_recv() {
-                    first.push(*message);
+    if !streams || (mode != ResponseMode::Sse && !streams_only) {
+        loop {
+            tokio::select! {
+                biased;
+                response = &mut handling => {
+                    while let Ok(message) = rx.try_recv() {
+                        first.push(*message);
+                    }
+                    let Some(response) = response else {
+                        return StatusCode::NO_CONTENT.into_response();
+                    };
+                    if first.is_empty() || !streams {
+                        return json(modern_status(&response), Message::Response(response).to_json());
+                    }
+                    first.push(Message::Response(response));
+                    return sse::plain(first, None, app.config.keep_alive, cancel);
                 }
-                let Some(response) = response else {
-                    return StatusCode::NO_CONTENT.into_response();
-                };
-                if first.is_empty() || !streams {
-                    return json(modern_status(&response), Message::Response(response).to_json());
+                Some(message) = rx.recv() => {
+                    if streams {
+                        first.push(*message);
+                        break;
+                    }
+                    // No stream to carry it (the client takes JSON only):
+                    // dropped, so the handler never waits on a full channel.
                 }
-                first.push(Message::Response(response));
-                return sse::plain(first, None, app.config.keep_alive, cancel);
             }
-            Some(message) = rx.recv(), if streams => first.push(*message),
         }
     }
     // From here the stream's body owns the request: it ends when the
