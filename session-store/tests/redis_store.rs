@@ -167,6 +167,43 @@ fn a_prefix_in_the_url_keeps_every_key_under_it() {
 }
 
 #[test]
+fn a_store_beside_another_keeps_its_records_apart_under_its_own_prefix() {
+    let server = RedisServer::start();
+    block_on(async {
+        let url = format!("{}0", server.url());
+        let sessions = RedisStore::connect(&url, RedisOptions::default()).unwrap();
+        let handles = sessions.with_prefix("mcp:h").unwrap();
+        assert_eq!(handles.prefix(), "mcp:h");
+        let r = SessionRecord::create(
+            SessionId::generate(),
+            NewSession::new(),
+            Timestamp::from_millis(4_000_000_000_000),
+            session_core::ExpiryPolicy::default(),
+        );
+        handles.insert(&r).await.unwrap();
+        assert_eq!(handles.load(r.id()).await.unwrap(), Some(r.clone()));
+        assert_eq!(sessions.load(r.id()).await.unwrap(), None, "apart");
+        assert_eq!(
+            (
+                sessions.count().await.unwrap(),
+                handles.count().await.unwrap()
+            ),
+            (0, 1)
+        );
+        let mut con = raw(&server).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(keys.iter().all(|k| k.starts_with("mcp:h:")), "{keys:?}");
+        for bad in ["mcp", "", "a b", &"p".repeat(65)] {
+            assert!(sessions.with_prefix(bad).is_err(), "{bad:?}");
+        }
+    });
+}
+
+#[test]
 fn latest_is_the_last_number_appended_even_past_the_cap() {
     let server = RedisServer::start();
     block_on(async {
