@@ -219,3 +219,60 @@ async fn a_stream_resumes_with_last_event_id_after_kill_9_and_restart() {
     assert_eq!(last["id"], 5);
     assert_eq!(last["result"]["content"][0]["text"], "completed 3 steps");
 }
+
+#[tokio::test]
+async fn a_counter_handle_survives_kill_9_and_restart_on_the_file_store() {
+    // No demo tool asks for input, so the request-state key (which lives in
+    // the same handle store) cannot be exercised through the binary.
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file:{}", dir.path().display());
+    let (id, other) = {
+        let server = start(&["--store", &store]);
+        let client = common::Modern::new(&server.url);
+        let first = client.tool("counter", json!({"by": 3})).await;
+        let id = first["structuredContent"]["counter_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a modern call mints a handle: {first}"))
+            .to_string();
+        assert!(id.starts_with("ctr_") && id.len() == 36, "{id}");
+        let next = client
+            .tool("counter", json!({"by": 4, "counter_id": id}))
+            .await;
+        assert_eq!(next["structuredContent"]["counter"], 7);
+        let other =
+            client.tool("counter", json!({"by": 100})).await["structuredContent"]["counter_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        (id, other)
+        // dropped here: SIGKILL, right after the last acknowledged write
+    };
+    assert!(
+        dir.path().join("handles").is_dir(),
+        "handles live in <dir>/handles"
+    );
+    let server = start(&["--store", &store]);
+    let client = common::Modern::new(&server.url);
+    let continued = client.tool("counter", json!({"counter_id": id})).await;
+    assert_eq!(
+        continued["structuredContent"],
+        json!({"counter": 8, "counter_id": id}),
+        "the counter continued after the restart"
+    );
+    let untouched = client
+        .tool("counter", json!({"by": 0, "counter_id": other}))
+        .await;
+    assert_eq!(untouched["structuredContent"]["counter"], 100);
+    // A legacy session of the restarted process counts in it too.
+    let mut legacy = Client::new(&server.url);
+    legacy.connect().await;
+    let in_session = legacy
+        .tool("counter", json!({"by": 2, "counter_id": id}))
+        .await;
+    assert_eq!(in_session["structuredContent"]["counter"], 10);
+    // A fresh counter is a new handle.
+    let fresh = client.tool("counter", json!({})).await;
+    assert_eq!(fresh["structuredContent"]["counter"], 1);
+    assert_ne!(fresh["structuredContent"]["counter_id"], json!(id));
+    assert_ne!(fresh["structuredContent"]["counter_id"], json!(other));
+}

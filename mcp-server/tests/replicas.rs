@@ -5,11 +5,18 @@
 mod common;
 
 use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, Process, read_sse, start};
-use serde_json::{Value, json};
+use common::{Client, Modern, Process, TestServer, eventually, read_sse, start};
+use futures_util::{Stream, StreamExt};
+use mcp_server::{HttpConfig, InputRequest, McpServer, RequestContext, demo, tool};
+use serde_json::{Map, Value, json};
+use session_core::EventStore;
+use session_core::wire::{CallToolResult, Content, GetPromptResult, Prompt, PromptMessage};
 use session_store::testkit::redis::RedisServer;
+use session_store::{RedisOptions, RedisStore};
 
 fn replicas(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Process> {
     let url = redis.url();
@@ -354,4 +361,392 @@ async fn acknowledged_increments_survive_a_redis_restart_during_traffic() {
     );
     // Increments that failed (Redis went away before answering) may or may
     // not have been applied; acknowledged ones must all be there.
+}
+
+/// The `counter_id` a modern `counter` call returned.
+fn counter_id(result: &Value) -> String {
+    result["structuredContent"]["counter_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a modern call mints a handle: {result}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_handle_minted_on_one_replica_counts_on_the_other_and_back() {
+    let redis = RedisServer::start();
+    let nodes = replicas(&redis, 2, &[]);
+    let a = Modern::new(&nodes[0].url);
+    let b = Modern::new(&nodes[1].url);
+    let first = a.tool("counter", json!({"by": 2})).await;
+    let id = counter_id(&first);
+    assert_eq!(first["structuredContent"]["counter"], 2);
+    let on_b = b.tool("counter", json!({"by": 3, "counter_id": id})).await;
+    assert_eq!(
+        on_b["structuredContent"],
+        json!({"counter": 5, "counter_id": id}),
+        "B continued the handle A minted"
+    );
+    let back_on_a = a.tool("counter", json!({"by": 4, "counter_id": id})).await;
+    assert_eq!(back_on_a["structuredContent"]["counter"], 9);
+    let read_on_b = b.tool("counter", json!({"by": 0, "counter_id": id})).await;
+    assert_eq!(read_on_b["structuredContent"]["counter"], 9);
+    // A counter minted on B is another handle, also seen by A.
+    let other = counter_id(&b.tool("counter", json!({"by": 50})).await);
+    assert_ne!(other, id);
+    let seen = a
+        .tool("counter", json!({"by": 0, "counter_id": other}))
+        .await;
+    assert_eq!(seen["structuredContent"]["counter"], 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_modern_counter_calls_on_one_handle_over_both_replicas_lose_nothing() {
+    const CALLERS_PER_REPLICA: usize = 8;
+    const CALLS: usize = 25;
+    let redis = RedisServer::start();
+    let nodes = replicas(&redis, 2, &[]);
+    let clients = [Modern::new(&nodes[0].url), Modern::new(&nodes[1].url)];
+    let id = counter_id(&clients[0].tool("counter", json!({"by": 0})).await);
+    let callers: Vec<_> = (0..2 * CALLERS_PER_REPLICA)
+        .map(|caller| {
+            let client = clients[caller % 2].clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(CALLS);
+                for _ in 0..CALLS {
+                    let result = client.tool("counter", json!({"counter_id": id})).await;
+                    assert_ne!(result["isError"], true, "{result}");
+                    seen.push(result["structuredContent"]["counter"].as_i64().unwrap());
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for caller in callers {
+        seen.extend(caller.await.unwrap());
+    }
+    let total = i64::try_from(2 * CALLERS_PER_REPLICA * CALLS).unwrap();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<_>>(),
+        "every increment saw its own value: none was lost or applied twice"
+    );
+    for client in &clients {
+        let last = client
+            .tool("counter", json!({"by": 0, "counter_id": id}))
+            .await;
+        assert_eq!(last["structuredContent"]["counter"], total);
+    }
+}
+
+/// A server sharing `redis` with the other replicas the way the binary
+/// does (sessions, events, handles under `<prefix>:h`), with the demo
+/// tools, a `confirm` tool that asks for input, and a prompt (so prompt
+/// list changes are honoured).
+fn replica_on(redis: &RedisServer) -> McpServer {
+    let store = RedisStore::connect(&redis.url(), RedisOptions::default()).unwrap();
+    let events: Arc<dyn EventStore> = Arc::new(store.event_store());
+    let handles = store.with_prefix(&format!("{}:h", store.prefix())).unwrap();
+    extras(demo::register(McpServer::builder()))
+        .store(Arc::new(store))
+        .handle_store(Arc::new(handles))
+        .event_store(events)
+        .build()
+}
+
+fn extras(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerBuilder {
+    builder
+        .tool(
+            tool(
+                "confirm",
+                "Asks the user to confirm",
+                json!({"type": "object"}),
+            ),
+            |ctx: RequestContext, _: Map<String, Value>| async move {
+                let answer = ctx
+                    .input(
+                        "ok",
+                        InputRequest::elicit(
+                            "Proceed?",
+                            json!({"type": "object", "properties": {"ok": {"type": "boolean"}}}),
+                        ),
+                    )
+                    .await?;
+                Ok(CallToolResult::text(format!(
+                    "answered {}",
+                    answer["action"].as_str().unwrap_or("?")
+                )))
+            },
+        )
+        .prompt(
+            Prompt {
+                name: "greet".into(),
+                title: None,
+                description: None,
+                arguments: Vec::new(),
+            },
+            |_ctx, _args| async move {
+                Ok(GetPromptResult {
+                    description: None,
+                    messages: vec![PromptMessage {
+                        role: "user".into(),
+                        content: Content::text("Hello"),
+                    }],
+                })
+            },
+        )
+}
+
+/// Two in-process replicas on `redis`, each served by `serve_http` (which
+/// starts the sweeper and the follower of the other replicas' changes).
+async fn in_process_replicas(redis: &RedisServer) -> [TestServer; 2] {
+    [
+        TestServer::serve(replica_on(redis), HttpConfig::default()).await,
+        TestServer::serve(replica_on(redis), HttpConfig::default()).await,
+    ]
+}
+
+/// An SSE response read one message at a time.
+struct Events {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<Vec<u8>>> + Send>>,
+    buffer: String,
+}
+
+impl Events {
+    fn new(response: reqwest::Response) -> Self {
+        assert!(
+            common::content_type(&response).starts_with("text/event-stream"),
+            "{response:?}"
+        );
+        Events {
+            body: Box::pin(
+                response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map(|b| b.to_vec())),
+            ),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next message with data (waits at most 10 s).
+    async fn next(&mut self) -> Value {
+        let read = async {
+            loop {
+                while let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let data: String = block
+                        .lines()
+                        .filter_map(|line| line.strip_prefix("data: "))
+                        .collect();
+                    if !data.is_empty() {
+                        return serde_json::from_str(&data).unwrap();
+                    }
+                }
+                let chunk = self.body.next().await.expect("the stream is open").unwrap();
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a message arrives in time")
+    }
+}
+
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// Checks that `message` is the change `method`, tagged with `subscription`.
+fn assert_change(message: &Value, method: &str, subscription: &Value, on: &str) {
+    assert_eq!(message["method"], method, "on {on}: {message}");
+    assert_eq!(
+        &message["params"]["_meta"][SUBSCRIPTION_ID], subscription,
+        "on {on}: tagged with its own subscription: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_announced_on_one_replica_reaches_listeners_on_every_replica_once() {
+    let redis = RedisServer::start();
+    let [a, b] = in_process_replicas(&redis).await;
+    // One client for both, so the two listen requests have distinct ids.
+    let on_a = Modern::new(&a.url);
+    let mut on_b = on_a.clone();
+    on_b.url = b.url.clone();
+    let filter = json!({"notifications": {"toolsListChanged": true, "promptsListChanged": true}});
+    let listen = async |client: &Modern| {
+        let response = client
+            .request("subscriptions/listen", filter.clone())
+            .send()
+            .await
+            .unwrap();
+        let mut events = Events::new(response);
+        let ack = events.next().await;
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+        assert_eq!(
+            ack["params"]["notifications"],
+            json!({"toolsListChanged": true, "promptsListChanged": true})
+        );
+        let id = ack["params"]["_meta"][SUBSCRIPTION_ID].clone();
+        assert!(!id.is_null(), "{ack}");
+        (events, id)
+    };
+    let (mut events_a, id_a) = listen(&on_a).await;
+    let (mut events_b, id_b) = listen(&on_b).await;
+    assert_ne!(id_a, id_b);
+    for server in [a.server.clone(), b.server.clone()] {
+        eventually("each replica's listener to register", || {
+            let server = server.clone();
+            async move { server.listeners() == 1 }
+        })
+        .await;
+    }
+
+    // Announced on B: B's listener at once, A's through the store.
+    assert_eq!(
+        b.server.notify_tools_list_changed().await,
+        1,
+        "B told its own listener"
+    );
+    assert_change(
+        &events_a.next().await,
+        "notifications/tools/list_changed",
+        &id_a,
+        "A",
+    );
+    assert_change(
+        &events_b.next().await,
+        "notifications/tools/list_changed",
+        &id_b,
+        "B",
+    );
+
+    // Announced on A. Changes travel in order, so B's next message being
+    // A's change shows that B did not hear its own change again.
+    assert_eq!(a.server.notify_prompts_list_changed().await, 1);
+    assert_change(
+        &events_b.next().await,
+        "notifications/prompts/list_changed",
+        &id_b,
+        "B",
+    );
+    assert_change(
+        &events_a.next().await,
+        "notifications/prompts/list_changed",
+        &id_a,
+        "A",
+    );
+    // And once more from B: A's next message is this one, not an echo of
+    // A's own change.
+    assert_eq!(b.server.notify_tools_list_changed().await, 1);
+    assert_change(
+        &events_a.next().await,
+        "notifications/tools/list_changed",
+        &id_a,
+        "A",
+    );
+    assert_change(
+        &events_b.next().await,
+        "notifications/tools/list_changed",
+        &id_b,
+        "B",
+    );
+    drop((events_a, events_b));
+    for server in [a.server.clone(), b.server.clone()] {
+        eventually("the listeners to go with their streams", || {
+            let server = server.clone();
+            async move { server.listeners() == 0 }
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The `requestState` of an `input_required` answer to `confirm`.
+async fn ask(client: &Modern) -> String {
+    let answer = client
+        .call("tools/call", json!({"name": "confirm", "arguments": {}}))
+        .await;
+    let result = answer.result();
+    assert_eq!(result["resultType"], "input_required", "{answer:?}");
+    result["requestState"].as_str().unwrap().to_string()
+}
+
+/// The retry of `confirm` with the answer and `state`.
+async fn retry(client: &Modern, state: &str) -> common::Answer {
+    client
+        .call(
+            "tools/call",
+            json!({"name": "confirm", "arguments": {},
+                   "inputResponses": {"ok": {"action": "accept", "content": {"ok": true}}},
+                   "requestState": state}),
+        )
+        .await
+}
+
+fn assert_refused(answer: &common::Answer, what: &str) {
+    assert_eq!(answer.code(), -32602, "{what}: {answer:?}");
+    assert_eq!(
+        answer.response()["error"]["data"]["reason"],
+        "invalid_request_state",
+        "{what}"
+    );
+}
+
+/// `state` with the character at `at` changed.
+fn altered(state: &str, at: usize) -> String {
+    let mut bytes = state.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_state_sealed_on_one_replica_opens_on_the_other_and_tampering_is_refused() {
+    let redis = RedisServer::start();
+    let [a, b] = in_process_replicas(&redis).await;
+    let mut on_a = Modern::new(&a.url);
+    on_a.capabilities = json!({"elicitation": {}});
+    let mut on_b = on_a.clone();
+    on_b.url = b.url.clone();
+    // Both replicas need the key for the first time at once: they must
+    // settle on one.
+    let (state_a, state_b) = tokio::join!(ask(&on_a), ask(&on_b));
+    let done = retry(&on_b, &state_a).await;
+    assert_eq!(
+        done.result()["content"][0]["text"],
+        "answered accept",
+        "B opened A's state: {done:?}"
+    );
+    let done = retry(&on_a, &state_b).await;
+    assert_eq!(done.result()["content"][0]["text"], "answered accept");
+
+    let (body, tag) = state_a.rsplit_once('.').unwrap();
+    assert_refused(
+        &retry(&on_b, &altered(&state_a, body.len() / 2)).await,
+        "body altered",
+    );
+    assert_refused(
+        &retry(&on_b, &altered(&state_a, body.len() + 1 + tag.len() / 2)).await,
+        "seal altered",
+    );
+    assert_refused(&retry(&on_b, &format!("{body}.")).await, "seal removed");
+    assert_refused(&retry(&on_b, &format!("{state_a}x")).await, "seal extended");
+    // A server with a store of its own has another key.
+    let alone = TestServer::serve(
+        extras(demo::register(McpServer::builder())).build(),
+        HttpConfig::default(),
+    )
+    .await;
+    let mut on_alone = on_a.clone();
+    on_alone.url = alone.url.clone();
+    assert_refused(&retry(&on_alone, &state_a).await, "another deployment");
+    // The untampered state still opens on both.
+    for client in [&on_a, &on_b] {
+        let again = retry(client, &state_a).await;
+        assert_eq!(again.result()["content"][0]["text"], "answered accept");
+    }
+    alone.stop().await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -240,6 +240,18 @@ impl Dispatcher {
     /// era without a session; anything else belongs to the legacy session
     /// the origin names.
     pub(crate) async fn handle(self: &Arc<Self>, message: Message, origin: &Origin<'_>) -> Outcome {
+        // On stdio a 2026-07-28 client cancels with a plain notification
+        // (notifications carry no envelope): it reaches the connection's
+        // modern requests whatever era it is taken for.
+        if let (Message::Notification(note), Some(scope)) = (&message, origin.scope)
+            && note.method == "notifications/cancelled"
+            && let Ok(params) = session_core::wire::parse_params::<
+                session_core::wire::CancelledParams,
+            >(note.params.as_deref())
+        {
+            self.inflight
+                .cancel(Scope::Connection(scope), &params.request_id);
+        }
         let envelope = match &message {
             Message::Request(r) => modern::probe(&r.method, r.params.as_deref(), origin),
             Message::Notification(n) => modern::probe(&n.method, n.params.as_deref(), origin),

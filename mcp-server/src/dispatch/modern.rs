@@ -211,20 +211,9 @@ impl Dispatcher {
     pub(super) async fn modern(self: &Arc<Self>, message: Message, origin: &Origin<'_>) -> Outcome {
         match message {
             Message::Request(request) => self.modern_request(request, origin).await,
-            Message::Notification(note) => {
-                // Only stdio cancels by notification; on HTTP closing the
-                // response stream is the cancellation.
-                if note.method == "notifications/cancelled"
-                    && let Some(scope) = origin.scope
-                    && let Ok(params) = session_core::wire::parse_params::<
-                        session_core::wire::CancelledParams,
-                    >(note.params.as_deref())
-                {
-                    self.inflight
-                        .cancel(Scope::Connection(scope), &params.request_id);
-                }
-                Outcome::Accepted
-            }
+            // Only stdio cancels by notification (`Dispatcher::handle` did);
+            // on HTTP closing the response stream is the cancellation.
+            Message::Notification(_) => Outcome::Accepted,
             Message::Response(_) => Outcome::rejected(
                 Rejection::InvalidRequest("a 2026-07-28 client sends no responses".into()),
                 None,
@@ -512,6 +501,11 @@ impl Dispatcher {
             () = guard.token.cancelled() => return None,
             () = cancel.cancelled() => return None,
         };
+        // A handler that ended because it was cancelled is not answered
+        // either.
+        if guard.token.is_cancelled() || cancel.is_cancelled() {
+            return None;
+        }
         let outcome = match outcome {
             Err(error) if error.code == INPUT_REQUIRED => {
                 Box::pin(self.input_required(&ctx, &request, binding)).await
