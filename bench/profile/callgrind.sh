@@ -3,7 +3,7 @@
 # valgrind's callgrind with its cache simulation. Deterministic enough to
 # compare two builds where wall-clock figures on a shared VM swing by 30%.
 #
-#   bench/profile/callgrind.sh call|handshake N SERVER [ARGS...]
+#   bench/profile/callgrind.sh call|modern|handshake N SERVER [ARGS...]
 #
 # SERVER must print `listening on http://ADDR/mcp` and take `--listen
 # 127.0.0.1:0` among ARGS. Prints Ir (instructions), Dr, Dw, I1mr, D1mr,

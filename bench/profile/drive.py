@@ -6,6 +6,7 @@ connections sending the same requests as the criterion HTTP bench.
 
 `call`: each connection initializes once, then the connections send N
 `tools/call` of `echo` in lock-step rounds (all send, then all read).
+`modern`: N sessionless 2026-07-28 `tools/call` of `echo` in the same rounds.
 `handshake`: N handshakes (initialize, notifications/initialized, DELETE),
 in the same rounds. Exits non-zero on any unexpected answer.
 """
@@ -18,6 +19,11 @@ INIT = ('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersio
 INITIALIZED = '{"jsonrpc":"2.0","method":"notifications/initialized"}'
 CALL = ('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo",'
         '"arguments":{"text":"benchmark"}}}')
+MODERN = ('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo",'
+          '"arguments":{"text":"benchmark"},"_meta":{'
+          '"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+          '"io.modelcontextprotocol/clientCapabilities":{},'
+          '"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1.0"}}}}')
 
 
 class Connection:
@@ -27,12 +33,15 @@ class Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
-    def send(self, method, body, session=None):
+    def send(self, method, body, session=None, modern=False):
         head = (f"{method} /mcp HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 "Accept: application/json, text/event-stream\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n")
         if session:
             head += f"mcp-session-id: {session}\r\nmcp-protocol-version: 2025-11-25\r\n"
+        if modern:
+            head += ("MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\n"
+                     "Mcp-Name: echo\r\n")
         self.sock.sendall((head + "\r\n" + body).encode())
 
     def recv(self):
@@ -81,6 +90,13 @@ def main():
             for c in conns:
                 status, _, body = c.recv()
                 expect(status == 200 and b"benchmark" in body, (status, body))
+    elif mode == "modern":
+        for _ in range(rounds):
+            for c in conns:
+                c.send("POST", MODERN, modern=True)
+            for c in conns:
+                status, _, body = c.recv()
+                expect(status == 200 and b"benchmark" in body, (status, body))
     elif mode == "handshake":
         for _ in range(rounds):
             sessions = []
@@ -101,7 +117,7 @@ def main():
                 status, _, _ = c.recv()
                 expect(status == 200, status)
     else:
-        sys.exit(f"unknown mode {mode!r}: call or handshake")
+        sys.exit(f"unknown mode {mode!r}: call, modern or handshake")
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ impl Dispatcher {
             modern: None,
         });
         // A handler that panics fails its request, not the connection.
-        let routed = std::panic::AssertUnwindSafe(self.route(&ctx, &request)).catch_unwind();
+        let routed = std::panic::AssertUnwindSafe(self.route(&ctx, &request, None)).catch_unwind();
         let outcome = tokio::select! {
             outcome = routed => outcome.unwrap_or_else(|_| {
                 tracing::error!(session = %session_id, method = %request.method, "the handler panicked");

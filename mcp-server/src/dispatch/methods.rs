@@ -35,10 +35,14 @@ impl Dispatcher {
     /// Runs a request's method. Branches that wait on the session manager
     /// await it boxed, so that this future (part of every request's) stays
     /// small; tool, resource and prompt handlers are boxed already.
+    ///
+    /// `call` is a `tools/call`'s name and arguments when the caller has
+    /// read them already (the modern checks do).
     pub(super) async fn route(
         &self,
         ctx: &RequestContext,
         request: &Request,
+        call: Option<RawCall>,
     ) -> Result<Box<RawValue>, ErrorObject> {
         let params = request.params.as_deref();
         let registry = &self.registry;
@@ -54,7 +58,10 @@ impl Dispatcher {
                 Cache::List,
             )),
             "tools/call" => {
-                let call: RawCall = parse_params(params)?;
+                let call: RawCall = match call {
+                    Some(call) => call,
+                    None => parse_params(params)?,
+                };
                 let Some(tool) = registry.tools.get(&call.name) else {
                     return Err(ErrorObject::new(
                         code::INVALID_PARAMS,

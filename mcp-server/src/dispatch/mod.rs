@@ -65,7 +65,7 @@ pub(crate) struct Origin<'a> {
     /// Body fields the transport mirrors (`Mcp-Method`, `Mcp-Name`,
     /// `Mcp-Param-*`), to be checked against the body; `None` where the
     /// transport mirrors nothing (stdio).
-    pub(crate) mirrored: Option<&'a Mirrored>,
+    pub(crate) mirrored: Option<&'a Mirrored<'a>>,
     /// Where a modern request can be cancelled by id
     /// (`notifications/cancelled` on stdio); `None`: only by dropping it.
     pub(crate) scope: Option<u64>,
@@ -74,16 +74,16 @@ pub(crate) struct Origin<'a> {
     pub(crate) acceptable: bool,
 }
 
-/// Body fields an HTTP request mirrors into headers (revision 2026-07-28).
+/// Body fields an HTTP request mirrors into headers (revision 2026-07-28),
+/// as sent.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Mirrored {
-    /// `Mcp-Method`, as sent.
-    pub(crate) method: Option<Vec<u8>>,
-    /// `Mcp-Name`, as sent (possibly in the Base64 sentinel form).
-    pub(crate) name: Option<Vec<u8>>,
-    /// `Mcp-Param-{Name}` headers: the name part lowercased, the value as
-    /// sent.
-    pub(crate) params: Vec<(String, Vec<u8>)>,
+pub(crate) struct Mirrored<'a> {
+    /// `Mcp-Method`.
+    pub(crate) method: Option<&'a [u8]>,
+    /// `Mcp-Name` (possibly in the Base64 sentinel form).
+    pub(crate) name: Option<&'a [u8]>,
+    /// `Mcp-Param-{Name}` headers: the name part (lowercase), the value.
+    pub(crate) params: Vec<(&'a str, &'a [u8])>,
 }
 
 /// What became of a message.
@@ -444,7 +444,16 @@ impl InFlight {
     /// Registers a request; the returned guard unregisters it when dropped.
     /// `None` if a request with that id is already in flight in the scope.
     pub(crate) fn start(&self, scope: Scope, request: &RequestId) -> Option<InFlightGuard<'_>> {
-        let token = CancellationToken::new();
+        self.start_with(scope, request, CancellationToken::new())
+    }
+
+    /// [`start`](Self::start) with the token that cancels the request.
+    pub(crate) fn start_with(
+        &self,
+        scope: Scope,
+        request: &RequestId,
+        token: CancellationToken,
+    ) -> Option<InFlightGuard<'_>> {
         let key = (scope, request.clone());
         match self.map.lock().entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(_) => return None,

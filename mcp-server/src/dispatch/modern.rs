@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::listen::{Filter, SUBSCRIPTION_ID, tagged};
+use super::methods::RawCall;
 use super::mrtr::Binding;
 use super::{Dispatcher, Era, Origin, Outcome, Running, Scope};
 use crate::config::CacheHint;
@@ -335,7 +336,15 @@ impl Dispatcher {
                 ));
             }
         };
+        let call = match (request.method.as_str(), params.name) {
+            ("tools/call", Some(name)) => Some(RawCall {
+                name: name.into_owned(),
+                arguments: params.arguments.map(ToOwned::to_owned),
+            }),
+            _ => None,
+        };
         Ok(Checked {
+            call,
             capabilities,
             log_level,
             progress_token: meta
@@ -369,7 +378,7 @@ impl Dispatcher {
         &self,
         request: &Request,
         params: &Params<'_>,
-        mirrored: &super::Mirrored,
+        mirrored: &super::Mirrored<'_>,
     ) -> Result<(), ErrorObject> {
         match &mirrored.method {
             Some(method) if trim(method) == request.method.as_bytes() => {}
@@ -444,7 +453,10 @@ impl Dispatcher {
         outbox: Outbox,
         cancel: CancellationToken,
     ) -> Option<Response> {
-        let Some(guard) = self.inflight.start(Scope::Connection(scope), &request.id) else {
+        let Some(guard) = self
+            .inflight
+            .start_with(Scope::Connection(scope), &request.id, cancel)
+        else {
             let error = ErrorObject::new(
                 code::INVALID_REQUEST,
                 format!(
@@ -454,15 +466,18 @@ impl Dispatcher {
             );
             return Some(Response::error(Some(request.id), error));
         };
-        let target = target_of(&request);
-        let binding = Binding {
-            method: &request.method,
-            target: &target,
-            principal: principal.as_deref(),
-        };
+        // What a requestState is bound to, read only for a multi
+        // round-trip request.
+        let target = || target_of(&request);
         let mut inputs = match &checked.request_state {
             Some(state) => {
                 let now = self.manager.clock().now();
+                let target = target();
+                let binding = Binding {
+                    method: &request.method,
+                    target: &target,
+                    principal: principal.as_deref(),
+                };
                 match self
                     .state_key
                     .open(&self.handles, state, binding, now)
@@ -492,22 +507,28 @@ impl Dispatcher {
             })),
         });
         // A handler that panics fails its request, not the connection.
-        let routed = std::panic::AssertUnwindSafe(self.route(&ctx, &request)).catch_unwind();
+        let routed =
+            std::panic::AssertUnwindSafe(self.route(&ctx, &request, checked.call)).catch_unwind();
         let outcome = tokio::select! {
             outcome = routed => outcome.unwrap_or_else(|_| {
                 tracing::error!(method = %request.method, "the handler panicked");
                 Err(ErrorObject::new(code::INTERNAL_ERROR, "Internal error: the handler failed"))
             }),
             () = guard.token.cancelled() => return None,
-            () = cancel.cancelled() => return None,
         };
         // A handler that ended because it was cancelled is not answered
         // either.
-        if guard.token.is_cancelled() || cancel.is_cancelled() {
+        if guard.token.is_cancelled() {
             return None;
         }
         let outcome = match outcome {
             Err(error) if error.code == INPUT_REQUIRED => {
+                let target = target();
+                let binding = Binding {
+                    method: &request.method,
+                    target: &target,
+                    principal: principal.as_deref(),
+                };
                 Box::pin(self.input_required(&ctx, &request, binding)).await
             }
             other => other,
@@ -622,6 +643,8 @@ struct Checked {
     request_state: Option<String>,
     /// The whole params, for methods that read more of them.
     params: Option<Value>,
+    /// A `tools/call`'s name and arguments, read here once.
+    call: Option<RawCall>,
 }
 
 /// The parts of a modern request's params the checks read, borrowed from
@@ -720,7 +743,7 @@ fn target_of(request: &Request) -> String {
 fn check_params(
     mapped: &[HeaderParam],
     arguments: Option<&RawValue>,
-    headers: &[(String, Vec<u8>)],
+    headers: &[(&str, &[u8])],
 ) -> Result<(), ErrorObject> {
     let arguments: Value = arguments
         .and_then(|a| serde_json::from_str(a.get()).ok())
@@ -729,7 +752,7 @@ fn check_params(
         let header = headers
             .iter()
             .find(|(name, _)| *name == param.header)
-            .map(|(_, value)| value);
+            .map(|(_, value)| *value);
         let decoded = header
             .map(|value| decode(value))
             .transpose()
@@ -809,7 +832,7 @@ mod tests {
             path: vec!["region".into()],
         }];
         let args = |text: &str| serde_json::value::RawValue::from_string(text.into()).unwrap();
-        let header = |v: &str| vec![("region".to_string(), v.as_bytes().to_vec())];
+        let header = |v: &'static str| vec![("region", v.as_bytes())];
         let with = args(r#"{"region":"eu"}"#);
         assert!(check_params(&mapped, Some(&with), &header("eu")).is_ok());
         assert_eq!(

@@ -80,29 +80,23 @@ fn is_mirror(name: &str) -> bool {
     name == "mcp-method" || name == "mcp-name" || name.starts_with("mcp-param-")
 }
 
-/// The body fields the request mirrors into headers, read once a request
-/// is known to have some ([`Head::mirrors`]).
-pub(crate) fn mirrored(headers: &HeaderMap) -> Mirrored {
+/// The body fields the request mirrors into headers, borrowed from its
+/// header map.
+pub(crate) fn mirrored(headers: &HeaderMap) -> Mirrored<'_> {
     let mut mirrored = Mirrored::default();
     for (name, value) in headers {
         match name.as_str() {
             "mcp-method" => {
-                mirrored
-                    .method
-                    .get_or_insert_with(|| value.as_bytes().to_vec());
+                mirrored.method.get_or_insert(value.as_bytes());
             }
             "mcp-name" => {
-                mirrored
-                    .name
-                    .get_or_insert_with(|| value.as_bytes().to_vec());
+                mirrored.name.get_or_insert(value.as_bytes());
             }
             name => {
                 if let Some(param) = name.strip_prefix("mcp-param-")
-                    && !mirrored.params.iter().any(|(p, _)| p == param)
+                    && !mirrored.params.iter().any(|(p, _)| *p == param)
                 {
-                    mirrored
-                        .params
-                        .push((param.to_string(), value.as_bytes().to_vec()));
+                    mirrored.params.push((param, value.as_bytes()));
                 }
             }
         }
@@ -360,12 +354,9 @@ mod tests {
         ]);
         assert!(Head::scan(&map).mirrors());
         let mirrored = mirrored(&map);
-        assert_eq!(mirrored.method.as_deref(), Some(&b"tools/call"[..]));
-        assert_eq!(mirrored.name.as_deref(), Some(&b"echo"[..]));
-        assert_eq!(
-            mirrored.params,
-            vec![("region".to_string(), b"eu".to_vec())]
-        );
+        assert_eq!(mirrored.method, Some(&b"tools/call"[..]));
+        assert_eq!(mirrored.name, Some(&b"echo"[..]));
+        assert_eq!(mirrored.params, vec![("region", &b"eu"[..])]);
         let map = headers(&[("Mcp-Param-X", "1")]);
         assert!(Head::scan(&map).mirrors());
         let map = headers(&[("Mcp-Session-Id", "abc")]);

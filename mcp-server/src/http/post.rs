@@ -33,13 +33,13 @@ pub(super) struct PostHead {
     accept: Accept,
     session_id: Option<HeaderValue>,
     protocol_version: Option<HeaderValue>,
-    /// The body fields mirrored in headers: only modern clients send them,
-    /// so only their requests pay for the box.
-    mirrored: Option<Box<Mirrored>>,
+    /// The headers of a request that mirrors body fields in some: only
+    /// modern clients send them, so only their requests pay for the box.
+    mirrored: Option<Box<http::HeaderMap>>,
 }
 
 /// What a request without mirrored headers declares.
-static NOTHING_MIRRORED: Mirrored = Mirrored {
+static NOTHING_MIRRORED: Mirrored<'static> = Mirrored {
     method: None,
     name: None,
     params: Vec::new(),
@@ -60,14 +60,16 @@ pub(super) fn head<B: RequestBody>(
         return Err(Rejection::PayloadTooLarge { limit });
     }
     let principal = principal(&parts.extensions);
-    let mirrored = head
-        .mirrors()
-        .then(|| Box::new(headers::mirrored(&parts.headers)));
+    let mirrors = head.mirrors();
     let head = PostHead {
         accept: head.accept,
         session_id: head.session_id.cloned(),
         protocol_version: head.protocol_version.cloned(),
-        mirrored,
+        mirrored: None,
+    };
+    let head = PostHead {
+        mirrored: mirrors.then(|| Box::new(parts.headers)),
+        ..head
     };
     Ok((head, principal, body))
 }
@@ -99,12 +101,13 @@ pub(super) fn post<B: RequestBody>(
             Ok(body) => body,
             Err(rejection) => return reject(&rejection),
         };
+        let mirrored = head.mirrored.as_deref().map(headers::mirrored);
         let origin = Origin {
             transport: Transport::Http,
             principal: principal.as_deref(),
             session: head.session_id.as_ref().map(HeaderValue::as_bytes),
             protocol_version: head.protocol_version.as_ref().map(HeaderValue::as_bytes),
-            mirrored: Some(head.mirrored.as_deref().unwrap_or(&NOTHING_MIRRORED)),
+            mirrored: Some(mirrored.as_ref().unwrap_or(&NOTHING_MIRRORED)),
             scope: None,
             acceptable: head.accept.check_post().is_ok(),
         };
