@@ -122,7 +122,7 @@ async fn handle_line(
     let origin = Origin {
         transport: Transport::Stdio,
         principal: None,
-        session: session.as_ref().map(|id| id.as_str().as_bytes()),
+        session: session.as_ref().map(SessionId::as_str),
         protocol_version: None,
         mirrored: None,
         scope: Some(scope),
@@ -130,12 +130,9 @@ async fn handle_line(
     };
     let reply = match dispatcher.handle(message, &origin).await {
         Outcome::Accepted | Outcome::Batch(_) => return,
-        Outcome::Started {
-            response,
-            session: started,
-        } => {
-            *session = started.map(|record| record.id().clone());
-            Message::Response(response)
+        Outcome::Started(started) => {
+            *session = started.session.map(|record| record.id().clone());
+            Message::Response(started.response)
         }
         Outcome::Reply(response) => Message::Response(response),
         Outcome::Running(running) => return spawn_request(tx, running, closed.clone()),

@@ -14,7 +14,9 @@ use session_core::wire::{
 use session_core::{NewSession, SessionId, SessionRecord, SessionStatus, StreamId};
 use tokio::sync::mpsc;
 
-use super::{Dispatcher, Era, Origin, Outcome, Running, Scope, Transport, meta, request_id};
+use super::{
+    Dispatcher, Era, Origin, Outcome, Running, Scope, Started, Transport, meta, request_id,
+};
 use crate::context::{ContextParts, Outbox, RequestContext, SessionHandle};
 use crate::error::{Rejection, session_error_object};
 
@@ -23,30 +25,23 @@ const STDIO_IDLE_TIMEOUT: std::time::Duration =
     std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `MCP-Session-Id` as sent, checked: `Ok(None)` when absent.
-pub(super) fn session_id(value: Option<&[u8]>) -> Result<Option<SessionId>, Rejection> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    let text = std::str::from_utf8(value)
-        .map_err(|_| Rejection::InvalidSessionId("not visible ASCII".into()))?;
-    SessionId::parse(text)
-        .map(Some)
+pub(super) fn session_id(value: Option<&str>) -> Result<Option<SessionId>, Rejection> {
+    value
+        .map(SessionId::parse)
+        .transpose()
         .map_err(|e| Rejection::InvalidSessionId(e.to_string()))
 }
 
 /// The declared legacy revision, checked: absent is fine (2025-03-26 is
 /// assumed on HTTP), one this server does not speak is refused.
-pub(super) fn declared_version(value: Option<&[u8]>) -> Result<Option<&str>, Rejection> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    let version = std::str::from_utf8(value).unwrap_or("");
-    if session_core::wire::is_supported(version) {
-        Ok(Some(version))
-    } else {
-        Err(Rejection::UnsupportedVersion {
-            requested: version.to_string(),
-        })
+pub(super) fn declared_version(value: Option<&str>) -> Result<Option<&str>, Rejection> {
+    match value {
+        Some(version) if !session_core::wire::is_supported(version) => {
+            Err(Rejection::UnsupportedVersion {
+                requested: version.to_string(),
+            })
+        }
+        version => Ok(version),
     }
 }
 
@@ -136,10 +131,10 @@ impl Dispatcher {
             .find(|(v, _)| *v == version)
             .map_or_else(|| self.initialize_result(version), |(_, r)| r.clone());
         tracing::debug!(session = %record.id(), version, "session created");
-        Outcome::Started {
+        Outcome::Started(Box::new(Started {
             response: Response::ok(request.id, result),
             session: Some(record),
-        }
+        }))
     }
 
     /// A message in the legacy session the origin names.

@@ -58,10 +58,12 @@ pub(crate) struct Origin<'a> {
     /// The authenticated principal, if any.
     pub(crate) principal: Option<&'a str>,
     /// The legacy session the message names, as sent (`MCP-Session-Id`;
-    /// on stdio, the process's session).
-    pub(crate) session: Option<&'a [u8]>,
-    /// The revision the transport declares (`MCP-Protocol-Version`).
-    pub(crate) protocol_version: Option<&'a [u8]>,
+    /// on stdio, the process's session). A value that is not visible ASCII
+    /// comes as [`NOT_TEXT`].
+    pub(crate) session: Option<&'a str>,
+    /// The revision the transport declares (`MCP-Protocol-Version`), as
+    /// [`NOT_TEXT`] when it is not visible ASCII.
+    pub(crate) protocol_version: Option<&'a str>,
     /// Body fields the transport mirrors (`Mcp-Method`, `Mcp-Name`,
     /// `Mcp-Param-*`), to be checked against the body; `None` where the
     /// transport mirrors nothing (stdio).
@@ -73,6 +75,10 @@ pub(crate) struct Origin<'a> {
     /// lists both JSON and SSE).
     pub(crate) acceptable: bool,
 }
+
+/// What a transport declares for a value it could not read as visible
+/// ASCII: itself not visible ASCII, so every check refuses it.
+pub(crate) const NOT_TEXT: &str = "\u{7f}";
 
 /// Body fields an HTTP request mirrors into headers (revision 2026-07-28),
 /// as sent.
@@ -91,11 +97,9 @@ pub(crate) struct Mirrored<'a> {
 pub(crate) enum Outcome {
     /// Taken; nothing to answer (a notification, a client's response).
     Accepted,
-    /// A legacy session began: the `initialize` response and the session.
-    Started {
-        response: Response,
-        session: Option<SessionRecord>,
-    },
+    /// A legacy session began: the `initialize` response and the session
+    /// (boxed: a rare outcome need not make every one larger).
+    Started(Box<Started>),
     /// One answer, ready now.
     Reply(Response),
     /// A request is running: what it sends, then its response.
@@ -116,6 +120,13 @@ impl Outcome {
             id: id.cloned(),
         }
     }
+}
+
+/// What `initialize` produced.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) response: Response,
+    pub(crate) session: Option<SessionRecord>,
 }
 
 /// The era a running request is served in.
@@ -388,14 +399,10 @@ impl Dispatcher {
 /// and the declared revision, which must be a legacy one (2026-07-28 has
 /// neither: 405).
 pub(crate) fn session_of_stream(
-    session: Option<&[u8]>,
-    protocol_version: Option<&[u8]>,
+    session: Option<&str>,
+    protocol_version: Option<&str>,
 ) -> Result<SessionId, Rejection> {
-    if protocol_version.is_some_and(|v| {
-        session_core::wire::MODERN_PROTOCOL_VERSIONS
-            .iter()
-            .any(|m| m.as_bytes() == v)
-    }) {
+    if protocol_version.is_some_and(|v| session_core::wire::MODERN_PROTOCOL_VERSIONS.contains(&v)) {
         return Err(Rejection::MethodNotAllowed);
     }
     legacy::declared_version(protocol_version)?;
@@ -415,11 +422,19 @@ struct WithMeta {
     meta: Option<Meta>,
 }
 
+/// Whether `params` mentions `"_meta"`: a search with a prepared finder,
+/// since every request of both eras asks.
+pub(crate) fn mentions_meta(params: &RawValue) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"_meta\""));
+    FINDER.find(params.get().as_bytes()).is_some()
+}
+
 /// Reads `params._meta.progressToken`, ignoring anything malformed (the
 /// method's own parameter check reports that).
 pub(crate) fn meta(params: Option<&RawValue>) -> Meta {
     params
-        .filter(|p| p.get().contains("\"_meta\""))
+        .filter(|p| mentions_meta(p))
         .and_then(|p| serde_json::from_str::<WithMeta>(p.get()).ok())
         .and_then(|w| w.meta)
         .unwrap_or_default()

@@ -52,14 +52,9 @@ pub(super) fn probe(method: &str, params: Option<&RawValue>, origin: &Origin<'_>
     let declared_modern = || {
         origin
             .protocol_version
-            .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.iter().any(|m| m.as_bytes() == v))
+            .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.contains(&v))
     };
-    let enveloped = || {
-        params.is_some_and(|p| {
-            let text = p.get();
-            text.contains("\"io.modelcontextprotocol/") && has_envelope_key(text)
-        })
-    };
+    let enveloped = || params.is_some_and(|p| super::mentions_meta(p) && has_envelope_key(p.get()));
     if declared_modern() || method == "server/discover" || enveloped() {
         Probe::Modern
     } else {
@@ -287,11 +282,10 @@ impl Dispatcher {
         };
         if let Some(mirrored) = origin.mirrored {
             match origin.protocol_version {
-                Some(header) if trim(header) == version.as_bytes() => {}
+                Some(header) if header.trim() == version => {}
                 Some(header) => {
                     return Err(mismatch(format!(
-                        "MCP-Protocol-Version header value '{}' does not match the body's {VERSION_KEY} '{version}'",
-                        String::from_utf8_lossy(header)
+                        "MCP-Protocol-Version header value '{header}' does not match the body's {VERSION_KEY} '{version}'"
                     )));
                 }
                 None => {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::http;
 use axum::http::StatusCode;
-use axum::http::header::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use session_core::SessionId;
 
@@ -24,8 +23,8 @@ pub(super) fn head(
     let head = Head::scan(headers);
     app.guard.check(&head)?;
     let id = session_of_stream(
-        head.session_id.map(HeaderValue::as_bytes),
-        head.protocol_version.map(HeaderValue::as_bytes),
+        head.session_id.map(super::post::text),
+        head.protocol_version.map(super::post::text),
     )?;
     Ok((id, principal(extensions)))
 }

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use axum::http;
-use axum::http::HeaderValue;
 use axum::response::Response;
 use session_core::wire::Message;
 use session_core::{EventId, StreamId};
@@ -28,8 +27,8 @@ pub(super) async fn get(
     let head = Head::scan(&request.headers);
     app.guard.check(&head)?;
     let id = session_of_stream(
-        head.session_id.map(HeaderValue::as_bytes),
-        head.protocol_version.map(HeaderValue::as_bytes),
+        head.session_id.map(super::post::text),
+        head.protocol_version.map(super::post::text),
     );
     // A modern client is told the method is gone whatever it accepts.
     if !matches!(id, Err(Rejection::MethodNotAllowed)) {

@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use super::headers::{self, Accept, Head, SESSION_ID};
 use super::{App, RequestBody, json, principal, reject, reject_with_id, sse};
 use crate::config::ResponseMode;
-use crate::dispatch::{Era, Handling, Mirrored, Origin, Outcome, Running, Transport};
+use crate::dispatch::{
+    Era, Handling, Mirrored, NOT_TEXT, Origin, Outcome, Running, Started, Transport,
+};
 use crate::error::Rejection;
 use crate::hub::Attach;
 
@@ -60,18 +62,21 @@ pub(super) fn head<B: RequestBody>(
         return Err(Rejection::PayloadTooLarge { limit });
     }
     let principal = principal(&parts.extensions);
-    let mirrors = head.mirrors();
+    let (accept, mirrors) = (head.accept, head.mirrors());
+    let session_id = head.session_id.cloned();
+    let protocol_version = head.protocol_version.cloned();
     let head = PostHead {
-        accept: head.accept,
-        session_id: head.session_id.cloned(),
-        protocol_version: head.protocol_version.cloned(),
-        mirrored: None,
-    };
-    let head = PostHead {
+        accept,
+        session_id,
+        protocol_version,
         mirrored: mirrors.then(|| Box::new(parts.headers)),
-        ..head
     };
     Ok((head, principal, body))
+}
+
+/// A header value as text; one that is not visible ASCII as [`NOT_TEXT`].
+pub(super) fn text(value: &HeaderValue) -> &str {
+    value.to_str().unwrap_or(NOT_TEXT)
 }
 
 fn parse_rejection(e: ParseError) -> Rejection {
@@ -105,8 +110,8 @@ pub(super) fn post<B: RequestBody>(
         let origin = Origin {
             transport: Transport::Http,
             principal: principal.as_deref(),
-            session: head.session_id.as_ref().map(HeaderValue::as_bytes),
-            protocol_version: head.protocol_version.as_ref().map(HeaderValue::as_bytes),
+            session: head.session_id.as_ref().map(text),
+            protocol_version: head.protocol_version.as_ref().map(text),
             mirrored: Some(mirrored.as_ref().unwrap_or(&NOTHING_MIRRORED)),
             scope: None,
             acceptable: head.accept.check_post().is_ok(),
@@ -155,11 +160,30 @@ pub(super) fn not_acceptable() -> Rejection {
     Rejection::NotAcceptable("Accept must list both application/json and text/event-stream".into())
 }
 
-/// Writes an outcome.
+/// Writes an outcome. A legacy request's answer, the hot path, is awaited
+/// inline; everything else is written by [`answer_other`], out of line.
 async fn answer(app: &Arc<App>, outcome: Outcome, accept: Accept) -> Response {
     match outcome {
+        Outcome::Running(Running {
+            era: Era::Legacy { session, version },
+            handling,
+            messages,
+            ..
+        }) => legacy(app, handling, messages, session, version)
+            .await
+            .unwrap_or_else(|rejection| reject(&rejection)),
+        Outcome::Running(running) => Box::pin(modern(app, running, accept)).await,
+        other => answer_other(other),
+    }
+}
+
+/// Writes an outcome that is ready now.
+#[inline(never)]
+fn answer_other(outcome: Outcome) -> Response {
+    match outcome {
         Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
-        Outcome::Started { response, session } => {
+        Outcome::Started(started) => {
+            let Started { response, session } = *started;
             let mut reply = json(StatusCode::OK, Message::Response(response).to_json());
             if let Some(value) = session.and_then(|r| HeaderValue::from_str(r.id().as_str()).ok()) {
                 reply.headers_mut().insert(SESSION_ID, value);
@@ -167,14 +191,10 @@ async fn answer(app: &Arc<App>, outcome: Outcome, accept: Accept) -> Response {
             reply
         }
         Outcome::Reply(response) => json(StatusCode::OK, Message::Response(response).to_json()),
-        Outcome::Batch(_) => reject(&Rejection::InvalidRequest("unexpected batch".into())),
         Outcome::Rejected { rejection, id } => reject_with_id(&rejection, id),
-        Outcome::Running(running) => match running.era.clone() {
-            Era::Legacy { session, version } => legacy(app, running, session, version)
-                .await
-                .unwrap_or_else(|rejection| reject(&rejection)),
-            Era::Modern => Box::pin(modern(app, running, accept)).await,
-        },
+        Outcome::Batch(_) | Outcome::Running(_) => {
+            reject(&Rejection::InvalidRequest("unexpected answer".into()))
+        }
     }
 }
 
@@ -215,15 +235,11 @@ async fn read_body<B: RequestBody>(mut body: B, limit: usize) -> Result<Bytes, R
 /// Answers a legacy request as JSON or SSE, by the response mode.
 async fn legacy(
     app: &Arc<App>,
-    running: Running,
+    mut handling: Handling,
+    mut rx: mpsc::Receiver<Box<Message>>,
     session: SessionId,
     version: String,
 ) -> Result<Response, Rejection> {
-    let Running {
-        mut handling,
-        messages: mut rx,
-        ..
-    } = running;
     let mode = app.config.response_mode;
     if mode == ResponseMode::Json {
         // What the handler sends goes to the session's GET stream.
