@@ -748,7 +748,7 @@ fn check_params(
             .find(|(name, _)| *name == param.header)
             .map(|(_, value)| *value);
         let decoded = header
-            .map(|value| decode(value))
+            .map(decode)
             .transpose()
             .map_err(|why| mismatch(format!("Mcp-Param-{}: {why}", param.name)))?;
         let body = param
