@@ -1,6 +1,7 @@
 //! Store benchmarks: create, get, update and sweep for each store, on one task
 //! and on 64 concurrent tasks; the file store's durable update throughput
-//! beside one fsync per write; reopening 100,000 sessions; and the resident
+//! beside one fsync per write, for sessions and for handles (the demo
+//! counter's writes); reopening 100,000 sessions; and the resident
 //! bytes per idle session of `MemoryStore`.
 //!
 //! Run with `cargo xtask bench` (or `cargo bench -p session-store --bench store`).
@@ -349,6 +350,61 @@ fn durability(c: &mut Criterion) {
             })
         });
     }
+    // What the demo `counter` does with its handle on every call, through
+    // `Handles` (a principal check and a compare-and-swap that rereads and
+    // retries), 64 tasks each on a handle of its own.
+    let handles = Arc::new(session_core::Handles::new(
+        Arc::new(FileStore::open(dir.path().join("handles")).unwrap()),
+        Arc::new(SystemClock),
+        session_core::ManagerConfig::default(),
+    ));
+    let ids: Vec<String> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for _ in 0..TASKS {
+            let minted = handles
+                .mint("ctr", Some("bench"), session_core::SessionState::new())
+                .await
+                .unwrap();
+            ids.push(minted.id().to_string());
+        }
+        ids
+    });
+    group.bench_function("handle-counter-writers=64", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let handles = handles.clone();
+            let ids = ids.clone();
+            async move {
+                let per_writer = iters.div_ceil(TASKS).max(1);
+                let start = Instant::now();
+                let tasks: Vec<_> = ids
+                    .into_iter()
+                    .map(|id| {
+                        let handles = handles.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per_writer {
+                                handles
+                                    .update(&id, Some("bench"), |state| {
+                                        let n = state
+                                            .get("counter")
+                                            .and_then(serde_json::Value::as_i64)
+                                            .unwrap_or(0);
+                                        state.insert("counter".into(), serde_json::json!(n + 1));
+                                    })
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_writer * TASKS) as f64)
+            }
+        })
+    });
     group.finish();
 }
 
