@@ -619,16 +619,11 @@ fn bench_restart(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes
 /// stay steady where two back-to-back runs would not; the note gives the
 /// median of each and the median ratio, with its spread.
 fn bench_interleaved(subject: &Subject, ceiling: &Subject, notes: &mut Notes) {
-    const ROUNDS: usize = 21;
     const CALLS: u64 = 6_400;
     const HANDSHAKES: u64 = 1_920;
     let rt = runtime();
     let ours = start(subject);
     let theirs = start(ceiling);
-    type Op = for<'a> fn(
-        &'a mut Caller,
-        u64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
     let cases: [(&str, bool, u64, Op); 2] = [
         ("tools/call", true, CALLS, call_op),
         ("handshake", false, HANDSHAKES, handshake_op),
@@ -640,47 +635,69 @@ fn bench_interleaved(subject: &Subject, ceiling: &Subject, notes: &mut Notes) {
                 callers(&theirs.addr, with_session).await,
             )
         });
-        // Warm both.
-        rt.block_on(spread(&mut a, per_round, op));
-        rt.block_on(spread(&mut b, per_round, op));
-        let mut ours_rates = Vec::with_capacity(ROUNDS);
-        let mut their_rates = Vec::with_capacity(ROUNDS);
-        let mut ratios = Vec::with_capacity(ROUNDS);
-        for round in 0..ROUNDS {
-            // Alternate which goes first, so neither always follows the
-            // other's tail.
-            let (first, second) = if round % 2 == 0 {
-                (&mut a, &mut b)
-            } else {
-                (&mut b, &mut a)
-            };
-            let t1 = rt.block_on(spread(first, per_round, op)).0;
-            let t2 = rt.block_on(spread(second, per_round, op)).0;
-            let (ta, tb) = if round % 2 == 0 { (t1, t2) } else { (t2, t1) };
-            let (ra, rb) = (
-                per_round as f64 / ta.as_secs_f64(),
-                per_round as f64 / tb.as_secs_f64(),
-            );
-            ours_rates.push(ra);
-            their_rates.push(rb);
-            ratios.push(ra / rb);
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (ra, rb) = (median(&mut ours_rates), median(&mut their_rates));
-        // Sorted by `median`: the first and last are the extremes.
-        let ratio = median(&mut ratios);
+        let line = alternate(&rt, &mut a, &mut b, per_round, op);
         notes.0.push(format!(
-            "interleaved {what}: {} {ra:.0}/s, {} {rb:.0}/s, ratio {:.0}% (median of {ROUNDS} alternating rounds; rounds ranged {:.0}%..{:.0}%)",
-            subject.name,
-            ceiling.name,
-            ratio * 100.0,
-            ratios[0] * 100.0,
-            ratios[ROUNDS - 1] * 100.0,
+            "interleaved {what}: {} against {}: {line} (medians of {ROUNDS} alternating rounds)",
+            subject.name, ceiling.name,
         ));
     }
+}
+
+/// One operation of the benchmark on one caller.
+type Op = for<'a> fn(
+    &'a mut Caller,
+    u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+/// Rounds in each alternating comparison.
+const ROUNDS: usize = 21;
+
+/// Alternating rounds of `per_round` operations on `a`'s callers, then on
+/// `b`'s (the other way round every second round, so neither always follows
+/// the other's tail), after one warm-up round each. Returns the medians of
+/// each rate and of the per-round ratios, and the ratios' spread, as text.
+fn alternate(
+    rt: &tokio::runtime::Runtime,
+    a: &mut [Caller],
+    b: &mut [Caller],
+    per_round: u64,
+    op: Op,
+) -> String {
+    rt.block_on(spread(a, per_round, op));
+    rt.block_on(spread(b, per_round, op));
+    let (mut rates_a, mut rates_b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (ta, tb) = if round % 2 == 0 {
+            let ta = rt.block_on(spread(a, per_round, op)).0;
+            (ta, rt.block_on(spread(b, per_round, op)).0)
+        } else {
+            let tb = rt.block_on(spread(b, per_round, op)).0;
+            (rt.block_on(spread(a, per_round, op)).0, tb)
+        };
+        let (ra, rb) = (
+            per_round as f64 / ta.as_secs_f64(),
+            per_round as f64 / tb.as_secs_f64(),
+        );
+        rates_a.push(ra);
+        rates_b.push(rb);
+        ratios.push(ra / rb);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ra, rb, ratio) = (
+        median(&mut rates_a),
+        median(&mut rates_b),
+        median(&mut ratios),
+    );
+    // Sorted by `median`: the first and last are the extremes.
+    format!(
+        "{ra:.0}/s against {rb:.0}/s, ratio {:.0}% ({ratio:.2}x); rounds of {per_round} ranged {:.0}%..{:.0}%",
+        ratio * 100.0,
+        ratios[0] * 100.0,
+        ratios[ROUNDS - 1] * 100.0,
+    )
 }
 
 /// Modern (2026-07-28) `tools/call`, no session: criterion means of each
@@ -718,7 +735,6 @@ fn bench_modern(c: &mut Criterion, subjects: &[&Subject], notes: &mut Notes) {
 /// Modern `tools/call` of `subject` against `peer` in alternating rounds
 /// (see [`bench_interleaved`]).
 fn interleave_modern(subject: &Subject, peer: &Subject, per_round: u64, notes: &mut Notes) {
-    const ROUNDS: usize = 21;
     let rt = runtime();
     let ours = start(subject);
     let theirs = start(peer);
@@ -728,41 +744,10 @@ fn interleave_modern(subject: &Subject, peer: &Subject, per_round: u64, notes: &
             modern_callers(&theirs.addr).await,
         )
     });
-    rt.block_on(spread(&mut a, per_round, call_op));
-    rt.block_on(spread(&mut b, per_round, call_op));
-    let mut ratios = Vec::with_capacity(ROUNDS);
-    let (mut ours_rates, mut their_rates) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        let (first, second) = if round % 2 == 0 {
-            (&mut a, &mut b)
-        } else {
-            (&mut b, &mut a)
-        };
-        let t1 = rt.block_on(spread(first, per_round, call_op)).0;
-        let t2 = rt.block_on(spread(second, per_round, call_op)).0;
-        let (ta, tb) = if round % 2 == 0 { (t1, t2) } else { (t2, t1) };
-        let (ra, rb) = (
-            per_round as f64 / ta.as_secs_f64(),
-            per_round as f64 / tb.as_secs_f64(),
-        );
-        ours_rates.push(ra);
-        their_rates.push(rb);
-        ratios.push(ra / rb);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (ra, rb) = (median(&mut ours_rates), median(&mut their_rates));
-    let ratio = median(&mut ratios);
+    let line = alternate(&rt, &mut a, &mut b, per_round, call_op);
     notes.0.push(format!(
-        "interleaved modern tools/call: {} {ra:.0}/s, {} {rb:.0}/s, ratio {:.0}% ({:.2}x; median of {ROUNDS} alternating rounds of {per_round}; rounds ranged {:.0}%..{:.0}%)",
-        subject.name,
-        peer.name,
-        ratio * 100.0,
-        ratio,
-        ratios[0] * 100.0,
-        ratios[ROUNDS - 1] * 100.0,
+        "interleaved modern tools/call: {} against {}: {line} (medians of {ROUNDS} alternating rounds)",
+        subject.name, peer.name,
     ));
 }
 

@@ -7,32 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use common::{Client, Modern, eventually, read_sse};
-use mcp_server::{
-    HttpConfig, InputRequest, McpServer, Principal, RequestContext, ServerConfig, demo, tool,
-};
+use mcp_server::{HttpConfig, McpServer, RequestContext, ServerConfig, demo, tool};
 use serde_json::{Map, Value, json};
 use session_core::wire::{CallToolResult, LoggingLevel};
 
-/// Stand-in authentication: the principal is whatever `x-user` says.
-async fn authenticate(mut request: Request, next: Next) -> Response {
-    if let Some(user) = request
-        .headers()
-        .get("x-user")
-        .and_then(|v| v.to_str().ok())
-    {
-        let principal = Principal(user.to_string());
-        request.extensions_mut().insert(principal);
-    }
-    next.run(request).await
-}
-
 /// The demo tools and a few that exercise the era's rules.
 fn builder() -> mcp_server::McpServerBuilder {
-    demo::register(McpServer::builder())
+    common::with_confirm(demo::register(McpServer::builder()))
         .tool(
             tool(
                 "region",
@@ -65,28 +48,6 @@ fn builder() -> mcp_server::McpServerBuilder {
                 Ok(CallToolResult::text("done"))
             },
         )
-        .tool(
-            tool(
-                "confirm",
-                "Asks the user to confirm",
-                json!({"type": "object"}),
-            ),
-            |ctx: RequestContext, _| async move {
-                let answer = ctx
-                    .input(
-                        "ok",
-                        InputRequest::elicit(
-                            "Proceed?",
-                            json!({"type": "object", "properties": {"ok": {"type": "boolean"}}}),
-                        ),
-                    )
-                    .await?;
-                Ok(CallToolResult::text(format!(
-                    "answered {}",
-                    answer["action"].as_str().unwrap_or("?")
-                )))
-            },
-        )
 }
 
 struct Served {
@@ -104,7 +65,7 @@ async fn serve_with(config: ServerConfig, http: HttpConfig) -> Served {
     let addr = listener.local_addr().unwrap();
     let router = server
         .router(http, addr)
-        .layer(middleware::from_fn(authenticate));
+        .layer(middleware::from_fn(common::authenticate));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Served {
         url: format!("http://{addr}/mcp"),

@@ -2,25 +2,10 @@
 
 mod common;
 
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use common::{ACCEPT_BOTH, Client};
-use mcp_server::{HttpConfig, McpServer, Principal, demo};
+use mcp_server::{HttpConfig, McpServer, demo};
 use serde_json::json;
-
-/// Stand-in authentication: the principal is whatever `x-user` says.
-async fn authenticate(mut request: Request, next: Next) -> Response {
-    if let Some(user) = request
-        .headers()
-        .get("x-user")
-        .and_then(|v| v.to_str().ok())
-    {
-        let principal = Principal(user.to_string());
-        request.extensions_mut().insert(principal);
-    }
-    next.run(request).await
-}
 
 #[tokio::test]
 async fn another_principal_gets_the_same_404_as_an_unknown_session_even_for_delete() {
@@ -29,7 +14,7 @@ async fn another_principal_gets_the_same_404_as_an_unknown_session_even_for_dele
     let addr = listener.local_addr().unwrap();
     let router = server
         .router(HttpConfig::default(), addr)
-        .layer(middleware::from_fn(authenticate));
+        .layer(middleware::from_fn(common::authenticate));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let url = format!("http://{addr}/mcp");
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{Client, Modern, Process, TestServer, eventually, read_sse, start};
 use futures_util::{Stream, StreamExt};
-use mcp_server::{HttpConfig, InputRequest, McpServer, RequestContext, demo, tool};
-use serde_json::{Map, Value, json};
+use mcp_server::{HttpConfig, McpServer, demo};
+use serde_json::{Value, json};
 use session_core::EventStore;
-use session_core::wire::{CallToolResult, Content, GetPromptResult, Prompt, PromptMessage};
+use session_core::wire::{Content, GetPromptResult, Prompt, PromptMessage};
 use session_store::testkit::redis::RedisServer;
 use session_store::{RedisOptions, RedisStore};
 
@@ -457,46 +457,23 @@ fn replica_on(redis: &RedisServer) -> McpServer {
 }
 
 fn extras(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerBuilder {
-    builder
-        .tool(
-            tool(
-                "confirm",
-                "Asks the user to confirm",
-                json!({"type": "object"}),
-            ),
-            |ctx: RequestContext, _: Map<String, Value>| async move {
-                let answer = ctx
-                    .input(
-                        "ok",
-                        InputRequest::elicit(
-                            "Proceed?",
-                            json!({"type": "object", "properties": {"ok": {"type": "boolean"}}}),
-                        ),
-                    )
-                    .await?;
-                Ok(CallToolResult::text(format!(
-                    "answered {}",
-                    answer["action"].as_str().unwrap_or("?")
-                )))
-            },
-        )
-        .prompt(
-            Prompt {
-                name: "greet".into(),
-                title: None,
+    common::with_confirm(builder).prompt(
+        Prompt {
+            name: "greet".into(),
+            title: None,
+            description: None,
+            arguments: Vec::new(),
+        },
+        |_ctx, _args| async move {
+            Ok(GetPromptResult {
                 description: None,
-                arguments: Vec::new(),
-            },
-            |_ctx, _args| async move {
-                Ok(GetPromptResult {
-                    description: None,
-                    messages: vec![PromptMessage {
-                        role: "user".into(),
-                        content: Content::text("Hello"),
-                    }],
-                })
-            },
-        )
+                messages: vec![PromptMessage {
+                    role: "user".into(),
+                    content: Content::text("Hello"),
+                }],
+            })
+        },
+    )
 }
 
 /// Two in-process replicas on `redis`, each served by `serve_http` (which

@@ -15,7 +15,8 @@ use session_core::{NewSession, SessionId, SessionRecord, SessionStatus, StreamId
 use tokio::sync::mpsc;
 
 use super::{
-    Dispatcher, Era, Origin, Outcome, Running, Scope, Started, Transport, meta, request_id,
+    Dispatcher, Era, Origin, Outcome, Running, Scope, Started, Transport, id_in_use, meta,
+    request_id,
 };
 use crate::context::{ContextParts, Outbox, RequestContext, SessionHandle};
 use crate::error::{Rejection, session_error_object};
@@ -257,16 +258,7 @@ impl Dispatcher {
             .inflight
             .start(Scope::Session(session.id().clone()), &request.id)
         else {
-            // The id would make cancellation ambiguous; ids must be unique
-            // among a session's requests.
-            let error = ErrorObject::new(
-                code::INVALID_REQUEST,
-                format!(
-                    "Invalid Request: request id {} is already in use in this session",
-                    request.id
-                ),
-            );
-            return Some(Response::error(Some(request.id), error));
+            return Some(id_in_use(request.id));
         };
         let meta = meta(request.params.as_deref());
         let principal = session.owner().map(str::to_string);

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use session_core::wire::{Implementation, LoggingLevel, Message, Request, RequestId, Response};
+use session_core::wire::{
+    ErrorObject, Implementation, LoggingLevel, Message, Request, RequestId, Response, code,
+};
 use session_core::{Handles, SessionId, SessionManager, SessionRecord, StreamId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -525,6 +527,17 @@ impl InFlight {
     pub(crate) fn len(&self) -> usize {
         self.map.lock().len()
     }
+}
+
+/// The answer to a request whose id is already in flight in its scope: the
+/// id would make cancellation ambiguous, so ids must be unique among the
+/// requests running at once.
+pub(crate) fn id_in_use(id: RequestId) -> Response {
+    let error = ErrorObject::new(
+        code::INVALID_REQUEST,
+        format!("Invalid Request: request id {id} is already in flight"),
+    );
+    Response::error(Some(id), error)
 }
 
 /// Unregisters an in-flight request when dropped.

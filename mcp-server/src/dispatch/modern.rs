@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::listen::{Filter, SUBSCRIPTION_ID, tagged};
 use super::methods::RawCall;
 use super::mrtr::Binding;
-use super::{Dispatcher, Era, Origin, Outcome, Running, Scope};
+use super::{Dispatcher, Era, Origin, Outcome, Running, Scope, id_in_use};
 use crate::config::CacheHint;
 use crate::context::{ContextParts, INPUT_REQUIRED, ModernParts, Outbox, RequestContext};
 use crate::error::Rejection;
@@ -451,14 +451,7 @@ impl Dispatcher {
             .inflight
             .start_with(Scope::Connection(scope), &request.id, cancel)
         else {
-            let error = ErrorObject::new(
-                code::INVALID_REQUEST,
-                format!(
-                    "Invalid Request: request id {} is already in flight",
-                    request.id
-                ),
-            );
-            return Some(Response::error(Some(request.id), error));
+            return Some(id_in_use(request.id));
         };
         // What a requestState is bound to, read only for a multi
         // round-trip request.
@@ -588,11 +581,7 @@ impl Dispatcher {
             // In flight like any request: cancelled by id on stdio, waited
             // for (it ends at once) at shutdown.
             let Some(guard) = dispatcher.inflight.start(Scope::Connection(scope), &id) else {
-                let error = ErrorObject::new(
-                    code::INVALID_REQUEST,
-                    format!("Invalid Request: request id {id} is already in flight"),
-                );
-                return Some(Response::error(Some(id), error));
+                return Some(id_in_use(id));
             };
             let ack = tagged(
                 "notifications/subscriptions/acknowledged",

@@ -9,8 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mcp_server::{HttpConfig, McpServer, McpServerBuilder, ServerConfig, demo};
-use serde_json::{Value, json};
+use mcp_server::{
+    HttpConfig, InputRequest, McpServer, McpServerBuilder, Principal, RequestContext, ServerConfig,
+    demo, tool,
+};
+use serde_json::{Map, Value, json};
+use session_core::wire::CallToolResult;
 
 pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
@@ -460,4 +464,48 @@ impl Modern {
             .await;
         answer.result().clone()
     }
+}
+
+/// Stand-in authentication for tests: the principal is whatever `x-user`
+/// says (none without it).
+pub async fn authenticate(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(user) = request
+        .headers()
+        .get("x-user")
+        .and_then(|v| v.to_str().ok())
+    {
+        let principal = Principal(user.to_string());
+        request.extensions_mut().insert(principal);
+    }
+    next.run(request).await
+}
+
+/// Adds `confirm`: a tool that asks the user to confirm (input key `ok`)
+/// and says what they answered.
+pub fn with_confirm(builder: McpServerBuilder) -> McpServerBuilder {
+    builder.tool(
+        tool(
+            "confirm",
+            "Asks the user to confirm",
+            json!({"type": "object"}),
+        ),
+        |ctx: RequestContext, _: Map<String, Value>| async move {
+            let answer = ctx
+                .input(
+                    "ok",
+                    InputRequest::elicit(
+                        "Proceed?",
+                        json!({"type": "object", "properties": {"ok": {"type": "boolean"}}}),
+                    ),
+                )
+                .await?;
+            Ok(CallToolResult::text(format!(
+                "answered {}",
+                answer["action"].as_str().unwrap_or("?")
+            )))
+        },
+    )
 }
