@@ -787,21 +787,6 @@ fn bench_handle_counter(c: &mut Criterion, program: &std::path::Path, notes: &mu
             file.sync_data().unwrap();
         })
     });
-    let server = start(&subject);
-    let mut callers = rt.block_on(async {
-        let mut callers = Vec::with_capacity(CALLERS);
-        for _ in 0..CALLERS {
-            let mut caller = Caller::connect(&server.addr).await;
-            caller.counter().await;
-            callers.push(caller);
-        }
-        callers
-    });
-    group.bench_function("counter-64-callers", |b| {
-        b.iter_custom(|iters| rt.block_on(spread(&mut callers, iters, call_op)).0)
-    });
-    drop(callers);
-    drop(server);
     // The same calls with handles in memory: what durability costs on top.
     let memory = Subject {
         name: "mcp-server (memory)",
@@ -811,21 +796,26 @@ fn bench_handle_counter(c: &mut Criterion, program: &std::path::Path, notes: &mu
             "--store".into(),
             "memory".into(),
         ],
-        ..subject
+        ..subject.clone()
     };
-    let server = start(&memory);
-    let mut callers = rt.block_on(async {
-        let mut callers = Vec::with_capacity(CALLERS);
-        for _ in 0..CALLERS {
-            let mut caller = Caller::connect(&server.addr).await;
-            caller.counter().await;
-            callers.push(caller);
-        }
-        callers
-    });
-    group.bench_function("counter-64-callers-memory-store", |b| {
-        b.iter_custom(|iters| rt.block_on(spread(&mut callers, iters, call_op)).0)
-    });
+    for (case, subject) in [
+        ("counter-64-callers", &subject),
+        ("counter-64-callers-memory-store", &memory),
+    ] {
+        let server = start(subject);
+        let mut callers = rt.block_on(async {
+            let mut callers = Vec::with_capacity(CALLERS);
+            for _ in 0..CALLERS {
+                let mut caller = Caller::connect(&server.addr).await;
+                caller.counter().await;
+                callers.push(caller);
+            }
+            callers
+        });
+        group.bench_function(case, |b| {
+            b.iter_custom(|iters| rt.block_on(spread(&mut callers, iters, call_op)).0)
+        });
+    }
     group.finish();
     notes.0.push(
         "durable-handle-update: compare counter-64-callers with fsync-per-write (same directory)"
