@@ -243,56 +243,66 @@ impl Dispatcher {
 
     /// Handles a request in a session. Returns `None` when the request was
     /// cancelled: its response must not be sent.
-    async fn request(
+    ///
+    /// An `async` block rather than an `async fn`: the block keeps its
+    /// captures once, where an `async fn` would hold its arguments twice.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds its arguments twice"
+    )]
+    fn request(
         self: Arc<Self>,
         session: SessionRecord,
         request: Request,
         outbox: Outbox,
-    ) -> Option<Response> {
-        if session.stored_status() == SessionStatus::Initializing && request.method != "ping" {
-            // A client that skips `notifications/initialized` still gets
-            // served; its session must not die at the handshake deadline.
-            let _ = Box::pin(self.manager.activate(session.id())).await;
+    ) -> impl std::future::Future<Output = Option<Response>> + Send {
+        async move {
+            if session.stored_status() == SessionStatus::Initializing && request.method != "ping" {
+                // A client that skips `notifications/initialized` still gets
+                // served; its session must not die at the handshake deadline.
+                let _ = Box::pin(self.manager.activate(session.id())).await;
+            }
+            let Some(guard) = self
+                .inflight
+                .start(Scope::Session(session.id().clone()), &request.id)
+            else {
+                return Some(id_in_use(request.id));
+            };
+            let meta = meta(request.params.as_deref());
+            let principal = session.owner().map(str::to_string);
+            let handle = SessionHandle::new(self.manager.clone(), session);
+            let session_id = handle.id().clone();
+            let level = self.log_level(&session_id);
+            let ctx = RequestContext::new(ContextParts {
+                request_id: request.id.clone(),
+                session: Some(handle),
+                progress_token: meta.progress_token,
+                cancel: guard.token.clone(),
+                outbox,
+                log_level: Some(level),
+                pending: self.pending.clone(),
+                principal,
+                handles: self.handles.clone(),
+                modern: None,
+            });
+            // A handler that panics fails its request, not the connection.
+            let routed =
+                std::panic::AssertUnwindSafe(self.route(&ctx, &request, None)).catch_unwind();
+            let outcome = tokio::select! {
+                outcome = routed => outcome.unwrap_or_else(|_| {
+                    tracing::error!(session = %session_id, method = %request.method, "the handler panicked");
+                    Err(ErrorObject::new(code::INTERNAL_ERROR, "Internal error: the handler failed"))
+                }),
+                () = guard.token.cancelled() => return None,
+            };
+            if guard.token.is_cancelled() {
+                return None;
+            }
+            Some(Response {
+                id: Some(request.id),
+                outcome,
+            })
         }
-        let Some(guard) = self
-            .inflight
-            .start(Scope::Session(session.id().clone()), &request.id)
-        else {
-            return Some(id_in_use(request.id));
-        };
-        let meta = meta(request.params.as_deref());
-        let principal = session.owner().map(str::to_string);
-        let handle = SessionHandle::new(self.manager.clone(), session);
-        let session_id = handle.id().clone();
-        let level = self.log_level(&session_id);
-        let ctx = RequestContext::new(ContextParts {
-            request_id: request.id.clone(),
-            session: Some(handle),
-            progress_token: meta.progress_token,
-            cancel: guard.token.clone(),
-            outbox,
-            log_level: Some(level),
-            pending: self.pending.clone(),
-            principal,
-            handles: self.handles.clone(),
-            modern: None,
-        });
-        // A handler that panics fails its request, not the connection.
-        let routed = std::panic::AssertUnwindSafe(self.route(&ctx, &request, None)).catch_unwind();
-        let outcome = tokio::select! {
-            outcome = routed => outcome.unwrap_or_else(|_| {
-                tracing::error!(session = %session_id, method = %request.method, "the handler panicked");
-                Err(ErrorObject::new(code::INTERNAL_ERROR, "Internal error: the handler failed"))
-            }),
-            () = guard.token.cancelled() => return None,
-        };
-        if guard.token.is_cancelled() {
-            return None;
-        }
-        Some(Response {
-            id: Some(request.id),
-            outcome,
-        })
     }
 
     /// A JSON-RPC batch (revision 2025-03-26 only): handled in order,

@@ -438,7 +438,16 @@ impl Dispatcher {
         }
     }
 
-    async fn modern_run(
+    /// Runs a checked modern request to its response (`None`: cancelled).
+    ///
+    /// An `async` block rather than an `async fn`: the block keeps its
+    /// captures once, where an `async fn` would hold its arguments twice
+    /// (and `Checked` is large).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds its arguments twice"
+    )]
+    fn modern_run(
         self: Arc<Self>,
         request: Request,
         checked: Checked,
@@ -446,84 +455,98 @@ impl Dispatcher {
         principal: Option<String>,
         outbox: Outbox,
         cancel: CancellationToken,
-    ) -> Option<Response> {
-        let Some(guard) = self
-            .inflight
-            .start_with(Scope::Connection(scope), &request.id, cancel)
-        else {
-            return Some(id_in_use(request.id));
-        };
-        // What a requestState is bound to, read only for a multi
-        // round-trip request.
-        let target = || target_of(&request);
-        let mut inputs = match &checked.request_state {
-            Some(state) => {
-                let now = self.manager.clock().now();
-                let target = target();
-                let binding = Binding {
-                    method: &request.method,
-                    target: &target,
-                    principal: principal.as_deref(),
-                };
-                match self
-                    .state_key
-                    .open(&self.handles, state, binding, now)
-                    .await
-                {
-                    Ok(answers) => answers,
-                    Err(error) => return Some(Response::error(Some(request.id), error)),
+    ) -> impl std::future::Future<Output = Option<Response>> + Send {
+        async move {
+            let Some(guard) =
+                self.inflight
+                    .start_with(Scope::Connection(scope), &request.id, cancel)
+            else {
+                return Some(id_in_use(request.id));
+            };
+            // Taken apart at once: what is not needed goes now, not at the end
+            // (a whole `Checked` would be held across every await).
+            let Checked {
+                capabilities,
+                log_level,
+                progress_token,
+                input_responses,
+                request_state,
+                params: _,
+                call,
+            } = checked;
+            // What a requestState is bound to, read only for a multi
+            // round-trip request.
+            let target = || target_of(&request);
+            let mut inputs = match &request_state {
+                Some(state) => {
+                    let now = self.manager.clock().now();
+                    let target = target();
+                    let binding = Binding {
+                        method: &request.method,
+                        target: &target,
+                        principal: principal.as_deref(),
+                    };
+                    // Boxed: the key's first read from the store is a large
+                    // future, and this one is part of every modern request's.
+                    match Box::pin(self.state_key.open(&self.handles, state, binding, now)).await {
+                        Ok(answers) => answers,
+                        Err(error) => return Some(Response::error(Some(request.id), error)),
+                    }
                 }
+                None => Map::new(),
+            };
+            drop(request_state);
+            inputs.extend(input_responses);
+            let ctx = RequestContext::new(ContextParts {
+                request_id: request.id.clone(),
+                session: None,
+                progress_token,
+                cancel: guard.token.clone(),
+                outbox,
+                log_level,
+                pending: self.pending.clone(),
+                principal,
+                handles: self.handles.clone(),
+                modern: Some(Box::new(ModernParts {
+                    capabilities,
+                    inputs,
+                    asked: parking_lot::Mutex::default(),
+                })),
+            });
+            // A handler that panics fails its request, not the connection.
+            // Boxed: the method's future is large and this one small enough
+            // for the allocator's fast path.
+            let routed = std::panic::AssertUnwindSafe(Box::pin(self.route(&ctx, &request, call)))
+                .catch_unwind();
+            let outcome = tokio::select! {
+                outcome = routed => outcome.unwrap_or_else(|_| {
+                    tracing::error!(method = %request.method, "the handler panicked");
+                    Err(ErrorObject::new(code::INTERNAL_ERROR, "Internal error: the handler failed"))
+                }),
+                () = guard.token.cancelled() => return None,
+            };
+            // A handler that ended because it was cancelled is not answered
+            // either.
+            if guard.token.is_cancelled() {
+                return None;
             }
-            None => Map::new(),
-        };
-        inputs.extend(checked.input_responses);
-        let ctx = RequestContext::new(ContextParts {
-            request_id: request.id.clone(),
-            session: None,
-            progress_token: checked.progress_token,
-            cancel: guard.token.clone(),
-            outbox,
-            log_level: checked.log_level,
-            pending: self.pending.clone(),
-            principal: principal.clone(),
-            handles: self.handles.clone(),
-            modern: Some(Box::new(ModernParts {
-                capabilities: checked.capabilities,
-                inputs,
-                asked: parking_lot::Mutex::default(),
-            })),
-        });
-        // A handler that panics fails its request, not the connection.
-        let routed =
-            std::panic::AssertUnwindSafe(self.route(&ctx, &request, checked.call)).catch_unwind();
-        let outcome = tokio::select! {
-            outcome = routed => outcome.unwrap_or_else(|_| {
-                tracing::error!(method = %request.method, "the handler panicked");
-                Err(ErrorObject::new(code::INTERNAL_ERROR, "Internal error: the handler failed"))
-            }),
-            () = guard.token.cancelled() => return None,
-        };
-        // A handler that ended because it was cancelled is not answered
-        // either.
-        if guard.token.is_cancelled() {
-            return None;
+            let outcome = match outcome {
+                Err(error) if error.code == INPUT_REQUIRED => {
+                    let target = target();
+                    let binding = Binding {
+                        method: &request.method,
+                        target: &target,
+                        principal: ctx.principal(),
+                    };
+                    Box::pin(self.input_required(&ctx, &request, binding)).await
+                }
+                other => other,
+            };
+            Some(Response {
+                id: Some(request.id),
+                outcome,
+            })
         }
-        let outcome = match outcome {
-            Err(error) if error.code == INPUT_REQUIRED => {
-                let target = target();
-                let binding = Binding {
-                    method: &request.method,
-                    target: &target,
-                    principal: principal.as_deref(),
-                };
-                Box::pin(self.input_required(&ctx, &request, binding)).await
-            }
-            other => other,
-        };
-        Some(Response {
-            id: Some(request.id),
-            outcome,
-        })
     }
 
     /// The `input_required` result for a handler that asked for input.
