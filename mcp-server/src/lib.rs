@@ -78,6 +78,7 @@ mod dispatch;
 mod error;
 mod http;
 mod hub;
+mod input;
 mod registry;
 mod server;
 mod stdio;
@@ -85,9 +86,10 @@ mod stdio;
 #[doc(inline)]
 pub use self::{
     config::{CacheHint, CacheScope, DEFAULT_LISTEN, HttpConfig, ResponseMode, ServerConfig},
-    context::{INPUT_TIMEOUT, InputRequest, RequestContext, ScopedHandles, SessionHandle},
+    context::{RequestContext, ScopedHandles, SessionHandle},
     error::{Error, Rejection, Result},
     http::Principal,
+    input::{INPUT_TIMEOUT, InputRequest},
     registry::HandlerResult,
     server::{McpServer, McpServerBuilder, tool},
 };

@@ -14,13 +14,13 @@
 //!   bound to another principal reads as unknown ([`Error::NotFound`]).
 //!
 //! ```
-//! # async fn demo() -> Result<(), session_core::Error> {
 //! use std::sync::Arc;
-//! use session_core::{Handles, ManagerConfig, ManualClock, SessionState};
-//! # use session_core::SessionStore;
-//! # fn store() -> Arc<dyn SessionStore> { unimplemented!() }
+//! use session_core::{Handles, ManagerConfig, ManualClock, SessionState, SessionStore};
 //!
-//! let handles = Handles::new(store(), Arc::new(ManualClock::default()), ManagerConfig::default());
+//! // `store`: any store (in `session-store`: `MemoryStore`, `FileStore`,
+//! // `RedisStore::with_prefix`), not the one the sessions are in.
+//! async fn demo(store: Arc<dyn SessionStore>) -> Result<(), session_core::Error> {
+//! let handles = Handles::new(store, Arc::new(ManualClock::default()), ManagerConfig::default());
 //! let basket = handles.mint("bsk", Some("alice"), SessionState::new()).await?;
 //! let id = basket.id().as_str();
 //! handles.update(id, Some("alice"), |state| {
@@ -28,8 +28,8 @@
 //! }).await?;
 //! // Bob cannot see Alice's basket, not even that it exists.
 //! assert!(handles.get(id, Some("bob")).await.is_err());
-//! # Ok(())
-//! # }
+//! Ok(())
+//! }
 //! ```
 
 use std::sync::Arc;

@@ -18,6 +18,7 @@
 mod legacy;
 mod listen;
 mod methods;
+mod mirror;
 mod modern;
 mod mrtr;
 

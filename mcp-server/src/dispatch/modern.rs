@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -25,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::listen::{Filter, SUBSCRIPTION_ID, tagged};
 use super::methods::RawCall;
+use super::mirror;
 use super::mrtr::Binding;
 use super::{Dispatcher, Era, Origin, Outcome, Running, Scope, id_in_use};
 use crate::config::CacheHint;
 use crate::context::{ContextParts, INPUT_REQUIRED, ModernParts, Outbox, RequestContext};
 use crate::error::Rejection;
-use crate::registry::HeaderParam;
 
 /// The `_meta` keys of the request envelope.
 const VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
@@ -284,12 +283,12 @@ impl Dispatcher {
             match origin.protocol_version {
                 Some(header) if header.trim() == version => {}
                 Some(header) => {
-                    return Err(mismatch(format!(
+                    return Err(mirror::mismatch(format!(
                         "MCP-Protocol-Version header value '{header}' does not match the body's {VERSION_KEY} '{version}'"
                     )));
                 }
                 None => {
-                    return Err(mismatch(
+                    return Err(mirror::mismatch(
                         "the MCP-Protocol-Version header is missing".into(),
                     ));
                 }
@@ -297,7 +296,14 @@ impl Dispatcher {
             if !MODERN_PROTOCOL_VERSIONS.contains(&&*version) {
                 return Err(unsupported(&version));
             }
-            self.check_mirrored(request, &params, mirrored)?;
+            mirror::check(
+                &self.registry,
+                &request.method,
+                params.name.as_deref(),
+                params.uri.as_deref(),
+                params.arguments,
+                mirrored,
+            )?;
         } else if !MODERN_PROTOCOL_VERSIONS.contains(&&*version) {
             return Err(unsupported(&version));
         }
@@ -365,49 +371,6 @@ impl Dispatcher {
             "prompts/list" | "prompts/get" => !registry.prompts.is_empty(),
             _ => false,
         }
-    }
-
-    /// `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` against the body.
-    fn check_mirrored(
-        &self,
-        request: &Request,
-        params: &Params<'_>,
-        mirrored: &super::Mirrored<'_>,
-    ) -> Result<(), ErrorObject> {
-        match &mirrored.method {
-            Some(method) if trim(method) == request.method.as_bytes() => {}
-            Some(method) => {
-                return Err(mismatch(format!(
-                    "Mcp-Method header value '{}' does not match the body's method '{}'",
-                    String::from_utf8_lossy(trim(method)),
-                    request.method
-                )));
-            }
-            None => return Err(mismatch("the Mcp-Method header is missing".into())),
-        }
-        let named = match request.method.as_str() {
-            "tools/call" | "prompts/get" => Some(params.name.as_deref().unwrap_or("")),
-            "resources/read" => Some(params.uri.as_deref().unwrap_or("")),
-            _ => None,
-        };
-        if let Some(body) = named {
-            let Some(header) = &mirrored.name else {
-                return Err(mismatch("the Mcp-Name header is missing".into()));
-            };
-            let header = decode(header).map_err(|why| mismatch(format!("Mcp-Name: {why}")))?;
-            if header != body {
-                return Err(mismatch(format!(
-                    "Mcp-Name header value '{header}' does not match the body's '{body}'"
-                )));
-            }
-        }
-        if request.method == "tools/call"
-            && let Some(name) = &params.name
-            && let Some(mapped) = self.registry.header_params(name)
-        {
-            check_params(mapped, params.arguments, &mirrored.params)?;
-        }
-        Ok(())
     }
 
     /// Starts a modern request.
@@ -693,40 +656,12 @@ fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
         .ok()
 }
 
-fn mismatch(message: String) -> ErrorObject {
-    ErrorObject::new(code::HEADER_MISMATCH, format!("Header mismatch: {message}"))
-}
-
 fn unsupported(version: &str) -> ErrorObject {
     ErrorObject::new(
         code::UNSUPPORTED_PROTOCOL_VERSION,
         format!("Unsupported protocol version: {version}"),
     )
     .with_data(json!({"supported": supported_versions(), "requested": version}))
-}
-
-/// A header value without optional whitespace around it.
-fn trim(value: &[u8]) -> &[u8] {
-    value.trim_ascii()
-}
-
-/// A mirrored value, decoded: the Base64 sentinel form
-/// (`=?base64?…?=`, strict standard alphabet with padding) or the value as
-/// sent.
-fn decode(value: &[u8]) -> Result<String, String> {
-    let value = trim(value);
-    let text = std::str::from_utf8(value).map_err(|_| "the value is not ASCII".to_string())?;
-    match text
-        .strip_prefix("=?base64?")
-        .and_then(|rest| rest.strip_suffix("?="))
-    {
-        Some(encoded) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| format!("'{text}' is not valid Base64 of UTF-8 text")),
-        None => Ok(text.to_string()),
-    }
 }
 
 /// What a request names: `params.name` (a tool or prompt) or `params.uri`
@@ -743,113 +678,4 @@ fn target_of(request: &Request) -> String {
         .and_then(|p| serde_json::from_str::<Named>(p.get()).ok())
         .and_then(|n| n.name.or(n.uri))
         .unwrap_or_default()
-}
-
-/// `Mcp-Param-*` headers against the tool arguments they mirror.
-fn check_params(
-    mapped: &[HeaderParam],
-    arguments: Option<&RawValue>,
-    headers: &[(&str, &[u8])],
-) -> Result<(), ErrorObject> {
-    let arguments: Value = arguments
-        .and_then(|a| serde_json::from_str(a.get()).ok())
-        .unwrap_or(Value::Null);
-    for param in mapped {
-        let header = headers
-            .iter()
-            .find(|(name, _)| *name == param.header)
-            .map(|(_, value)| *value);
-        let decoded = header
-            .map(decode)
-            .transpose()
-            .map_err(|why| mismatch(format!("Mcp-Param-{}: {why}", param.name)))?;
-        let body = param
-            .path
-            .iter()
-            .try_fold(&arguments, |value, key| value.get(key))
-            .filter(|value| !value.is_null());
-        match (body, decoded) {
-            (None, _) => {}
-            (Some(_), None) => {
-                return Err(mismatch(format!(
-                    "the Mcp-Param-{} header is missing but the arguments carry its value",
-                    param.name
-                )));
-            }
-            (Some(body), Some(header)) => {
-                if !same_value(body, &header) {
-                    return Err(mismatch(format!(
-                        "Mcp-Param-{} header value '{header}' does not match the argument {body}",
-                        param.name
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a header value states the argument `body`: strings as they
-/// are, numbers numerically, booleans as `true`/`false`.
-fn same_value(body: &Value, header: &str) -> bool {
-    match body {
-        Value::String(text) => text == header,
-        Value::Bool(flag) => header == if *flag { "true" } else { "false" },
-        Value::Number(number) => match (number.as_f64(), header.parse::<f64>()) {
-            (Some(a), Ok(b)) => a == b,
-            _ => false,
-        },
-        // Objects and arrays cannot be mirrored: never equal.
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mirrored_values_decode_only_the_strict_sentinel_form() {
-        assert_eq!(decode(b"  echo  "), Ok("echo".into()));
-        assert_eq!(decode(b"=?base64?SGVsbG8=?="), Ok("Hello".into()));
-        assert!(decode(b"=?base64?SGVsbG8?=").is_err(), "missing padding");
-        assert!(decode(b"=?base64?SGVs!!!bG8=?=").is_err(), "bad characters");
-        // Not wrapped by both markers: a literal.
-        assert_eq!(decode(b"=?base64?SGVsbG8="), Ok("=?base64?SGVsbG8=".into()));
-        assert_eq!(decode(b"SGVsbG8="), Ok("SGVsbG8=".into()));
-        assert!(decode(&[0xff]).is_err());
-    }
-
-    #[test]
-    fn header_values_compare_by_the_argument_type() {
-        assert!(same_value(&json!("us-west1"), "us-west1"));
-        assert!(!same_value(&json!("us-west1"), "us-east1"));
-        assert!(same_value(&json!(42), "42.0"));
-        assert!(!same_value(&json!(42), "forty-two"));
-        assert!(same_value(&json!(true), "true"));
-        assert!(!same_value(&json!(false), "true"));
-    }
-
-    #[test]
-    fn a_mapped_argument_needs_its_header_and_an_absent_one_does_not() {
-        let mapped = [HeaderParam {
-            name: "Region".into(),
-            header: "region".into(),
-            path: vec!["region".into()],
-        }];
-        let args = |text: &str| serde_json::value::RawValue::from_string(text.into()).unwrap();
-        let header = |v: &'static str| vec![("region", v.as_bytes())];
-        let with = args(r#"{"region":"eu"}"#);
-        assert!(check_params(&mapped, Some(&with), &header("eu")).is_ok());
-        assert_eq!(
-            check_params(&mapped, Some(&with), &[]).unwrap_err().code,
-            code::HEADER_MISMATCH
-        );
-        assert!(check_params(&mapped, Some(&with), &header("us")).is_err());
-        let without = args(r#"{"level":1}"#);
-        assert!(check_params(&mapped, Some(&without), &[]).is_ok());
-        let null = args(r#"{"region":null}"#);
-        assert!(check_params(&mapped, Some(&null), &[]).is_ok());
-        assert!(check_params(&mapped, None, &[]).is_ok());
-    }
 }
