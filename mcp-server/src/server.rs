@@ -82,7 +82,7 @@ impl McpServer {
     }
 
     /// `subscriptions/listen` streams open on this process.
-    pub fn listeners(&self) -> usize {
+    pub fn listen_streams(&self) -> usize {
         self.dispatcher.listeners().len()
     }
 

@@ -640,7 +640,7 @@ async fn listen_acknowledges_what_it_honours_and_tags_every_change() {
     let reader = tokio::spawn(read_sse(response, 2));
     eventually("the listener to register", || {
         let server = server.clone();
-        async move { server.listeners() == 1 }
+        async move { server.listen_streams() == 1 }
     })
     .await;
     assert_eq!(
@@ -668,7 +668,7 @@ async fn listen_acknowledges_what_it_honours_and_tags_every_change() {
     // The stream is gone with its reader: so is the listener.
     eventually("the listener to go", || {
         let server = server.clone();
-        async move { server.listeners() == 0 }
+        async move { server.listen_streams() == 0 }
     })
     .await;
 

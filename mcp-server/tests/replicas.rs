@@ -574,7 +574,7 @@ async fn a_change_announced_on_one_replica_reaches_listeners_on_every_replica_on
     for server in [a.server.clone(), b.server.clone()] {
         eventually("each replica's listener to register", || {
             let server = server.clone();
-            async move { server.listeners() == 1 }
+            async move { server.listen_streams() == 1 }
         })
         .await;
     }
@@ -632,7 +632,7 @@ async fn a_change_announced_on_one_replica_reaches_listeners_on_every_replica_on
     for server in [a.server.clone(), b.server.clone()] {
         eventually("the listeners to go with their streams", || {
             let server = server.clone();
-            async move { server.listeners() == 0 }
+            async move { server.listen_streams() == 0 }
         })
         .await;
     }
