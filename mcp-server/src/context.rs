@@ -139,17 +139,8 @@ pub struct RequestContext {
 
 #[derive(Debug)]
 struct Inner {
-    request_id: RequestId,
-    session: Option<SessionHandle>,
-    progress_token: Option<Value>,
+    parts: ContextParts,
     last_progress: Mutex<Option<f64>>,
-    cancel: CancellationToken,
-    outbox: Outbox,
-    log_level: Option<LoggingLevel>,
-    pending: Arc<Pending>,
-    principal: Option<String>,
-    handles: Arc<Handles>,
-    modern: Option<Box<ModernParts>>,
 }
 
 /// What a request brings in the modern era that a legacy one keeps in its
@@ -266,31 +257,10 @@ impl ScopedHandles<'_> {
 
 impl RequestContext {
     pub(crate) fn new(parts: ContextParts) -> Self {
-        let ContextParts {
-            request_id,
-            session,
-            progress_token,
-            cancel,
-            outbox,
-            log_level,
-            pending,
-            principal,
-            handles,
-            modern,
-        } = parts;
         RequestContext {
             inner: Arc::new(Inner {
-                request_id,
-                session,
-                progress_token,
+                parts,
                 last_progress: Mutex::new(None),
-                cancel,
-                outbox,
-                log_level,
-                pending,
-                principal,
-                handles,
-                modern,
             }),
         }
     }
@@ -298,27 +268,27 @@ impl RequestContext {
     /// Whether the request is served in the modern era (2026-07-28), without
     /// a session.
     pub fn is_modern(&self) -> bool {
-        self.inner.modern.is_some()
+        self.inner.parts.modern.is_some()
     }
 
     /// The authenticated principal the request runs for, if any (a legacy
     /// session's owner).
     pub fn principal(&self) -> Option<&str> {
-        self.inner.principal.as_deref()
+        self.inner.parts.principal.as_deref()
     }
 
     /// The principal's handles.
     pub fn handles(&self) -> ScopedHandles<'_> {
         ScopedHandles {
-            handles: &self.inner.handles,
-            principal: self.inner.principal.as_deref(),
+            handles: &self.inner.parts.handles,
+            principal: self.inner.parts.principal.as_deref(),
         }
     }
 
     /// The capabilities the client declared: per request in the modern
     /// era, at `initialize` in a legacy session.
     pub fn client_capabilities(&self) -> Value {
-        match (&self.inner.modern, &self.inner.session) {
+        match (&self.inner.parts.modern, &self.inner.parts.session) {
             (Some(modern), _) => modern.capabilities.clone(),
             (None, Some(session)) => session.record().meta().capabilities_value(),
             (None, None) => Value::Null,
@@ -362,7 +332,7 @@ impl RequestContext {
         &self,
         requests: Vec<(String, InputRequest)>,
     ) -> Result<Vec<Value>, ErrorObject> {
-        let Some(modern) = &self.inner.modern else {
+        let Some(modern) = &self.inner.parts.modern else {
             let mut answers = Vec::with_capacity(requests.len());
             for (_, request) in requests {
                 answers.push(
@@ -428,20 +398,20 @@ impl RequestContext {
     /// The input requests this run raised and the answers known (modern
     /// era), for the dispatcher to answer `input_required`.
     pub(crate) fn take_asked(&self) -> Option<(Asked, &Map<String, Value>)> {
-        let modern = self.inner.modern.as_ref()?;
+        let modern = self.inner.parts.modern.as_ref()?;
         let asked = std::mem::take(&mut *modern.asked.lock());
         (!asked.is_empty()).then_some((asked, &modern.inputs))
     }
 
     /// The id of the request being handled.
     pub fn request_id(&self) -> &RequestId {
-        &self.inner.request_id
+        &self.inner.parts.request_id
     }
 
     /// The session the request runs in. Every request of the legacy
     /// revisions has one; a sessionless (2026-07-28) request would not.
     pub fn session(&self) -> Option<&SessionHandle> {
-        self.inner.session.as_ref()
+        self.inner.parts.session.as_ref()
     }
 
     /// The session, or the JSON-RPC error to answer a handler that needs one
@@ -463,17 +433,17 @@ impl RequestContext {
     /// Whether the client cancelled the request (`notifications/cancelled`)
     /// or the session ended. A cancelled request's result is not sent.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
+        self.inner.parts.cancel.is_cancelled()
     }
 
     /// Resolves when the request is cancelled; race it against slow work.
     pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled().await;
+        self.inner.parts.cancel.cancelled().await;
     }
 
     /// Whether the client asked for progress (`_meta.progressToken`).
     pub fn wants_progress(&self) -> bool {
-        self.inner.progress_token.is_some()
+        self.inner.parts.progress_token.is_some()
     }
 
     /// Reports progress, if the client asked for it. `progress` must increase
@@ -485,7 +455,7 @@ impl RequestContext {
         total: Option<f64>,
         message: Option<String>,
     ) -> bool {
-        let Some(token) = &self.inner.progress_token else {
+        let Some(token) = &self.inner.parts.progress_token else {
             return false;
         };
         {
@@ -515,7 +485,7 @@ impl RequestContext {
             method: method.to_string(),
             params: Some(to_raw(&params)),
         });
-        self.inner.outbox.send(message).await
+        self.inner.parts.outbox.send(message).await
     }
 
     /// Sends a request to the client (`sampling/createMessage`,
@@ -546,18 +516,28 @@ impl RequestContext {
             ));
         }
         let session = self.require_session()?.id().clone();
-        let n = self.inner.pending.next.fetch_add(1, Ordering::Relaxed);
+        let n = self
+            .inner
+            .parts
+            .pending
+            .next
+            .fetch_add(1, Ordering::Relaxed);
         let id = RequestId::String(Arc::from(format!("server-{n}")));
         let (tx, rx) = oneshot::channel();
         let key = (session, id.clone());
-        self.inner.pending.waiting.lock().insert(key.clone(), tx);
+        self.inner
+            .parts
+            .pending
+            .waiting
+            .lock()
+            .insert(key.clone(), tx);
         let message = Message::Request(Request {
             id,
             method: method.to_string(),
             params: Some(to_raw(&params)),
         });
         let gone = || ErrorObject::new(code::REQUEST_CANCELLED, format!("{method}: no answer"));
-        let outcome = if self.inner.outbox.send(message).await {
+        let outcome = if self.inner.parts.outbox.send(message).await {
             tokio::select! {
                 answer = tokio::time::timeout(timeout, rx) => match answer {
                     Ok(Ok(answer)) => answer,
@@ -568,7 +548,7 @@ impl RequestContext {
         } else {
             Err(gone())
         };
-        self.inner.pending.waiting.lock().remove(&key);
+        self.inner.parts.pending.waiting.lock().remove(&key);
         outcome
     }
 
@@ -578,7 +558,7 @@ impl RequestContext {
     /// `io.modelcontextprotocol/logLevel` in the request's `_meta` in the
     /// modern era (nothing when absent).
     pub async fn log(&self, level: LoggingLevel, logger: Option<&str>, data: Value) -> bool {
-        if self.inner.log_level.is_none_or(|min| level < min) {
+        if self.inner.parts.log_level.is_none_or(|min| level < min) {
             return false;
         }
         let mut params = json!({"level": level, "data": data});
