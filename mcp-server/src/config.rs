@@ -181,6 +181,24 @@ pub struct HttpConfig {
     /// event (5 min), so a stream whose replica died does not stay open
     /// forever; the client may resume it again with `Last-Event-ID`.
     pub follow_idle_timeout: Duration,
+    /// A connection must send a whole request head within this long of
+    /// opening or of starting the head (10 s), or it is closed.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after
+    /// this long (60 s). SSE streams are requests in progress: they keep
+    /// their own rules (keep-alive comments, their lifetime).
+    pub idle_connection_timeout: Duration,
+    /// Cap on open connections. `None` (the default): just below the
+    /// process's open-file limit, keeping a reserve for the stores and for
+    /// accepting. At the cap a new connection is admitted by closing the
+    /// oldest idle one; it is refused only when every connection is busy.
+    pub max_connections: Option<usize>,
+    /// Liveness probe path (`/healthz`): 200 while the process serves HTTP.
+    /// `None` serves none.
+    pub health_path: Option<String>,
+    /// Readiness probe path (`/readyz`): 200 when the stores accept writes,
+    /// 503 with the reason otherwise. `None` serves none.
+    pub ready_path: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -195,6 +213,11 @@ impl Default for HttpConfig {
             keep_alive: Duration::from_secs(15),
             allow_delete: true,
             follow_idle_timeout: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            idle_connection_timeout: Duration::from_secs(60),
+            max_connections: None,
+            health_path: Some("/healthz".into()),
+            ready_path: Some("/readyz".into()),
         }
     }
 }

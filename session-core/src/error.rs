@@ -89,7 +89,9 @@ pub enum Error {
         detail: String,
     },
     /// The store failed (I/O, network, encoding), or refuses writes after an
-    /// earlier failure it cannot prove harmless.
+    /// earlier failure it cannot prove harmless. A server answers it with
+    /// "unavailable, retry later" (HTTP 503); [`outcome`](Self::outcome)
+    /// says whether a write it failed may nevertheless have been applied.
     #[error("session store failure: {message}")]
     Backend {
         /// What was being done.
@@ -97,24 +99,87 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: Option<BoxError>,
+        /// What the failed call did to the stored data.
+        outcome: WriteOutcome,
     },
 }
 
+/// What a failed store call did to the stored data, as far as the store
+/// can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOutcome {
+    /// Nothing changed: a read, or a write refused or failed before it
+    /// reached the storage.
+    NotApplied,
+    /// The write may or may not have been applied: a timeout or a
+    /// connection lost after the command was sent, or a failed `fsync`. A
+    /// caller reads the record before retrying a change that is not
+    /// idempotent.
+    Unknown,
+}
+
+impl WriteOutcome {
+    /// `"not_applied"` or `"unknown"`, as errors on the wire name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteOutcome::NotApplied => "not_applied",
+            WriteOutcome::Unknown => "unknown",
+        }
+    }
+}
+
 impl Error {
-    /// A store failure with a cause.
+    /// A store failure with a cause, which changed nothing.
     pub fn backend(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Backend {
             message: message.into(),
             source: Some(source.into()),
+            outcome: WriteOutcome::NotApplied,
         }
     }
 
-    /// A store failure with only a message.
+    /// A store failure with only a message, which changed nothing.
     pub fn backend_msg(message: impl Into<String>) -> Self {
         Error::Backend {
             message: message.into(),
             source: None,
+            outcome: WriteOutcome::NotApplied,
         }
+    }
+
+    /// A failed write that may nevertheless have been applied
+    /// ([`WriteOutcome::Unknown`]).
+    pub fn backend_unknown(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            message: message.into(),
+            source: Some(source.into()),
+            outcome: WriteOutcome::Unknown,
+        }
+    }
+
+    /// The same error with its write outcome set to `outcome` (no change
+    /// for errors other than [`Error::Backend`]).
+    #[must_use]
+    pub fn with_outcome(mut self, outcome: WriteOutcome) -> Self {
+        if let Error::Backend { outcome: o, .. } = &mut self {
+            *o = outcome;
+        }
+        self
+    }
+
+    /// For [`Error::Backend`], what the failed call did to the stored data.
+    pub fn outcome(&self) -> Option<WriteOutcome> {
+        match self {
+            Error::Backend { outcome, .. } => Some(*outcome),
+            _ => None,
+        }
+    }
+
+    /// Whether the store is unavailable ([`Error::Backend`]): the call may
+    /// succeed later, and a server answers it with 503.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Backend { .. })
     }
 
     /// Whether the session is gone for good from the client's point of view:

@@ -176,4 +176,16 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         let _ = session;
         true
     }
+
+    /// Whether the store accepts appends now: `Ok` if so, otherwise the
+    /// reason as [`Error::Backend`](crate::Error::Backend). Cheap and bounded
+    /// in time, like [`SessionStore::readiness`](crate::SessionStore::readiness);
+    /// the default is always ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) saying why appends would fail.
+    async fn readiness(&self) -> Result<()> {
+        Ok(())
+    }
 }

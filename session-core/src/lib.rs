@@ -69,7 +69,7 @@ pub mod wire;
 
 #[doc(inline)]
 pub use self::{
-    error::{BoxError, Error, Result},
+    error::{BoxError, Error, Result, WriteOutcome},
     events::{EventId, EventStore, StoredEvent, StreamId},
     expiry::ExpiryPolicy,
     handle::{HANDLE_RANDOM_BITS, Handles, MAX_HANDLE_PREFIX_LEN},

@@ -204,6 +204,19 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         let _ = limit;
         Ok(Vec::new())
     }
+
+    /// Whether the store accepts writes now: `Ok` if so, otherwise the
+    /// reason as [`Error::Backend`] (a database out of reach, a directory
+    /// refusing writes after an I/O error). What a server's readiness probe
+    /// reports; it may run every few seconds, so it is cheap and bounded in
+    /// time. The default, for stores that cannot fail, is always ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] saying why writes would fail.
+    async fn readiness(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The error for a write attempted on a record with terminal `status`:
