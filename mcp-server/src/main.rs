@@ -58,6 +58,38 @@ struct Args {
     /// A Host name to allow besides loopback ones (repeatable; `*` for any).
     #[arg(long = "allowed-host")]
     allowed_hosts: Vec<String>,
+    /// A connection must send a whole request head within this long (of
+    /// opening, or of starting the head), or it is closed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    header_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after
+    /// this long (SSE streams keep their own rules).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    idle_connection_timeout: Duration,
+    /// Cap on open connections. Default: just below the process's open-file
+    /// limit (raised to its hard limit at start), keeping a reserve for the
+    /// stores. At the cap the oldest idle connection makes room for a new
+    /// one; a new one is refused only when every connection is busy.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Path of the liveness probe (200 while serving HTTP); `none` serves none.
+    #[arg(long, default_value = "/healthz")]
+    health_path: String,
+    /// Path of the readiness probe (200 when the stores accept writes, 503
+    /// with the reason otherwise); `none` serves none.
+    #[arg(long, default_value = "/readyz")]
+    ready_path: String,
+}
+
+/// A probe path from the command line: `none` turns the probe off.
+fn probe_path(path: String) -> Result<Option<String>, String> {
+    match path.as_str() {
+        "none" => Ok(None),
+        p if p.starts_with('/') => Ok(Some(path)),
+        _ => Err(format!(
+            "probe path {path:?} must start with '/' (or be `none`)"
+        )),
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -257,6 +289,11 @@ async fn run(args: Args) -> Result<(), String> {
     let mut http = HttpConfig::default();
     http.allowed_origins = args.allowed_origins;
     http.allowed_hosts = args.allowed_hosts;
+    http.header_timeout = args.header_timeout;
+    http.idle_connection_timeout = args.idle_connection_timeout;
+    http.max_connections = args.max_connections;
+    http.health_path = probe_path(args.health_path)?;
+    http.ready_path = probe_path(args.ready_path)?;
     if args.json_response {
         http.response_mode = ResponseMode::Json;
     }
