@@ -62,6 +62,68 @@ impl Outbox {
     }
 }
 
+/// The session `id` as stored now, recording activity on it
+/// ([`SessionManager::get`]); when the store fails, as [`untouched`] reads
+/// it: a read is not failed by the write that records activity.
+pub(crate) async fn current(
+    manager: &SessionManager,
+    id: &SessionId,
+) -> session_core::Result<SessionRecord> {
+    match manager.get(id).await {
+        Err(e) if e.is_unavailable() => Box::pin(untouched(manager, id, None, e)).await,
+        read => read,
+    }
+}
+
+/// How long [`untouched`] waits for its read (a store that serves reads
+/// answers fast; one that is down must not double the wait).
+const UNTOUCHED_READ_LIMIT: Duration = Duration::from_millis(500);
+
+/// Warnings about sessions served without recording their activity.
+static UNTOUCHED: crate::error::Throttle =
+    crate::error::Throttle::new(Duration::from_secs(10));
+
+/// After the store failed with `failure` while a session was read and its
+/// activity recorded: the session as stored, read once more without
+/// writing (within [`UNTOUCHED_READ_LIMIT`]) and checked as
+/// [`SessionManager::resume`] checks it (for `principal`, when given). If
+/// that read works, the failure was the write that records activity (the
+/// store serves reads but refuses writes): the caller serves the request
+/// anyway, and whatever the request writes meets the failure itself.
+/// `failure` if the read fails too.
+pub(crate) async fn untouched(
+    manager: &SessionManager,
+    id: &SessionId,
+    principal: Option<Option<&str>>,
+    failure: session_core::Error,
+) -> session_core::Result<SessionRecord> {
+    use session_core::{Error, SessionStatus};
+    let read = tokio::time::timeout(UNTOUCHED_READ_LIMIT, manager.store().load(id)).await;
+    let record = match read {
+        Ok(Ok(Some(record))) => record,
+        Ok(Ok(None)) => return Err(Error::NotFound),
+        Ok(Err(_)) | Err(_) => return Err(failure),
+    };
+    if principal.is_some_and(|principal| record.owner() != principal) {
+        return Err(Error::NotFound);
+    }
+    match record.status_at(manager.clock().now()) {
+        SessionStatus::Closed => return Err(Error::Closed),
+        // Past its deadline it is expired, recorded so or not.
+        SessionStatus::Expired => return Err(Error::Expired),
+        _ => {}
+    }
+    if let Some(suppressed) = UNTOUCHED.allow() {
+        tracing::warn!(
+            session = %id,
+            suppressed,
+            "serving a session without recording its activity: the store refused the write: {}",
+            crate::error::describe(&failure)
+        );
+    }
+    Ok(record)
+}
+
 /// The session a request runs in.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
@@ -91,9 +153,7 @@ impl SessionHandle {
     ///
     /// A JSON-RPC error if the session ended or the store failed.
     pub async fn state(&self) -> Result<SessionState, ErrorObject> {
-        let record = self
-            .manager
-            .get(self.id())
+        let record = current(&self.manager, self.id())
             .await
             .map_err(|e| session_error_object(&e))?;
         Ok(record.state().clone())

@@ -103,7 +103,7 @@ async fn counter(ctx: RequestContext, args: CounterArgs) -> crate::HandlerResult
                      counter_id to start a new counter"
                 )));
             }
-            Err(e) => return Err(crate::error::session_error_object(&e)),
+            Err(e) => return Err(crate::error::handle_error_object(&e)),
         },
         (None, Some(session)) => (session.update(add).await?.1, None),
         (None, None) => {
@@ -113,7 +113,7 @@ async fn counter(ctx: RequestContext, args: CounterArgs) -> crate::HandlerResult
                 .handles()
                 .mint(COUNTER_PREFIX, state)
                 .await
-                .map_err(|e| crate::error::session_error_object(&e))?;
+                .map_err(|e| crate::error::handle_error_object(&e))?;
             (value, Some(minted.id().to_string()))
         }
     };

@@ -191,7 +191,7 @@ impl Hub {
                     .events
                     .replay_after(session, after)
                     .await
-                    .map_err(|e| Rejection::Unavailable(format!("event store: {e}")))?;
+                    .map_err(|e| Rejection::from_events(&e))?;
                 // Position 0 is the priming event's: before anything was sent.
                 match replay {
                     Some(events) => events,

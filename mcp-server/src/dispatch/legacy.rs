@@ -153,7 +153,7 @@ impl Dispatcher {
             Ok(None) => return Box::pin(self.without_session(message, origin)).await,
             Err(rejection) => return Outcome::rejected(rejection, id),
         };
-        let session = match self.manager.resume(&session, origin.principal).await {
+        let session = match self.resolve(&session, origin.principal).await {
             Ok(session) => session,
             // stdio answers `ping` whatever became of its session.
             Err(e) if e.is_gone() && origin.transport == Transport::Stdio => {
@@ -321,7 +321,7 @@ impl Dispatcher {
             Err(rejection) => return Outcome::rejected(rejection, None),
         };
         let session = match session_id(origin.session) {
-            Ok(Some(id)) => match self.manager.resume(&id, origin.principal).await {
+            Ok(Some(id)) => match self.resolve(&id, origin.principal).await {
                 Ok(session) => session,
                 Err(e) => return Outcome::rejected(Rejection::from_session(&e), None),
             },

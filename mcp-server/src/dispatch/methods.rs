@@ -167,9 +167,7 @@ impl Dispatcher {
             }
             "session/get" if self.config.session_state_extension => {
                 let session = ctx.require_session()?;
-                let record = self
-                    .manager
-                    .get(session.id())
+                let record = crate::context::current(&self.manager, session.id())
                     .await
                     .map_err(|e| session_error_object(&e))?;
                 Ok(to_raw(&state_result(&record, self.manager.clock().now())))

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ServerConfig;
-use crate::context::{Outbox, Pending};
+use crate::context::{Outbox, Pending, untouched};
 use crate::error::Rejection;
 use crate::hub::Hub;
 use crate::registry::Registry;
@@ -199,6 +199,8 @@ pub(crate) struct Dispatcher {
     shutdown: CancellationToken,
     /// Numbers the scopes of modern requests (see [`Origin::scope`]).
     next_scope: std::sync::atomic::AtomicU64,
+    /// The last readiness verdict; locked while a probe runs.
+    ready: tokio::sync::Mutex<Verdict>,
 }
 
 /// What [`Dispatcher::new`] is built from.
@@ -242,6 +244,7 @@ impl Dispatcher {
             config,
             shutdown: CancellationToken::new(),
             next_scope: std::sync::atomic::AtomicU64::new(1),
+            ready: tokio::sync::Mutex::new(None),
         };
         dispatcher.initialize_results = dispatcher.initialize_results();
         dispatcher.modern = modern::Prepared::new(&dispatcher);
@@ -307,10 +310,76 @@ impl Dispatcher {
         id: &SessionId,
         principal: Option<&str>,
     ) -> Result<SessionRecord, Rejection> {
-        self.manager
-            .resume(id, principal)
+        self.resolve(id, principal)
             .await
             .map_err(|e| Rejection::from_session(&e))
+    }
+
+    /// Resolves the legacy session `id` for `principal`, recording activity
+    /// on it ([`SessionManager::resume`]). When the store fails, the
+    /// session is read once more without writing: if that read works, the
+    /// failure was the activity write (the store refuses writes but serves
+    /// reads), and the request is served anyway. A request that writes
+    /// will meet the failure itself; one that only reads must not.
+    pub(crate) async fn resolve(
+        &self,
+        id: &SessionId,
+        principal: Option<&str>,
+    ) -> Result<SessionRecord, session_core::Error> {
+        match self.manager.resume(id, principal).await {
+            Err(e) if e.is_unavailable() => {
+                Box::pin(untouched(&self.manager, id, Some(principal), e)).await
+            }
+            resolved => resolved,
+        }
+    }
+
+    /// Whether the server can serve now: the session store, the handle
+    /// store and the event store all report
+    /// [`readiness`](session_core::SessionStore::readiness) `Ok` within
+    /// [`READY_PROBE_LIMIT`], and the server is not shutting down. The
+    /// verdict is kept for [`READY_CACHE`], and concurrent callers share
+    /// one probe, so a flood of probes does not reach the stores.
+    pub(crate) async fn readiness(&self) -> Result<(), Arc<str>> {
+        if self.is_shutting_down() {
+            return Err(Arc::from("the server is shutting down"));
+        }
+        let mut cached = self.ready.lock().await;
+        if let Some((at, verdict)) = &*cached
+            && at.elapsed() < READY_CACHE
+        {
+            return verdict.clone();
+        }
+        let verdict = self.probe_stores().await;
+        *cached = Some((tokio::time::Instant::now(), verdict.clone()));
+        verdict
+    }
+
+    async fn probe_stores(&self) -> Result<(), Arc<str>> {
+        let probes = futures_util::future::join3(
+            self.manager.store().readiness(),
+            self.handles.manager().store().readiness(),
+            self.hub.events().readiness(),
+        );
+        let Ok((sessions, handles, events)) = tokio::time::timeout(READY_PROBE_LIMIT, probes).await
+        else {
+            return Err(Arc::from(format!(
+                "the stores did not answer the readiness probe within {READY_PROBE_LIMIT:?}"
+            )));
+        };
+        let reasons: Vec<String> = [("session", sessions), ("handle", handles), ("event", events)]
+            .into_iter()
+            .filter_map(|(store, probe)| {
+                probe
+                    .err()
+                    .map(|e| format!("{store} store: {}", crate::error::describe(&e)))
+            })
+            .collect();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(Arc::from(reasons.join("; ")))
+        }
     }
 
     /// Ends a legacy session (HTTP DELETE, stdin closing).
@@ -397,6 +466,15 @@ impl Dispatcher {
         self.inflight.len()
     }
 }
+
+/// How long the readiness probe waits for the stores.
+pub(crate) const READY_PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a readiness verdict is reused.
+pub(crate) const READY_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A readiness verdict and when it was reached.
+type Verdict = Option<(tokio::time::Instant, Result<(), Arc<str>>)>;
 
 /// What a GET stream or a DELETE names, checked: the session (required)
 /// and the declared revision, which must be a legacy one (2026-07-28 has

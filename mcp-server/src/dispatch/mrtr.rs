@@ -76,6 +76,9 @@ impl StateKey {
             .get_or_try_init(|| load_or_create(handles))
             .await
             .map_err(|e| {
+                if e.is_unavailable() {
+                    return crate::error::handle_error_object(&e);
+                }
                 ErrorObject::new(
                     code::INTERNAL_ERROR,
                     format!("cannot read the request-state key from the store: {e}"),
@@ -204,7 +207,11 @@ fn decode(state: &SessionState) -> Result<[u8; 32], session_core::Error> {
         .and_then(Value::as_str)
         .and_then(|text| B64.decode(text).ok())
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| session_core::Error::backend_msg("the stored request-state key is damaged"))
+        // Damage, not unavailability: retrying would not help.
+        .ok_or_else(|| session_core::Error::Corrupt {
+            id: SessionId::parse(KEY_RECORD).expect("a valid id"),
+            detail: "the stored request-state key is damaged".into(),
+        })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod delete;
 mod get;
 mod headers;
 mod post;
+mod probe;
 mod serve;
 mod sse;
 
@@ -24,9 +25,9 @@ use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http;
-use axum::http::header::{ALLOW, CONTENT_TYPE};
+use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use session_core::wire::{Message, Response as RpcResponse};
@@ -34,7 +35,7 @@ use tower_service::Service;
 
 use crate::config::HttpConfig;
 use crate::dispatch::Dispatcher;
-use crate::error::{Error, Rejection};
+use crate::error::{Error, Rejection, is_store_unavailable};
 use crate::hub::Hub;
 use crate::server::McpServer;
 use headers::Guard;
@@ -66,13 +67,45 @@ impl sse::HubRef for Dispatcher {
 }
 
 impl McpServer {
-    /// An axum router serving the MCP endpoint at `config.path`. `listen` is
+    /// An axum router serving the MCP endpoint at `config.path`, and the
+    /// probes at `config.health_path` and `config.ready_path`. `listen` is
     /// the address the router will be served on: when it is loopback, the
     /// `Host` header is checked against loopback names (DNS rebinding
     /// defence).
+    ///
+    /// # Panics
+    ///
+    /// If a probe path does not start with `/`, or is the endpoint's path
+    /// or the other probe's (as axum panics on overlapping routes).
     pub fn router(&self, config: HttpConfig, listen: SocketAddr) -> Router {
+        if let Err(e) = probe::check_paths(&config) {
+            panic!("{e}");
+        }
         let path = config.path.clone();
-        Router::new().route_service(&path, Endpoint(self.app(config, listen, false)))
+        let app = self.app(config, listen, false);
+        let mut router = Router::new().route_service(&path, Endpoint(app.clone()));
+        for probe in probe::paths(&app.config) {
+            router = router.route_service(probe, Probes(app.clone()));
+        }
+        router
+    }
+
+    /// Whether the server can serve now: `Ok` when the session store, the
+    /// handle store and the event store all report ready
+    /// ([`SessionStore::readiness`](session_core::SessionStore::readiness)),
+    /// else the reason (a store's failure, a probe that took over a second,
+    /// or shutdown). What the readiness probe (`HttpConfig::ready_path`)
+    /// answers. The verdict is kept for a second and concurrent callers
+    /// share one probe, so calling this often costs the stores nothing.
+    ///
+    /// # Errors
+    ///
+    /// Why the server is not ready.
+    pub async fn readiness(&self) -> Result<(), String> {
+        self.dispatcher
+            .readiness()
+            .await
+            .map_err(|reason| reason.to_string())
     }
 
     fn app(&self, config: HttpConfig, listen: SocketAddr, check_path: bool) -> Arc<App> {
@@ -93,16 +126,22 @@ impl McpServer {
     /// shuts down gracefully: stops accepting, ends open streams, lets
     /// requests in flight finish (cancelling them after 10 s).
     ///
+    /// Beside the endpoint it serves the probes at `config.health_path` and
+    /// `config.ready_path` (see [`readiness`](Self::readiness)).
+    ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the listener cannot tell its address. Failures to
-    /// accept a connection are logged and retried, not returned.
+    /// [`Error::Config`] if a probe path does not start with `/`, or is the
+    /// endpoint's path or the other probe's; [`Error::Io`] if the listener
+    /// cannot tell its address. Failures to accept a connection are logged
+    /// and retried, not returned.
     pub async fn serve_http(
         &self,
         listener: tokio::net::TcpListener,
         config: HttpConfig,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        probe::check_paths(&config)?;
         let addr = listener.local_addr().map_err(|source| Error::Io {
             action: "read the listening address".into(),
             source,
@@ -178,7 +217,8 @@ impl Endpoint {
     fn answer<B: RequestBody>(&self, request: http::Request<B>) -> EndpointFuture {
         let app = &self.0;
         if app.check_path && request.uri().path() != app.config.path {
-            return now(StatusCode::NOT_FOUND.into_response());
+            // A probe (served even while shutting down), or 404.
+            return probe::answer(app, &request);
         }
         if app.dispatcher.is_shutting_down() {
             return now(reject(&Rejection::Unavailable(
@@ -211,6 +251,25 @@ impl Endpoint {
     }
 }
 
+/// The probes, as a tower service (for [`McpServer::router`]; `serve_http`
+/// reaches them through [`Endpoint`]).
+#[derive(Debug, Clone)]
+struct Probes(Arc<App>);
+
+impl Service<Request> for Probes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> EndpointFuture {
+        probe::answer(&self.0, &request)
+    }
+}
+
 /// The answer to a refused message: its status and a JSON-RPC error body.
 fn reject(rejection: &Rejection) -> Response {
     reject_with_id(rejection, None)
@@ -225,7 +284,31 @@ fn reject_with_id(rejection: &Rejection, id: Option<session_core::wire::RequestI
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
     }
+    retry_after(&mut response);
     response
+}
+
+/// Adds `Retry-After` to a 503: every "not now" the endpoint answers
+/// (a store unavailable, the session cap, shutting down) says when to try
+/// again.
+fn retry_after(response: &mut Response) {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(Rejection::RETRY_AFTER_SECS));
+    }
+}
+
+/// The answer to a request whose handler ended with `response`, as one
+/// JSON body: 503 (with `Retry-After`) for a store failure, else `ok`.
+fn answered(ok: StatusCode, response: RpcResponse) -> Response {
+    let status = match &response.outcome {
+        Err(error) if is_store_unavailable(error) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => ok,
+    };
+    let mut answer = json(status, Message::Response(response).to_json());
+    retry_after(&mut answer);
+    answer
 }
 
 /// A JSON body with `status`.

@@ -20,7 +20,7 @@ use session_core::{EventId, SessionId, StreamId};
 use tokio::sync::mpsc;
 
 use super::headers::{self, Accept, Head, SESSION_ID};
-use super::{App, RequestBody, json, principal, reject, reject_with_id, sse};
+use super::{App, RequestBody, answered, json, principal, reject, reject_with_id, sse};
 use crate::config::ResponseMode;
 use crate::dispatch::{
     Era, Handling, Mirrored, NOT_TEXT, Origin, Outcome, Running, Started, Transport,
@@ -145,7 +145,16 @@ async fn batch(app: &Arc<App>, origin: &Origin<'_>, body: &[u8]) -> Response {
     let side = move |session: &SessionId| dispatcher.standalone_outbox(session);
     match app.dispatcher.handle_batch(items, origin, side).await {
         Outcome::Batch(responses) if responses.is_empty() => StatusCode::ACCEPTED.into_response(),
-        Outcome::Batch(responses) => json(StatusCode::OK, format!("[{}]", responses.join(","))),
+        Outcome::Batch(responses) => {
+            let status = if responses.iter().all(|r| store_failed(r)) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            let mut answer = json(status, format!("[{}]", responses.join(",")));
+            super::retry_after(&mut answer);
+            answer
+        }
         Outcome::Rejected { rejection, id } => reject_with_id(&rejection, id),
         other => {
             tracing::error!(?other, "a batch answered with a single outcome");
@@ -154,6 +163,25 @@ async fn batch(app: &Arc<App>, origin: &Origin<'_>, body: &[u8]) -> Response {
             ))
         }
     }
+}
+
+/// Whether a batch's answer (a JSON-RPC response, as text) is a store
+/// failure. A batch is answered with 503 only when every answer in it is
+/// one: a batch some of whose requests took effect is answered 200, each
+/// failure in its place.
+fn store_failed(response: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Option<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    serde_json::from_str::<Answer>(response)
+        .ok()
+        .and_then(|a| a.error)
+        .is_some_and(|e| e.code == Rejection::STORE_UNAVAILABLE)
 }
 
 pub(super) fn not_acceptable() -> Rejection {
@@ -190,7 +218,7 @@ fn answer_other(outcome: Outcome) -> Response {
             }
             reply
         }
-        Outcome::Reply(response) => json(StatusCode::OK, Message::Response(response).to_json()),
+        Outcome::Reply(response) => answered(StatusCode::OK, response),
         Outcome::Rejected { rejection, id } => reject_with_id(&rejection, id),
         Outcome::Batch(_) | Outcome::Running(_) => {
             reject(&Rejection::InvalidRequest("unexpected answer".into()))
@@ -344,14 +372,15 @@ async fn sse_stream(
 
 fn json_or_nothing(response: Option<RpcResponse>) -> Response {
     match response {
-        Some(response) => json(StatusCode::OK, Message::Response(response).to_json()),
+        Some(response) => answered(StatusCode::OK, response),
         // Cancelled: the protocol says not to answer.
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
 /// The status of a modern JSON answer: 400 for the errors 2026-07-28 ties
-/// to it (a missing client capability, found while the handler runs).
+/// to it (a missing client capability, found while the handler runs);
+/// [`answered`] makes a store failure 503.
 fn modern_status(response: &RpcResponse) -> StatusCode {
     match &response.outcome {
         Err(error) if error.code == code::MISSING_CLIENT_CAPABILITY => StatusCode::BAD_REQUEST,
@@ -394,7 +423,7 @@ async fn modern(app: &Arc<App>, running: Running, accept: Accept) -> Response {
                         return StatusCode::NO_CONTENT.into_response();
                     };
                     if first.is_empty() || !streams {
-                        return json(modern_status(&response), Message::Response(response).to_json());
+                        return answered(modern_status(&response), response);
                     }
                     first.push(Message::Response(response));
                     return sse::plain(first, None, app.config.keep_alive, cancel);

@@ -1,0 +1,144 @@
+//! The probes beside the MCP endpoint: liveness (`health_path`, 200 while
+//! the process serves HTTP) and readiness (`ready_path`, 200 when every
+//! store reports ready, 503 with the reason otherwise).
+//!
+//! Both pass the endpoint's Origin and Host checks and need no session.
+//! Readiness is settled by [`Dispatcher::readiness`](crate::dispatch::Dispatcher::readiness),
+//! which bounds the probe in time and keeps its verdict for a second, so
+//! probes in numbers cost the stores nothing more.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http;
+use axum::http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::headers::Head;
+use super::{App, EndpointFuture, later, now, reject};
+use crate::config::HttpConfig;
+use crate::error::Error;
+
+/// Which probe a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Health,
+    Ready,
+}
+
+/// The probe `path` names under `config`, if any.
+fn probe(config: &HttpConfig, path: &str) -> Option<Probe> {
+    if config.health_path.as_deref() == Some(path) {
+        Some(Probe::Health)
+    } else if config.ready_path.as_deref() == Some(path) {
+        Some(Probe::Ready)
+    } else {
+        None
+    }
+}
+
+/// Checks the probe paths: each starts with `/`, and none is the MCP
+/// endpoint's path or the other probe's.
+pub(super) fn check_paths(config: &HttpConfig) -> Result<(), Error> {
+    let probes = [
+        ("health_path", config.health_path.as_deref()),
+        ("ready_path", config.ready_path.as_deref()),
+    ];
+    for (name, path) in probes {
+        let Some(path) = path else { continue };
+        if !path.starts_with('/') {
+            return Err(Error::Config(format!("{name} {path:?} must start with '/'")));
+        }
+        if path == config.path {
+            return Err(Error::Config(format!(
+                "{name} {path:?} is the MCP endpoint's path"
+            )));
+        }
+    }
+    if let (Some(health), Some(ready)) = (&config.health_path, &config.ready_path)
+        && health == ready
+    {
+        return Err(Error::Config(format!(
+            "health_path and ready_path are both {health:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The probe paths that are served.
+pub(super) fn paths(config: &HttpConfig) -> impl Iterator<Item = &str> {
+    [config.health_path.as_deref(), config.ready_path.as_deref()]
+        .into_iter()
+        .flatten()
+}
+
+/// Answers a request for a path other than the MCP endpoint's: a probe, or
+/// 404.
+pub(super) fn answer<B>(app: &Arc<App>, request: &http::Request<B>) -> EndpointFuture {
+    let Some(probe) = probe(&app.config, request.uri().path()) else {
+        return now(StatusCode::NOT_FOUND.into_response());
+    };
+    if let Err(rejection) = app.guard.check(&Head::scan(request.headers())) {
+        return now(reject(&rejection));
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return now(response);
+    }
+    match probe {
+        Probe::Health => now(status(StatusCode::OK, &json!({"status": "ok"}))),
+        Probe::Ready => {
+            let app = app.clone();
+            later(async move {
+                match app.dispatcher.readiness().await {
+                    Ok(()) => status(StatusCode::OK, &json!({"status": "ready"})),
+                    Err(reason) => status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"status": "unavailable", "reason": &*reason}),
+                    ),
+                }
+            })
+        }
+    }
+}
+
+/// A probe's answer: `status`, `body` as JSON, never cached.
+fn status(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_paths_must_not_collide() {
+        let ok = HttpConfig::default();
+        assert!(check_paths(&ok).is_ok());
+        let mut on_endpoint = HttpConfig::default();
+        on_endpoint.ready_path = Some("/mcp".into());
+        assert!(check_paths(&on_endpoint).is_err());
+        let mut same = HttpConfig::default();
+        same.health_path = Some("/probe".into());
+        same.ready_path = Some("/probe".into());
+        assert!(check_paths(&same).is_err());
+        let mut relative = HttpConfig::default();
+        relative.health_path = Some("healthz".into());
+        assert!(check_paths(&relative).is_err());
+        let mut none = HttpConfig::default();
+        none.health_path = None;
+        none.ready_path = None;
+        assert!(check_paths(&none).is_ok());
+        assert_eq!(paths(&none).count(), 0);
+    }
+}
