@@ -79,6 +79,7 @@ mod error;
 mod http;
 mod hub;
 mod input;
+mod limits;
 mod registry;
 mod server;
 mod stdio;
@@ -90,6 +91,7 @@ pub use self::{
     error::{Error, Rejection, Result},
     http::Principal,
     input::{INPUT_TIMEOUT, InputRequest},
+    limits::raise_open_file_limit,
     registry::HandlerResult,
     server::{McpServer, McpServerBuilder, tool},
 };

@@ -297,6 +297,11 @@ async fn run(args: Args) -> Result<(), String> {
     if args.json_response {
         http.response_mode = ResponseMode::Json;
     }
+    // As many connections as the system allows (the cap stays below it).
+    match mcp_server::raise_open_file_limit() {
+        Ok(limit) => tracing::debug!(open_file_limit = limit, "raised the open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -1,26 +1,53 @@
 //! The accept loop behind [`McpServer::serve_http`](crate::McpServer::serve_http):
-//! one hyper HTTP/1.1 connection per socket, and a graceful close that
-//! costs a connection nothing until it is asked for.
+//! one hyper HTTP/1.1 connection per socket, kept in a table that bounds
+//! them and times them out.
 //!
-//! A connection reads one flag when it is polled anyway; only at shutdown
-//! are all of them woken to read it. (A shutdown future raced against each
-//! connection would be polled on every wake-up of every connection.)
+//! Every connection is in one of three phases, which only its own task
+//! changes (the reaper and the accept loop only read them):
+//!
+//! - **head**: waiting for a request head, from the moment it opened or its
+//!   first byte of a new head arrived. Closed when the head takes longer
+//!   than `header_timeout` (a client that sends half a request line, or
+//!   nothing, does not hold a connection forever).
+//! - **idle**: a keep-alive connection between requests. Closed after
+//!   `idle_connection_timeout`.
+//! - **busy**: a request in progress, from its head until the last byte of
+//!   its response (an SSE stream is busy for as long as it lasts: streams
+//!   keep their own rules, keep-alive comments and lifetime). Never cut.
+//!
+//! Open connections are capped below the process's open-file limit, so the
+//! server never runs out of descriptors. At the cap a new connection is
+//! admitted by closing the oldest connection that is not busy; only when
+//! every connection is busy is the new one refused (503). A client holding
+//! thousands of idle or half-sent connections therefore locks nobody out:
+//! its connections are the ones that make room.
+//!
+//! A connection reads its close flag when it is polled anyway; it is woken
+//! only when asked to close (a shutdown future raced against each
+//! connection would be polled on every wake-up of every connection).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::pin::pin;
+use std::io;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
+use futures_util::FutureExt as _;
 use futures_util::task::AtomicWaker;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::Endpoint;
+use crate::config::HttpConfig;
+use crate::limits::open_file_limit;
 
 /// Accepts connections on `listener` and serves each with `endpoint` until
 /// `shutdown` resolves; then closes the listener and returns the open
@@ -30,7 +57,15 @@ pub(super) async fn accept_until(
     endpoint: Endpoint,
     shutdown: impl Future<Output = ()>,
 ) -> Connections {
-    let closing = Arc::new(Closing::default());
+    let limits = Limits::new(&endpoint.0.config, open_file_limit());
+    tracing::info!(
+        max_connections = limits.cap,
+        header_timeout = ?limits.header,
+        idle_connection_timeout = ?limits.idle,
+        "accepting connections"
+    );
+    let table = Arc::new(Table::new(limits));
+    let reaper = tokio::spawn(reap(Arc::downgrade(&table)));
     let mut tasks = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -42,26 +77,41 @@ pub(super) async fn accept_until(
         // Reap what has ended, so the set holds open connections only.
         while tasks.try_join_next().is_some() {}
         match accepted {
-            Ok((tcp, _)) => {
-                let _ = tcp.set_nodelay(true);
-                let registration = closing.register();
-                tasks.spawn(serve_connection(tcp, endpoint.clone(), registration));
-            }
+            Ok((tcp, _)) => match table.admit() {
+                Some(registration) => {
+                    let _ = tcp.set_nodelay(true);
+                    tasks.spawn(serve_connection(tcp, endpoint.clone(), registration));
+                }
+                None => table.refuse(&tcp),
+            },
             // The peer gave up before we took it: nothing to do.
             Err(e) if is_connection_error(&e) => {}
+            Err(e) if is_out_of_descriptors(&e) => {
+                // Below the cap this means something else holds
+                // descriptors: make room rather than spin, and say so.
+                table.warn(|| {
+                    tracing::warn!(
+                        "cannot accept a connection: {e}; closing the oldest idle connection"
+                    );
+                });
+                table.evict_one();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             Err(e) => {
-                // Out of file descriptors and the like: wait for some to
-                // free up rather than spin.
                 tracing::error!("cannot accept a connection: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
     drop(listener);
-    Connections { closing, tasks }
+    Connections {
+        table,
+        tasks,
+        reaper,
+    }
 }
 
-fn is_connection_error(e: &std::io::Error) -> bool {
+fn is_connection_error(e: &io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     matches!(
         e.kind(),
@@ -69,25 +119,49 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it ends, or closes it gracefully (after the
-/// response in progress) once `registration` says so.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (the process's limit) and ENFILE (the system's).
+    matches!(e.raw_os_error(), Some(24 | 23))
+}
+
+/// Serves one connection until it ends, or until its entry in the table is
+/// asked to close: at once when it is not busy, gracefully (after the
+/// response in progress) when it is.
 async fn serve_connection(tcp: TcpStream, endpoint: Endpoint, registration: Registration) {
-    let service =
+    let conn = registration.conn.clone();
+    let service = {
+        let conn = conn.clone();
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            endpoint.answer(request)
-        });
+            let busy = Busy::begin(&conn);
+            endpoint.answer(request).map(move |answer| {
+                answer.map(|response| response.map(|body| Tracked { body, _busy: busy }))
+            })
+        })
+    };
+    let io = TokioIo::new(Watched {
+        tcp,
+        conn: conn.clone(),
+    });
     let mut connection = pin!(
         http1::Builder::new()
             .keep_alive(true)
-            .serve_connection(TokioIo::new(tcp), service)
+            .serve_connection(io, service)
     );
-    let mut closing = false;
+    let mut graceful = false;
     let served = std::future::poll_fn(|cx| {
-        if !closing {
-            registration.waker.register(cx.waker());
-            if registration.closing.asked.load(Ordering::Acquire) {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
+        if !graceful {
+            conn.waker.register(cx.waker());
+            match conn.close.load(Ordering::Acquire) {
+                // Not busy (its own task is the only one that makes it so):
+                // nothing is lost by closing now.
+                CLOSE_NOW if conn.phase.load(Ordering::Relaxed) != BUSY => {
+                    return Poll::Ready(Ok(()));
+                }
+                CLOSE_NOW | CLOSE_GRACEFULLY => {
+                    graceful = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ => {}
             }
         }
         connection.as_mut().poll(cx)
@@ -96,19 +170,21 @@ async fn serve_connection(tcp: TcpStream, endpoint: Endpoint, registration: Regi
     if let Err(e) = served {
         tracing::debug!("connection ended: {e}");
     }
+    drop(registration);
 }
 
 /// The connections still open when the listener closed.
 pub(super) struct Connections {
-    closing: Arc<Closing>,
+    table: Arc<Table>,
     tasks: JoinSet<()>,
+    reaper: tokio::task::JoinHandle<()>,
 }
 
 impl Connections {
     /// Asks every connection to close after its response in progress and
     /// waits for them, for up to `limit`; those still open then are dropped.
     pub(super) async fn close(mut self, limit: Duration) {
-        self.closing.ask();
+        self.table.close_all();
         let all_closed = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(limit, all_closed).await.is_err() {
             tracing::warn!(
@@ -117,47 +193,480 @@ impl Connections {
             );
             self.tasks.abort_all();
         }
+        self.reaper.abort();
     }
 }
 
-/// Whether connections are asked to close, and how to wake each to see it.
+/// The bounds on connections, from [`HttpConfig`] and the open-file limit.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header: Duration,
+    idle: Duration,
+    cap: usize,
+}
+
+impl Limits {
+    fn new(config: &HttpConfig, open_files: Option<u64>) -> Self {
+        let ceiling = open_files.map_or(usize::MAX, connection_ceiling);
+        let cap = match config.max_connections {
+            Some(asked) if asked > ceiling => {
+                tracing::warn!(
+                    asked,
+                    ceiling,
+                    "max_connections is above what the open-file limit allows: capped lower"
+                );
+                ceiling
+            }
+            Some(asked) => asked.max(1),
+            None => ceiling,
+        };
+        Limits {
+            header: config.header_timeout,
+            idle: config.idle_connection_timeout,
+            cap,
+        }
+    }
+}
+
+/// How many connections `open_files` descriptors allow: the limit less a
+/// reserve for the stores' files and sockets, the listener, the runtime
+/// and a few accepts in flight.
+fn connection_ceiling(open_files: u64) -> usize {
+    let reserve = 32 + open_files / 16;
+    usize::try_from(open_files.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX)
+}
+
+/// A connection's phases (see the module doc).
+const HEAD: u8 = 0;
+const IDLE: u8 = 1;
+const BUSY: u8 = 2;
+
+/// What a connection is asked to do.
+const KEEP: u8 = 0;
+const CLOSE_GRACEFULLY: u8 = 1;
+const CLOSE_NOW: u8 = 2;
+
+/// One open connection, as its task and the table see it.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    /// When the table started, for [`Conn::since`].
+    epoch: Instant,
+    phase: AtomicU8,
+    /// Milliseconds from `epoch` to the start of the current phase.
+    since: AtomicU64,
+    /// Requests in progress (more than one only while a pipelined response
+    /// is still being written).
+    busy: AtomicU32,
+    close: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Conn {
+    fn enter(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Relaxed);
+        self.since.store(millis(self.epoch), Ordering::Relaxed);
+    }
+}
+
+fn millis(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A request in progress on a connection, from its head to the end of its
+/// response body.
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn begin(conn: &Arc<Conn>) -> Self {
+        conn.busy.fetch_add(1, Ordering::Relaxed);
+        conn.phase.store(BUSY, Ordering::Relaxed);
+        Busy(conn.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.enter(IDLE);
+        }
+    }
+}
+
+/// A response body that keeps its connection busy until it is done.
+struct Tracked<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The socket, watched for the first bytes of a new request head on an
+/// idle connection (which start the header timeout).
+struct Watched {
+    tcp: TcpStream,
+    conn: Arc<Conn>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before && self.conn.phase.load(Ordering::Relaxed) == IDLE {
+            self.conn.enter(HEAD);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Every open connection, with the count of those not asked to close.
+#[derive(Debug)]
+struct Table {
+    limits: Limits,
+    epoch: Instant,
+    inner: Mutex<Inner>,
+    closing: AtomicBool,
+    /// When the last rate-limited warning was logged (ms from `epoch`, plus
+    /// one so that 0 means never).
+    warned: AtomicU64,
+}
+
 #[derive(Debug, Default)]
-struct Closing {
-    asked: AtomicBool,
-    next: AtomicU64,
-    wakers: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
+struct Inner {
+    conns: HashMap<u64, Arc<Conn>>,
+    next: u64,
+    /// Connections not asked to close: what the cap counts.
+    live: usize,
 }
 
-impl Closing {
-    fn register(self: &Arc<Self>) -> Registration {
-        let number = self.next.fetch_add(1, Ordering::Relaxed);
-        let waker = Arc::new(AtomicWaker::new());
-        self.wakers.lock().insert(number, waker.clone());
-        Registration {
-            closing: self.clone(),
-            number,
-            waker,
+impl Table {
+    fn new(limits: Limits) -> Self {
+        Table {
+            limits,
+            epoch: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+            closing: AtomicBool::new(false),
+            warned: AtomicU64::new(0),
         }
     }
 
-    fn ask(&self) {
-        self.asked.store(true, Ordering::Release);
-        for waker in self.wakers.lock().values() {
-            waker.wake();
+    /// A place for a new connection: at the cap, made by closing the oldest
+    /// connection that is not busy; `None` when every one is busy.
+    fn admit(self: &Arc<Self>) -> Option<Registration> {
+        let mut inner = self.inner.lock();
+        if inner.live >= self.limits.cap && !Self::evict_oldest(&mut inner) {
+            return None;
+        }
+        inner.next += 1;
+        let conn = Arc::new(Conn {
+            id: inner.next,
+            epoch: self.epoch,
+            phase: AtomicU8::new(HEAD),
+            since: AtomicU64::new(millis(self.epoch)),
+            busy: AtomicU32::new(0),
+            close: AtomicU8::new(if self.closing.load(Ordering::Relaxed) {
+                CLOSE_GRACEFULLY
+            } else {
+                KEEP
+            }),
+            waker: AtomicWaker::new(),
+        });
+        inner.conns.insert(conn.id, conn.clone());
+        inner.live += 1;
+        Some(Registration {
+            table: self.clone(),
+            conn,
+        })
+    }
+
+    /// Closes the oldest connection that is not busy, if there is one.
+    fn evict_one(&self) -> bool {
+        Self::evict_oldest(&mut self.inner.lock())
+    }
+
+    fn evict_oldest(inner: &mut Inner) -> bool {
+        let oldest = inner
+            .conns
+            .values()
+            .filter(|c| {
+                c.close.load(Ordering::Relaxed) == KEEP && c.phase.load(Ordering::Relaxed) != BUSY
+            })
+            .min_by_key(|c| c.since.load(Ordering::Relaxed))
+            .cloned();
+        match oldest {
+            Some(conn) => {
+                Self::ask(inner, &conn, CLOSE_NOW);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks `conn` to close (`how`); it no longer counts against the cap.
+    fn ask(inner: &mut Inner, conn: &Conn, how: u8) {
+        if conn.close.swap(how, Ordering::AcqRel) == KEEP {
+            inner.live -= 1;
+        }
+        conn.waker.wake();
+    }
+
+    /// Refuses a connection when every open one is busy: a plain 503 that
+    /// tells the client when to come back, written if the socket takes it
+    /// at once.
+    fn refuse(&self, tcp: &TcpStream) {
+        const BODY: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Service Unavailable: every connection the server can hold is busy"}}"#;
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = tcp.try_write(response.as_bytes());
+        self.warn(|| {
+            tracing::warn!(
+                max_connections = self.limits.cap,
+                "refusing connections: every connection is busy"
+            );
+        });
+    }
+
+    /// Runs `log` at most once a second.
+    fn warn(&self, log: impl FnOnce()) {
+        let now = millis(self.epoch) + 1;
+        let last = self.warned.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 1000)
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log();
+        }
+    }
+
+    /// Asks every connection to close after its response in progress.
+    fn close_all(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        let mut inner = self.inner.lock();
+        let conns: Vec<Arc<Conn>> = inner.conns.values().cloned().collect();
+        for conn in conns {
+            if conn.close.load(Ordering::Relaxed) == KEEP {
+                Self::ask(&mut inner, &conn, CLOSE_GRACEFULLY);
+            }
+        }
+    }
+
+    /// Closes the connections past their phase's timeout.
+    fn sweep(&self) {
+        let now = millis(self.epoch);
+        let header = u64::try_from(self.limits.header.as_millis()).unwrap_or(u64::MAX);
+        let idle = u64::try_from(self.limits.idle.as_millis()).unwrap_or(u64::MAX);
+        let mut inner = self.inner.lock();
+        let expired: Vec<Arc<Conn>> = inner
+            .conns
+            .values()
+            .filter(|c| {
+                let limit = match c.phase.load(Ordering::Relaxed) {
+                    HEAD => header,
+                    IDLE => idle,
+                    _ => return false,
+                };
+                c.close.load(Ordering::Relaxed) == KEEP
+                    && now.saturating_sub(c.since.load(Ordering::Relaxed)) >= limit
+            })
+            .cloned()
+            .collect();
+        for conn in &expired {
+            Self::ask(&mut inner, conn, CLOSE_NOW);
         }
     }
 }
 
-/// One connection's place in [`Closing`], given up when the connection
+/// One connection's place in the [`Table`], given up when the connection
 /// ends.
 struct Registration {
-    closing: Arc<Closing>,
-    number: u64,
-    waker: Arc<AtomicWaker>,
+    table: Arc<Table>,
+    conn: Arc<Conn>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.closing.wakers.lock().remove(&self.number);
+        let mut inner = self.table.inner.lock();
+        inner.conns.remove(&self.conn.id);
+        if self.conn.close.load(Ordering::Relaxed) == KEEP {
+            inner.live -= 1;
+        }
+        if inner.conns.is_empty() {
+            // Give back the table's own memory after a spike.
+            inner.conns.shrink_to_fit();
+        }
+    }
+}
+
+/// Closes connections past their timeouts, a few times per timeout, until
+/// the table is gone.
+async fn reap(table: std::sync::Weak<Table>) {
+    let period = match table.upgrade() {
+        Some(t) => (t.limits.header.min(t.limits.idle) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(table) = table.upgrade() else { return };
+        table.sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_keeps_a_reserve_below_the_open_file_limit() {
+        assert_eq!(connection_ceiling(256), 208);
+        assert_eq!(connection_ceiling(1024), 928);
+        assert!(connection_ceiling(20_000) < 19_000);
+        assert_eq!(connection_ceiling(10), 1);
+        let mut config = HttpConfig::default();
+        assert_eq!(Limits::new(&config, Some(256)).cap, 208);
+        assert_eq!(Limits::new(&config, None).cap, usize::MAX);
+        config.max_connections = Some(100);
+        assert_eq!(Limits::new(&config, Some(256)).cap, 100);
+        config.max_connections = Some(10_000);
+        assert_eq!(Limits::new(&config, Some(256)).cap, 208);
+    }
+
+    fn table(cap: usize) -> Arc<Table> {
+        Arc::new(Table::new(Limits {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            cap,
+        }))
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_connection_that_is_not_busy_makes_room() {
+        let table = table(3);
+        let a = table.admit().unwrap();
+        let b = table.admit().unwrap();
+        let c = table.admit().unwrap();
+        let busy_a = Busy::begin(&a.conn);
+        // b became idle before c: b is the oldest that is not busy.
+        b.conn.enter(IDLE);
+        b.conn.since.store(0, Ordering::Relaxed);
+        c.conn.since.store(5, Ordering::Relaxed);
+        let d = table.admit().expect("b makes room");
+        assert_eq!(b.conn.close.load(Ordering::Relaxed), CLOSE_NOW);
+        assert_eq!(a.conn.close.load(Ordering::Relaxed), KEEP);
+        assert_eq!(c.conn.close.load(Ordering::Relaxed), KEEP);
+        // Now c (waiting for a head) goes, then nobody: a and d are busy.
+        let _busy_d = Busy::begin(&d.conn);
+        let e = table.admit().expect("c makes room");
+        let _busy_e = Busy::begin(&e.conn);
+        assert_eq!(c.conn.close.load(Ordering::Relaxed), CLOSE_NOW);
+        assert!(table.admit().is_none(), "every connection is busy");
+        // A request that ends frees its connection for the next admission.
+        drop(busy_a);
+        assert_eq!(a.conn.phase.load(Ordering::Relaxed), IDLE);
+        let f = table.admit();
+        assert!(f.is_some());
+        assert_eq!(a.conn.close.load(Ordering::Relaxed), CLOSE_NOW);
+        drop((b, c));
+        assert_eq!(table.inner.lock().live, 3);
+    }
+
+    #[test]
+    fn the_sweep_closes_heads_and_idle_connections_past_their_timeouts_only() {
+        // A table that started ten minutes ago, so that phases can have
+        // begun in its past.
+        let table = Arc::new(Table {
+            epoch: Instant::now()
+                .checked_sub(Duration::from_secs(600))
+                .unwrap(),
+            ..Table::new(Limits {
+                header: Duration::from_millis(100),
+                idle: Duration::from_millis(300),
+                cap: 10,
+            })
+        });
+        let head = table.admit().unwrap();
+        let idle = table.admit().unwrap();
+        let busy = table.admit().unwrap();
+        let _request = Busy::begin(&busy.conn);
+        idle.conn.enter(IDLE);
+        let now = millis(table.epoch);
+        // The head started 150 ms ago, the idle time 150 ms ago, the
+        // request 10 minutes ago.
+        head.conn
+            .since
+            .store(now.saturating_sub(150), Ordering::Relaxed);
+        idle.conn
+            .since
+            .store(now.saturating_sub(150), Ordering::Relaxed);
+        busy.conn.since.store(0, Ordering::Relaxed);
+        table.sweep();
+        assert_eq!(head.conn.close.load(Ordering::Relaxed), CLOSE_NOW);
+        assert_eq!(idle.conn.close.load(Ordering::Relaxed), KEEP);
+        assert_eq!(busy.conn.close.load(Ordering::Relaxed), KEEP);
+        idle.conn
+            .since
+            .store(now.saturating_sub(400), Ordering::Relaxed);
+        table.sweep();
+        assert_eq!(idle.conn.close.load(Ordering::Relaxed), CLOSE_NOW);
+        assert_eq!(busy.conn.close.load(Ordering::Relaxed), KEEP);
     }
 }

@@ -278,9 +278,15 @@ impl Drop for Process {
 
 /// Starts the binary on an OS-chosen port and reads the address it logs.
 pub fn start(args: &[&str]) -> Process {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
+    let mut command = Command::new(BIN);
+    command.args(["--listen", "127.0.0.1:0"]).args(args);
+    start_command(command)
+}
+
+/// Starts `command` (the binary, perhaps through a wrapper) and reads the
+/// address it logs.
+pub fn start_command(mut command: Command) -> Process {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
