@@ -4,22 +4,27 @@
 //! Writers queue while a sync is in progress, and the next batch takes all of
 //! them: with one writer every write costs one sync, with 64 writers a sync
 //! carries up to 64 writes.
+//!
+//! When a batch cannot be written or synced, the store refuses writes
+//! (failing them before they are queued) and this thread reopens the
+//! directory at growing intervals until that works: see [`Committer::recover`].
 
 use std::fs::File;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use session_core::{Error, SessionId, SessionRecord};
+use session_core::{Error, SessionId, SessionRecord, WriteOutcome};
 use tokio::sync::oneshot;
 
 use super::compact;
 use super::dir;
 use super::frame::{self, FileKind, FrameKind};
 use super::index::{Durable, Index, Shard};
+use super::recovery::{self, RecoveryReport};
 
 /// A write accepted into the queue.
 #[derive(Debug)]
@@ -50,20 +55,29 @@ struct QueueState {
     /// How many queued writes the committer is waiting for; writers wake it
     /// only on the first write and on reaching this, not on every write.
     wanted: usize,
+    /// Why the store refuses writes, while it does: set when a batch fails,
+    /// cleared once the directory is reopened.
+    failed: Option<Arc<str>>,
 }
 
 /// The longest a batch waits for writers it expects.
 const MAX_LINGER: Duration = Duration::from_millis(1);
-
-/// Set once, on the first I/O failure; after it the store refuses writes.
-pub(crate) type Poison = OnceLock<Arc<str>>;
 
 /// The queue between writers and the committer thread.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
-    pub(crate) poison: Poison,
+}
+
+/// The error of a write refused while the store recovers from `reason`:
+/// nothing of it reached the disk.
+pub(crate) fn refused(reason: &str) -> Error {
+    Error::backend_msg(refusal(reason))
+}
+
+fn refusal(reason: &str) -> String {
+    format!("the file store refuses writes after an I/O error: {reason}; retrying")
 }
 
 impl Queue {
@@ -76,9 +90,11 @@ impl Queue {
         id: &SessionId,
         write: Write,
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
-        self.check_poison()?;
         let (ack, done) = oneshot::channel();
         let mut state = self.state.lock();
+        if let Some(reason) = &state.failed {
+            return Err(refused(reason));
+        }
         if state.stopping {
             return Err(Error::backend_msg("the file store is shutting down"));
         }
@@ -103,13 +119,39 @@ impl Queue {
         Ok(done)
     }
 
-    pub(crate) fn check_poison(&self) -> Result<(), Error> {
-        match self.poison.get() {
-            Some(reason) => Err(Error::backend_msg(format!(
-                "the file store refuses writes after an I/O failure: {reason}"
-            ))),
-            None => Ok(()),
+    /// Why the store refuses writes, if it does.
+    pub(crate) fn failure(&self) -> Option<Arc<str>> {
+        self.state.lock().failed.clone()
+    }
+
+    /// Starts refusing writes for `reason`; returns the writes queued and
+    /// not taken yet, which never reached the disk.
+    fn fail(&self, reason: Arc<str>) -> Vec<Op> {
+        let mut state = self.state.lock();
+        state.failed = Some(reason);
+        std::mem::take(&mut state.ops)
+    }
+
+    /// Updates the reason writes are refused for.
+    fn set_failure(&self, reason: Arc<str>) {
+        self.state.lock().failed = Some(reason);
+    }
+
+    /// Accepts writes again.
+    fn recovered(&self) {
+        self.state.lock().failed = None;
+    }
+
+    /// Waits `delay`, or less if the store stops; whether it stops.
+    fn pause(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut state = self.state.lock();
+        while !state.stopping {
+            if self.ready.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
         }
+        state.stopping
     }
 
     /// Asks the committer to finish what is queued and stop.
@@ -152,6 +194,9 @@ pub(crate) struct Settings {
     pub(crate) dir: PathBuf,
     /// Compact once the log exceeds this, and twice the live data.
     pub(crate) compact_min_bytes: u64,
+    /// After an I/O error: the wait before the first attempt to reopen the
+    /// directory, doubled after each failed attempt up to the second value.
+    pub(crate) reopen_backoff: (Duration, Duration),
 }
 
 /// The committer thread's state.
@@ -173,10 +218,6 @@ impl Committer {
         let mut buf = Vec::with_capacity(64 << 10);
         let (mut expected, mut linger) = (1, Duration::ZERO);
         while let Some(ops) = self.queue.take(expected, linger) {
-            if let Err(e) = self.queue.check_poison() {
-                self.fail(ops, &e.to_string());
-                continue;
-            }
             self.last_batch += 1;
             let batch = self.last_batch;
             buf.clear();
@@ -206,16 +247,95 @@ impl Committer {
                     self.maybe_compact();
                 }
                 Err(e) => {
-                    let reason = format!("writing the log failed: {e}");
-                    tracing::error!(dir = %self.settings.dir.display(), "{reason}");
-                    let _ = self.queue.poison.set(Arc::from(reason.as_str()));
-                    self.fail(ops, &reason);
+                    let log = dir::SESSIONS.log_path(&self.settings.dir, self.log_seq);
+                    let reason: Arc<str> =
+                        Arc::from(format!("cannot write {}: {e}", log.display()));
+                    tracing::error!(
+                        dir = %self.settings.dir.display(),
+                        "{reason}; writes are refused until the directory is reopened"
+                    );
+                    let queued = self.queue.fail(reason.clone());
+                    // This batch may be on disk in part or in whole; the
+                    // writes queued behind it never got there.
+                    let unknown = format!("the write may not be durable: {reason}");
+                    self.fail(ops, &unknown, WriteOutcome::Unknown);
+                    self.fail(queued, &refusal(&reason), WriteOutcome::NotApplied);
+                    (expected, linger) = (1, Duration::ZERO);
+                    if !self.recover(&reason) {
+                        break;
+                    }
                 }
             }
         }
         if let Some(compaction) = self.compaction.take() {
             let _ = compaction.join();
         }
+    }
+
+    /// After a failed batch, while writes are refused: reopens the directory
+    /// after `reopen_backoff.0`, then at intervals doubling up to
+    /// `reopen_backoff.1`, until it works (`true`: writes are accepted
+    /// again) or the store stops (`false`).
+    ///
+    /// The failed `fsync` is never retried: reopening reads the directory
+    /// back as [`FileStore::open`](super::FileStore::open) does, rewrites
+    /// all of it into a new snapshot (so what reads then show, including a
+    /// failed batch the disk may hold, is durable from that snapshot's own
+    /// `fsync`, not from the failed one), starts a new log, and only then
+    /// replaces the in-memory state.
+    fn recover(&mut self, cause: &str) -> bool {
+        let (mut delay, longest) = self.settings.reopen_backoff;
+        loop {
+            if self.queue.pause(delay) {
+                return false;
+            }
+            match self.reopen() {
+                Ok(report) => {
+                    tracing::info!(
+                        dir = %self.settings.dir.display(),
+                        sessions = report.sessions,
+                        corrupt = report.corrupt.len(),
+                        torn_bytes = report.torn_bytes,
+                        "the file store reopened its directory after an I/O error and accepts writes again"
+                    );
+                    self.queue.recovered();
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        dir = %self.settings.dir.display(),
+                        "reopening the file store failed, retrying in {:?}: {e}",
+                        delay.saturating_mul(2).min(longest)
+                    );
+                    self.queue
+                        .set_failure(Arc::from(format!("{cause} (reopening failed: {e})")));
+                }
+            }
+            delay = delay.saturating_mul(2).min(longest);
+        }
+    }
+
+    /// One attempt to reopen the directory; see [`recover`](Self::recover).
+    fn reopen(&mut self) -> Result<RecoveryReport, crate::Error> {
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.join();
+        }
+        let dir = self.settings.dir.clone();
+        dir::probe(&dir).map_err(|e| crate::Error::io("write a probe file in", &dir, e))?;
+        let recovered = recovery::recover(&dir)?;
+        let next = dir::SESSIONS.next_number(&dir)?;
+        let entries: Vec<(SessionId, (Durable, u64))> = recovered.entries.into_iter().collect();
+        compact::write_snapshot(&dir, next, entries.iter().map(|(id, (d, _))| (id, d)))
+            .map_err(|e| crate::Error::io("write a snapshot in", &dir, e))?;
+        let path = dir::SESSIONS.log_path(&dir, next);
+        let log = dir::create_synced(&dir, &path, &frame::file_header(FileKind::Log))
+            .map_err(|e| crate::Error::io("create log", &path, e))?;
+        self.index.replace(entries);
+        self.log = log;
+        self.log_seq = next;
+        self.log_bytes = frame::FILE_HEADER_LEN as u64;
+        self.last_batch = self.last_batch.max(recovered.last_batch);
+        Ok(recovered.report)
     }
 
     fn apply(&self, ops: Vec<Op>) {
@@ -234,12 +354,12 @@ impl Committer {
         }
     }
 
-    fn fail(&self, ops: Vec<Op>, reason: &str) {
+    /// Forgets `ops` (no longer pending) and fails each with `message`.
+    fn fail(&self, ops: Vec<Op>, message: &str, outcome: WriteOutcome) {
         for op in ops {
             self.index.rollback(&op.id, op.seq);
-            let _ = op.ack.send(Err(Error::backend_msg(format!(
-                "the write may not be durable: {reason}"
-            ))));
+            let error = Error::backend_msg(message).with_outcome(outcome);
+            let _ = op.ack.send(Err(error));
         }
     }
 
@@ -284,7 +404,8 @@ impl Committer {
         let spawned = std::thread::Builder::new()
             .name("file-store-compact".into())
             .spawn(move || {
-                if let Err(e) = compact::write_snapshot(&dir, next, &entries) {
+                let entries = entries.iter().map(|(id, durable)| (id, durable));
+                if let Err(e) = compact::write_snapshot(&dir, next, entries) {
                     tracing::warn!(dir = %dir.display(), "compaction failed, the logs are kept: {e}");
                 }
             });
@@ -303,50 +424,77 @@ mod tests {
     /// A log the commit thread cannot write: every batch fails as a full or
     /// broken disk would make it fail.
     fn unwritable_log(dir: &std::path::Path) -> File {
-        let path = dir.join("log-0000000000000001.mcps");
+        let path = dir::SESSIONS.log_path(dir, 1);
         std::fs::write(&path, frame::file_header(FileKind::Log)).unwrap();
         File::open(&path).unwrap() // read-only: writes fail with EBADF
     }
 
-    #[test]
-    fn after_a_failed_write_the_store_refuses_writes_and_forgets_the_pending_one() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A committer on an unwritable log in `dir`, reopening after `backoff`.
+    fn start(
+        dir: &std::path::Path,
+        backoff: Duration,
+    ) -> (Arc<Index>, Arc<Queue>, std::thread::JoinHandle<()>) {
         let index = Arc::new(Index::new());
         let queue = Arc::new(Queue::default());
         let committer = Committer {
             settings: Settings {
-                dir: dir.path().to_path_buf(),
+                dir: dir.to_path_buf(),
                 compact_min_bytes: u64::MAX,
+                reopen_backoff: (backoff, backoff),
             },
             index: index.clone(),
             queue: queue.clone(),
-            log: unwritable_log(dir.path()),
+            log: unwritable_log(dir),
             log_seq: 1,
             log_bytes: frame::FILE_HEADER_LEN as u64,
             last_batch: 0,
             compaction: None,
         };
         let thread = std::thread::spawn(move || committer.run());
+        (index, queue, thread)
+    }
 
-        let record = SessionRecord::create(
+    fn record() -> SessionRecord {
+        SessionRecord::create(
             SessionId::generate(),
             NewSession::new(),
             Timestamp::from_millis(1),
             ExpiryPolicy::default(),
-        );
-        let (payload, crc) = frame::record_payload(&record).unwrap();
-        let done = {
-            let mut shard = index.lock(record.id());
-            let write = Write::Put {
-                record: record.clone(),
-                payload,
-                crc,
-            };
-            queue.push(&mut shard, record.id(), write).unwrap()
+        )
+    }
+
+    fn put(
+        index: &Index,
+        queue: &Queue,
+        record: &SessionRecord,
+    ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+        let (payload, crc) = frame::record_payload(record).unwrap();
+        let mut shard = index.lock(record.id());
+        let write = Write::Put {
+            record: record.clone(),
+            payload,
+            crc,
         };
-        let outcome = done.blocking_recv().unwrap();
-        let message = outcome.unwrap_err().to_string();
-        assert!(message.contains("may not be durable"), "{message}");
+        queue.push(&mut shard, record.id(), write)
+    }
+
+    #[test]
+    fn after_a_failed_write_the_store_refuses_writes_and_forgets_the_pending_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // No reopening during this test.
+        let (index, queue, thread) = start(dir.path(), Duration::from_secs(3600));
+        let record = record();
+        let done = put(&index, &queue, &record).unwrap();
+        let failed = done.blocking_recv().unwrap().unwrap_err();
+        assert!(
+            failed.to_string().contains("may not be durable"),
+            "{failed}"
+        );
+        assert_eq!(
+            failed.outcome(),
+            Some(WriteOutcome::Unknown),
+            "the failed batch may be on disk"
+        );
         assert!(index.durable(record.id()).is_none());
         assert!(
             index.lock(record.id()).slot(record.id()).is_none(),
@@ -356,12 +504,54 @@ mod tests {
             let mut shard = index.lock(record.id());
             queue.push(&mut shard, record.id(), Write::Delete)
         };
-        let message = refused.unwrap_err().to_string();
+        let refused = refused.unwrap_err();
+        let message = refused.to_string();
         assert!(
-            message.contains("refuses writes after an I/O failure"),
+            message.contains("refuses writes after an I/O error") && message.contains("retrying"),
             "{message}"
         );
+        assert_eq!(refused.outcome(), Some(WriteOutcome::NotApplied));
+        assert!(queue.failure().is_some());
+        // Stopping does not wait for the next attempt to reopen.
         queue.stop();
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn after_a_failed_write_the_directory_is_reopened_and_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, queue, thread) = start(dir.path(), Duration::from_millis(5));
+        let lost = record();
+        let done = put(&index, &queue, &lost).unwrap();
+        assert!(done.blocking_recv().unwrap().is_err());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.failure().is_some() {
+            assert!(Instant::now() < deadline, "the store did not reopen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let kept = record();
+        let done = put(&index, &queue, &kept).unwrap();
+        done.blocking_recv().unwrap().unwrap();
+        assert!(matches!(index.durable(kept.id()), Some(Durable::Record(r)) if r == kept));
+        queue.stop();
+        thread.join().unwrap();
+
+        // The reopened directory is a snapshot and a new log after it.
+        let names: Vec<String> = dir::SESSIONS
+            .list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, path)| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "log-0000000000000002.mcps",
+                "snapshot-0000000000000002.mcps"
+            ]
+        );
+        let recovered = recovery::recover(dir.path()).unwrap();
+        assert_eq!(recovered.entries.len(), 1);
+        assert!(recovered.entries.contains_key(kept.id()));
     }
 }

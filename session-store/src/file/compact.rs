@@ -19,14 +19,31 @@ use super::index::Durable;
 pub(crate) const SNAPSHOT_BATCH: u64 = 0;
 
 /// Writes `snapshot-<seq>` holding `entries`, then removes the logs and
-/// snapshots numbered below `seq`.
-pub(crate) fn write_snapshot(
+/// snapshots numbered below `seq`. An unfinished snapshot is removed (best
+/// effort) when writing it fails, so it does not hold on to disk space.
+pub(crate) fn write_snapshot<'a>(
     dir: &Path,
     seq: u64,
-    entries: &[(SessionId, Durable)],
+    entries: impl ExactSizeIterator<Item = (&'a SessionId, &'a Durable)>,
 ) -> io::Result<()> {
     let temp = dir::SESSIONS.snapshot_temp_path(dir, seq);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
+    let written = write_temp(&temp, entries);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    fs::rename(&temp, dir::SESSIONS.snapshot_path(dir, seq))?;
+    dir::sync_dir(dir)?;
+    dir::SESSIONS.remove_before(dir, seq)
+}
+
+/// Writes and syncs the snapshot's temporary file.
+fn write_temp<'a>(
+    temp: &Path,
+    entries: impl ExactSizeIterator<Item = (&'a SessionId, &'a Durable)>,
+) -> io::Result<()> {
+    let count = entries.len();
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(temp)?);
     out.write_all(&frame::file_header(FileKind::Snapshot))?;
     let mut buf = Vec::with_capacity(4096);
     for (id, durable) in entries {
@@ -59,12 +76,8 @@ pub(crate) fn write_snapshot(
         out.write_all(&buf)?;
     }
     buf.clear();
-    frame::encode_commit(&mut buf, SNAPSHOT_BATCH, entries.len());
+    frame::encode_commit(&mut buf, SNAPSHOT_BATCH, count);
     out.write_all(&buf)?;
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temp, dir::SESSIONS.snapshot_path(dir, seq))?;
-    dir::sync_dir(dir)?;
-    dir::SESSIONS.remove_before(dir, seq)
+    file.sync_all()
 }

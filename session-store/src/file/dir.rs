@@ -72,6 +72,21 @@ impl Names {
         Ok(entries)
     }
 
+    /// The number after every log and snapshot in `dir` (1 if there are
+    /// none): a file numbered so is newer than all of them.
+    pub(crate) fn next_number(self, dir: &Path) -> Result<u64, Error> {
+        let newest = self
+            .list(dir)?
+            .into_iter()
+            .filter_map(|(entry, _)| match entry {
+                Entry::Log(n) | Entry::Snapshot(n) => Some(n),
+                Entry::Temp => None,
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(newest + 1)
+    }
+
     /// Removes logs and snapshots numbered below `n`, and leftover
     /// temporary files; syncs the directory if anything went.
     pub(crate) fn remove_before(self, dir: &Path, n: u64) -> io::Result<()> {
@@ -99,17 +114,54 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `path` with `contents`, fsyncs it, and fsyncs the directory.
+/// Creates `path` with `contents`, fsyncs it, and fsyncs the directory. On
+/// failure the file is removed again (best effort), so a full disk is not
+/// left with a half-made file that takes space and the name.
 pub(crate) fn create_synced(dir: &Path, path: &Path, contents: &[u8]) -> io::Result<File> {
     use std::io::Write;
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
-    Ok(file)
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| sync_dir(dir));
+    match written {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            drop(file);
+            let _ = fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+/// The name of the file [`probe`] writes; `.tmp`, so it is removed with
+/// leftover temporary files if a crash leaves it behind.
+const PROBE_FILE: &str = "probe.tmp";
+
+/// Whether the directory takes writes again: writes a block to a fresh
+/// file, `fdatasync`s it and removes it. Cheap enough to run at every
+/// attempt to recover from an I/O error, before the costly reopen.
+pub(crate) fn probe(dir: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(PROBE_FILE);
+    let outcome = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .and_then(|mut file| {
+            file.write_all(&[0u8; 4096])?;
+            file.sync_data()
+        });
+    let removed = fs::remove_file(&path);
+    outcome?;
+    match removed {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Takes the directory's lock (an advisory `flock` on `LOCK`, released when

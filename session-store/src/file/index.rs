@@ -96,6 +96,24 @@ fn expiry_key(durable: Option<&Durable>) -> Option<Timestamp> {
     }
 }
 
+/// Puts a recovered entry into `shard`; returns whether it is live and its
+/// bytes.
+fn fill(shard: &mut Shard, id: SessionId, durable: Durable, bytes: u64) -> (usize, u64) {
+    if let Some(at) = expiry_key(Some(&durable)) {
+        shard.by_expiry.insert((at, id.clone()));
+    }
+    let live = usize::from(is_live(Some(&durable)));
+    shard.slots.insert(
+        id,
+        Slot {
+            durable: Some(durable),
+            durable_bytes: bytes,
+            pending: None,
+        },
+    );
+    (live, bytes)
+}
+
 impl Index {
     #[cfg(test)]
     pub(crate) fn new() -> Self {
@@ -120,8 +138,12 @@ impl Index {
         }
     }
 
+    fn shard_index(&self, id: &SessionId) -> usize {
+        (self.hasher.hash_one(id.as_str()) as usize) % SHARDS
+    }
+
     fn shard(&self, id: &SessionId) -> &RwLock<Shard> {
-        &self.shards[(self.hasher.hash_one(id.as_str()) as usize) % SHARDS]
+        &self.shards[self.shard_index(id)]
     }
 
     /// Locks the shard of `id` for validating and staging a write.
@@ -140,22 +162,33 @@ impl Index {
         let (mut live, mut total) = (0, 0);
         for (id, (durable, bytes)) in entries {
             let mut shard = self.shard(&id).write();
-            if let Some(at) = expiry_key(Some(&durable)) {
-                shard.by_expiry.insert((at, id.clone()));
-            }
-            live += usize::from(is_live(Some(&durable)));
-            total += bytes;
-            shard.slots.insert(
-                id,
-                Slot {
-                    durable: Some(durable),
-                    durable_bytes: bytes,
-                    pending: None,
-                },
-            );
+            let (l, b) = fill(&mut shard, id, durable, bytes);
+            live += l;
+            total += b;
         }
         self.live.fetch_add(live, Ordering::Relaxed);
         self.bytes.fetch_add(total, Ordering::Relaxed);
+    }
+
+    /// Replaces every entry with what reopening the directory read, shard by
+    /// shard: each shard is built aside and swapped in whole, so a reader
+    /// sees a session before or after, never missing. Called only while no
+    /// write is pending (the store refuses writes meanwhile).
+    pub(crate) fn replace(&self, entries: impl IntoIterator<Item = (SessionId, (Durable, u64))>) {
+        let mut fresh: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
+        let (mut live, mut total) = (0, 0);
+        for (id, (durable, bytes)) in entries {
+            let shard = &mut fresh[self.shard_index(&id)];
+            let (l, b) = fill(shard, id, durable, bytes);
+            live += l;
+            total += b;
+        }
+        for (lock, shard) in self.shards.iter().zip(fresh) {
+            let old = std::mem::replace(&mut *lock.write(), shard);
+            drop(old);
+        }
+        self.live.store(live, Ordering::Relaxed);
+        self.bytes.store(total, Ordering::Relaxed);
     }
 
     /// Makes a write durable in the view: called in log order once its batch

@@ -12,6 +12,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -37,6 +38,13 @@ pub struct FileStoreOptions {
     /// larger record is refused with
     /// [`session_core::Error::RecordTooLarge`] before anything is queued.
     pub max_record_bytes: usize,
+    /// After an I/O error, the wait before the first attempt to reopen the
+    /// directory (100 ms); each failed attempt doubles it, up to
+    /// [`reopen_backoff_max`](Self::reopen_backoff_max). See "After an I/O
+    /// error" in [`FileStore`]'s durability contract.
+    pub reopen_backoff_min: Duration,
+    /// The longest wait between two attempts to reopen the directory (5 s).
+    pub reopen_backoff_max: Duration,
 }
 
 impl Default for FileStoreOptions {
@@ -44,6 +52,8 @@ impl Default for FileStoreOptions {
         FileStoreOptions {
             compact_min_bytes: 16 << 20,
             max_record_bytes: frame::MAX_PAYLOAD,
+            reopen_backoff_min: Duration::from_millis(100),
+            reopen_backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -58,6 +68,14 @@ impl FileStoreOptions {
     /// Sets the largest encoded record a write may store (at most 256 MiB).
     pub fn max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Sets the first and the longest wait between attempts to reopen the
+    /// directory after an I/O error (a `max` below `min` is raised to it).
+    pub fn reopen_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reopen_backoff_min = min;
+        self.reopen_backoff_max = max.max(min);
         self
     }
 }
@@ -82,8 +100,9 @@ impl FileStoreOptions {
 ///   share a sync between them.
 /// - **What a crash can lose.** Writes not yet acknowledged: on open, a final
 ///   batch without its commit frame is dropped and the log truncated. A write
-///   whose future was dropped, or that returned an error, may or may not have
-///   been applied.
+///   whose future was dropped may or may not have been applied; one that
+///   returned [`session_core::Error::Backend`] says which with its
+///   [`outcome`](session_core::Error::outcome) (see "After an I/O error").
 /// - **Damage.** Every frame carries CRC-32 checksums of its header and of its
 ///   record. A record that fails its check is reported for that session only:
 ///   loading it returns [`session_core::Error::Corrupt`], it is listed in
@@ -110,9 +129,35 @@ impl FileStoreOptions {
 ///   [`FileStoreOptions::max_record_bytes`] is refused with
 ///   [`session_core::Error::RecordTooLarge`] before it is queued, so every
 ///   acknowledged record can be read back.
-/// - **After an I/O error** the store refuses all further writes (reads go
-///   on), because a failed `fsync` may have dropped data the kernel will not
-///   write again. Reopen the directory to recover.
+/// - **After an I/O error** (a full disk, a failed `fsync`) the store
+///   recovers by itself, without a restart and without ever retrying the
+///   failed `fsync` (which may have dropped data the kernel will not write
+///   again):
+///   - the writes of the batch that failed get
+///     [`WriteOutcome::Unknown`](session_core::WriteOutcome::Unknown): they
+///     may be on disk, in part or whole;
+///   - from then on every write is refused before it is queued, with
+///     [`WriteOutcome::NotApplied`](session_core::WriteOutcome::NotApplied)
+///     and a message saying why ("the file store refuses writes after an
+///     I/O error: …; retrying"), and [`readiness`](SessionStore::readiness)
+///     reports the same error; reads (`load`, `list`, `count`, …) go on from
+///     memory, showing what was acknowledged;
+///   - the commit thread tries to reopen the directory
+///     [`reopen_backoff_min`](FileStoreOptions::reopen_backoff_min) (100 ms)
+///     after the failure, then at intervals doubling up to
+///     [`reopen_backoff_max`](FileStoreOptions::reopen_backoff_max) (5 s),
+///     with or without traffic. An attempt writes and `fdatasync`s a small
+///     probe file (so a disk still full costs little), reads the directory
+///     back exactly as [`open`](Self::open) does at a restart, writes all of
+///     it to a new snapshot (temporary file, `fsync`, rename, `fsync` of the
+///     directory; the older files are then removed) and starts a new log
+///     after it. Only if every step succeeds is the state read back swapped
+///     in, shard by shard, and writes accepted again;
+///   - every acknowledged write survives: it was synced before it was
+///     acknowledged, the directory is read back from disk, and the new
+///     snapshot is synced on its own. A failed write the disk kept is in the
+///     state read back and from then on durable like the rest; one it did not
+///     keep is not. Either way what readers see is durable.
 /// - **Assumptions.** `fsync` and `fdatasync` make written data durable; a
 ///   rename followed by an `fsync` of the directory is atomic and durable.
 ///
@@ -195,6 +240,10 @@ impl FileStore {
             settings: Settings {
                 dir: dir.clone(),
                 compact_min_bytes: options.compact_min_bytes,
+                reopen_backoff: (
+                    options.reopen_backoff_min,
+                    options.reopen_backoff_max.max(options.reopen_backoff_min),
+                ),
             },
             index: index.clone(),
             queue: queue.clone(),
@@ -225,6 +274,7 @@ impl FileStore {
     }
 
     /// What opening the directory found: sessions loaded, damage, time taken.
+    /// (A reopen after an I/O error logs what it found instead.)
     pub fn recovery(&self) -> &RecoveryReport {
         &self.report
     }
@@ -246,9 +296,11 @@ impl FileStore {
 /// Waits for a queued write to become durable.
 async fn durable(done: oneshot::Receiver<Result<()>>) -> Result<()> {
     done.await.unwrap_or_else(|_| {
+        // The commit thread ended without answering: it may have written it.
         Err(session_core::Error::backend_msg(
-            "the file store stopped before the write was durable",
-        ))
+            "the file store stopped before the write was known to be durable",
+        )
+        .with_outcome(session_core::WriteOutcome::Unknown))
     })
 }
 
@@ -343,8 +395,11 @@ impl SessionStore for FileStore {
         Ok(Page { records, next })
     }
 
+    /// A write that fails part way (an I/O error) still returns the records
+    /// removed before it, if any; the error otherwise.
     async fn remove_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionRecord>> {
         let mut staged = Vec::new();
+        let mut failed = None;
         for record in self.index.due(now, limit) {
             // Skip a record written since `due` looked at it.
             let outcome = self.stage(record.id(), |latest| match latest {
@@ -356,21 +411,44 @@ impl SessionStore for FileStore {
             match outcome {
                 Ok(done) => staged.push((record, done)),
                 Err(Ok(())) => {}
-                Err(Err(e)) => return Err(e),
+                Err(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
         let mut removed = Vec::with_capacity(staged.len());
         for (record, done) in staged {
-            durable(done).await?;
-            removed.push(record);
+            match durable(done).await {
+                Ok(()) => removed.push(record),
+                // Report the error that says the least is known.
+                Err(e) if e.outcome() == Some(session_core::WriteOutcome::Unknown) => {
+                    failed = Some(e);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(removed)
+        match failed {
+            Some(e) if removed.is_empty() => Err(e),
+            _ => Ok(removed),
+        }
     }
 
     /// Sessions whose latest record is known to be corrupt (found at open,
     /// and kept until deleted).
     async fn list_corrupt(&self, limit: usize) -> Result<Vec<SessionId>> {
         Ok(self.index.corrupt_ids(limit))
+    }
+
+    /// `Ok` unless the store refuses writes after an I/O error (until it has
+    /// reopened its directory), with the reason.
+    async fn readiness(&self) -> Result<()> {
+        match self.queue.failure() {
+            Some(reason) => Err(committer::refused(&reason)),
+            None => Ok(()),
+        }
     }
 }
 

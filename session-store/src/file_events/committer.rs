@@ -4,19 +4,26 @@
 //! Appends queue while a sync is in progress and the next batch takes all of
 //! them: one writer pays one sync per event, 64 concurrent writers share a
 //! sync between them. The same thread starts compactions between batches.
+//!
+//! When a batch cannot be written or synced, the store refuses appends and
+//! removals (before they are queued) and this thread reopens the directory
+//! at growing intervals until that works: see [`Committer::recover`].
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use session_core::{Error, SessionId, StreamId};
+use session_core::{Error, SessionId, StreamId, WriteOutcome};
 use tokio::sync::oneshot;
 
 use super::files;
 use super::format::{self, FileKind, FrameKind};
+use super::recovery::{self, EventRecoveryReport};
 use super::state::{Retained, State};
 
 /// What an operation writes.
@@ -50,6 +57,9 @@ pub(super) struct Op {
 struct QueueState {
     ops: Vec<Op>,
     stopping: bool,
+    /// Why the store refuses appends, while it does: set when a batch
+    /// fails, cleared once the directory is reopened.
+    failed: Option<Arc<str>>,
 }
 
 /// The queue between appenders and the commit thread.
@@ -57,8 +67,14 @@ struct QueueState {
 pub(super) struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
-    /// Set once, on the first I/O failure; after it appends are refused.
-    poison: OnceLock<Arc<str>>,
+    /// Whether `failed` is set, read without the lock.
+    failing: AtomicBool,
+}
+
+/// The error of an operation refused while the store recovers from
+/// `reason`: nothing of it reached the disk.
+fn refusal(reason: &str) -> String {
+    format!("the event store refuses appends after an I/O error: {reason}; retrying")
 }
 
 impl Queue {
@@ -66,11 +82,14 @@ impl Queue {
     /// of one session's operations is the order they were accepted in.
     pub(super) fn push(&self, op: Op) {
         let mut state = self.state.lock();
-        if state.stopping {
+        let refused = match &state.failed {
+            Some(reason) => Some(refusal(reason)),
+            None if state.stopping => Some("the event store is shutting down".into()),
+            None => None,
+        };
+        if let Some(message) = refused {
             drop(state);
-            let _ = op
-                .ack
-                .send(Err(Error::backend_msg("the event store is shutting down")));
+            let _ = op.ack.send(Err(Error::backend_msg(message)));
             return;
         }
         state.ops.push(op);
@@ -81,13 +100,54 @@ impl Queue {
         }
     }
 
-    pub(super) fn check_poison(&self) -> Result<(), Error> {
-        match self.poison.get() {
-            Some(reason) => Err(Error::backend_msg(format!(
-                "the event store refuses appends after an I/O failure: {reason}"
-            ))),
+    /// `Err` (nothing applied) while the store refuses appends after an I/O
+    /// error. Cheap while it does not.
+    pub(super) fn check_failed(&self) -> Result<(), Error> {
+        if !self.failing.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.failure() {
+            Some(reason) => Err(Error::backend_msg(refusal(&reason))),
             None => Ok(()),
         }
+    }
+
+    /// Why the store refuses appends, if it does.
+    pub(super) fn failure(&self) -> Option<Arc<str>> {
+        self.state.lock().failed.clone()
+    }
+
+    /// Starts refusing appends for `reason`; returns the operations queued
+    /// and not taken yet, which never reached the disk.
+    fn fail(&self, reason: Arc<str>) -> Vec<Op> {
+        let mut state = self.state.lock();
+        state.failed = Some(reason);
+        self.failing.store(true, Ordering::Release);
+        std::mem::take(&mut state.ops)
+    }
+
+    /// Updates the reason appends are refused for.
+    fn set_failure(&self, reason: Arc<str>) {
+        self.state.lock().failed = Some(reason);
+    }
+
+    /// Accepts appends again.
+    fn recovered(&self) {
+        let mut state = self.state.lock();
+        state.failed = None;
+        self.failing.store(false, Ordering::Release);
+    }
+
+    /// Waits `delay`, or less if the store stops; whether it stops.
+    fn pause(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut state = self.state.lock();
+        while !state.stopping {
+            if self.ready.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        state.stopping
     }
 
     /// Asks the commit thread to finish what is queued and stop.
@@ -120,6 +180,9 @@ pub(super) struct Committer {
     pub(super) log_bytes: u64,
     /// Compact once the log exceeds this and twice the retained data.
     pub(super) compact_min_bytes: u64,
+    /// After an I/O error: the wait before the first attempt to reopen the
+    /// directory, doubled after each failed attempt up to the second value.
+    pub(super) reopen_backoff: (Duration, Duration),
     pub(super) compaction: Option<JoinHandle<()>>,
 }
 
@@ -128,10 +191,6 @@ impl Committer {
     pub(super) fn run(mut self) {
         let mut buf = Vec::with_capacity(64 << 10);
         while let Some(ops) = self.queue.take() {
-            if let Err(e) = self.queue.check_poison() {
-                fail(ops, &e.to_string());
-                continue;
-            }
             buf.clear();
             for op in &ops {
                 let session = op.session.as_str();
@@ -184,16 +243,88 @@ impl Committer {
                     self.maybe_compact();
                 }
                 Err(e) => {
-                    let reason = format!("writing the event log failed: {e}");
-                    tracing::error!(dir = %self.dir.display(), "{reason}");
-                    let _ = self.queue.poison.set(Arc::from(reason.as_str()));
-                    fail(ops, &reason);
+                    let log = files::EVENTS.log_path(&self.dir, self.log_number);
+                    let reason: Arc<str> =
+                        Arc::from(format!("cannot write {}: {e}", log.display()));
+                    tracing::error!(
+                        dir = %self.dir.display(),
+                        "{reason}; appends are refused until the directory is reopened"
+                    );
+                    let queued = self.queue.fail(reason.clone());
+                    // This batch may be on disk in part or in whole; what
+                    // was queued behind it never got there.
+                    let unknown = format!("the event may not be durable: {reason}");
+                    fail(ops, &unknown, WriteOutcome::Unknown);
+                    fail(queued, &refusal(&reason), WriteOutcome::NotApplied);
+                    if !self.recover(&reason) {
+                        break;
+                    }
                 }
             }
         }
         if let Some(compaction) = self.compaction.take() {
             let _ = compaction.join();
         }
+    }
+
+    /// After a failed batch, while appends are refused: reopens the
+    /// directory after `reopen_backoff.0`, then at intervals doubling up to
+    /// `reopen_backoff.1`, until it works (`true`) or the store stops
+    /// (`false`). As the session store's: the failed `fsync` is never
+    /// retried; the directory is read back as at a restart, rewritten into a
+    /// new snapshot and a new log started, and only then is the state read
+    /// back swapped in.
+    fn recover(&mut self, cause: &str) -> bool {
+        let (mut delay, longest) = self.reopen_backoff;
+        loop {
+            if self.queue.pause(delay) {
+                return false;
+            }
+            match self.reopen() {
+                Ok(report) => {
+                    tracing::info!(
+                        dir = %self.dir.display(),
+                        events = report.events,
+                        torn_bytes = report.torn_bytes,
+                        "the event store reopened its directory after an I/O error and accepts appends again"
+                    );
+                    self.queue.recovered();
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        "reopening the event store failed, retrying in {:?}: {e}",
+                        delay.saturating_mul(2).min(longest)
+                    );
+                    self.queue
+                        .set_failure(Arc::from(format!("{cause} (reopening failed: {e})")));
+                }
+            }
+            delay = delay.saturating_mul(2).min(longest);
+        }
+    }
+
+    /// One attempt to reopen the directory; see [`recover`](Self::recover).
+    fn reopen(&mut self) -> Result<EventRecoveryReport, crate::Error> {
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.join();
+        }
+        let dir = self.dir.clone();
+        files::probe(&dir).map_err(|e| crate::Error::io("write a probe file in", &dir, e))?;
+        let fresh = self.state.empty_like();
+        let recovered = recovery::recover(&dir, &fresh)?;
+        let next = files::EVENTS.next_number(&dir)?;
+        write_snapshot(&dir, next, &fresh.retained())
+            .map_err(|e| crate::Error::io("write a snapshot in", &dir, e))?;
+        let path = files::EVENTS.log_path(&dir, next);
+        let log = files::create_synced(&dir, &path, &format::file_header(FileKind::Log))
+            .map_err(|e| crate::Error::io("create event log", &path, e))?;
+        self.state.replace_with(fresh);
+        self.log = log;
+        self.log_number = next;
+        self.log_bytes = format::FILE_HEADER_LEN as u64;
+        Ok(recovered.report)
     }
 
     /// Makes a durable batch visible to readers, then acknowledges it.
@@ -261,19 +392,33 @@ impl Committer {
     }
 }
 
-fn fail(ops: Vec<Op>, reason: &str) {
+/// Fails each of `ops` with `message`.
+fn fail(ops: Vec<Op>, message: &str, outcome: WriteOutcome) {
     for op in ops {
-        let _ = op.ack.send(Err(Error::backend_msg(format!(
-            "the event may not be durable: {reason}"
-        ))));
+        let _ = op
+            .ack
+            .send(Err(Error::backend_msg(message).with_outcome(outcome)));
     }
 }
 
 /// Writes `snapshot-<n>` holding `retained` (temporary file, fsync, rename,
-/// fsync of the directory), then removes the files it replaces.
+/// fsync of the directory), then removes the files it replaces. An
+/// unfinished snapshot is removed (best effort) when writing it fails, so it
+/// does not hold on to disk space.
 pub(super) fn write_snapshot(dir: &Path, n: u64, retained: &[Retained]) -> io::Result<()> {
     let temp = files::EVENTS.snapshot_temp_path(dir, n);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&temp)?);
+    if let Err(e) = write_temp(&temp, retained) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    std::fs::rename(&temp, files::EVENTS.snapshot_path(dir, n))?;
+    files::sync_dir(dir)?;
+    files::EVENTS.remove_before(dir, n)
+}
+
+/// Writes and syncs the snapshot's temporary file.
+fn write_temp(temp: &Path, retained: &[Retained]) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(temp)?);
     out.write_all(&format::file_header(FileKind::Snapshot))?;
     let mut buf = Vec::with_capacity(4096);
     for entry in retained {
@@ -319,9 +464,5 @@ pub(super) fn write_snapshot(dir: &Path, n: u64, retained: &[Retained]) -> io::R
         out.write_all(&buf)?;
     }
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, files::EVENTS.snapshot_path(dir, n))?;
-    files::sync_dir(dir)?;
-    files::EVENTS.remove_before(dir, n)
+    file.sync_all()
 }

@@ -12,6 +12,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -36,6 +37,13 @@ pub struct FileEventStoreOptions {
     /// The log is compacted once it is larger than this and than twice the
     /// retained events (4 MiB).
     pub compact_min_bytes: u64,
+    /// After an I/O error, the wait before the first attempt to reopen the
+    /// directory (100 ms); each failed attempt doubles it, up to
+    /// [`reopen_backoff_max`](Self::reopen_backoff_max). See "After an I/O
+    /// error" in [`FileEventStore`]'s durability contract.
+    pub reopen_backoff_min: Duration,
+    /// The longest wait between two attempts to reopen the directory (5 s).
+    pub reopen_backoff_max: Duration,
 }
 
 impl Default for FileEventStoreOptions {
@@ -44,6 +52,8 @@ impl Default for FileEventStoreOptions {
             events_per_stream: 256,
             streams_per_session: 64,
             compact_min_bytes: 4 << 20,
+            reopen_backoff_min: Duration::from_millis(100),
+            reopen_backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -64,6 +74,14 @@ impl FileEventStoreOptions {
     /// Sets the minimum log size before compaction.
     pub fn compact_min_bytes(mut self, bytes: u64) -> Self {
         self.compact_min_bytes = bytes;
+        self
+    }
+
+    /// Sets the first and the longest wait between attempts to reopen the
+    /// directory after an I/O error (a `max` below `min` is raised to it).
+    pub fn reopen_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reopen_backoff_min = min;
+        self.reopen_backoff_max = max.max(min);
         self
     }
 }
@@ -97,13 +115,32 @@ impl FileEventStoreOptions {
 /// - **What a crash can lose.** Appends not yet acknowledged. An unfinished
 ///   write at the end of the log is dropped on open
 ///   ([`EventRecoveryReport::torn_bytes`]); an append whose future was
-///   dropped, or that returned an error, may or may not be kept.
+///   dropped may or may not be kept, one that returned
+///   [`session_core::Error::Backend`] says which with its
+///   [`outcome`](session_core::Error::outcome).
 /// - **Damage.** Every frame carries CRC-32 checksums of its header and of
 ///   its data. A damaged frame is skipped and listed in
 ///   [`EventRecoveryReport::damage`], never returned as data: its stream
 ///   resumes only from after it (`replay_after` from before it is `None`).
-/// - **After an I/O error** the store refuses further appends (reads go on);
-///   reopen the directory to recover.
+/// - **After an I/O error** (a full disk, a failed `fsync`) the store
+///   recovers by itself, as [`FileStore`](crate::FileStore) does, never
+///   retrying the failed `fsync`: the operations of the batch that failed
+///   get [`WriteOutcome::Unknown`](session_core::WriteOutcome::Unknown);
+///   then appends and removals are refused before they are queued
+///   ([`WriteOutcome::NotApplied`](session_core::WriteOutcome::NotApplied),
+///   "the event store refuses appends after an I/O error: …; retrying"),
+///   [`readiness`](EventStore::readiness) reports the same error, and reads
+///   go on from memory. The commit thread tries to reopen the directory
+///   [`reopen_backoff_min`](FileEventStoreOptions::reopen_backoff_min)
+///   (100 ms) after the failure, then at intervals doubling up to
+///   [`reopen_backoff_max`](FileEventStoreOptions::reopen_backoff_max)
+///   (5 s): a small probe file written and `fdatasync`ed, the directory read
+///   back as [`open`](Self::open) reads it, rewritten into a new synced
+///   snapshot, and a new log started; only then is the state read back
+///   swapped in and appends accepted again. Every acknowledged event
+///   survives, and what readers see stays durable; sequence numbers go on
+///   from what the disk holds (a number handed to no caller may be used
+///   again, one a reader saw never is).
 /// - **Assumptions.** `fsync`/`fdatasync` make written data durable; a rename
 ///   followed by an `fsync` of the directory is atomic and durable.
 ///
@@ -217,6 +254,10 @@ impl FileEventStore {
             log_number,
             log_bytes,
             compact_min_bytes: options.compact_min_bytes,
+            reopen_backoff: (
+                options.reopen_backoff_min,
+                options.reopen_backoff_max.max(options.reopen_backoff_min),
+            ),
             compaction: None,
         };
         let handle = std::thread::Builder::new()
@@ -240,6 +281,7 @@ impl FileEventStore {
     }
 
     /// What opening the directory found: events loaded, damage, torn bytes.
+    /// (A reopen after an I/O error logs what it found instead.)
     pub fn recovery(&self) -> &EventRecoveryReport {
         &self.report
     }
@@ -248,9 +290,11 @@ impl FileEventStore {
 /// Waits for a queued operation to become durable.
 async fn durable(done: oneshot::Receiver<Result<()>>) -> Result<()> {
     done.await.unwrap_or_else(|_| {
+        // The commit thread ended without answering: it may have written it.
         Err(session_core::Error::backend_msg(
-            "the event store stopped before the event was durable",
-        ))
+            "the event store stopped before the event was known to be durable",
+        )
+        .with_outcome(session_core::WriteOutcome::Unknown))
     })
 }
 
@@ -273,7 +317,7 @@ impl EventStore for FileEventStore {
         let (ack, done) = oneshot::channel();
         let seq = {
             let mut shard = self.state.lock(session);
-            self.queue.check_poison()?;
+            self.queue.check_failed()?;
             let (seq, epoch, start) = shard.append(session, stream, data.clone());
             self.queue.push(Op {
                 session: session.clone(),
@@ -324,7 +368,7 @@ impl EventStore for FileEventStore {
         let (ack, done) = oneshot::channel();
         let removing = {
             let mut shard = self.state.lock(session);
-            self.queue.check_poison()?;
+            self.queue.check_failed()?;
             // A session with no events has nothing on disk, unless a removal
             // of it is still on its way: wait for what is queued.
             let work = if shard.remove(session) {
@@ -348,6 +392,12 @@ impl EventStore for FileEventStore {
         // Counted down however this ends, even if the caller stops waiting.
         let _counted = removing.then_some(CountDown(&self.removals));
         durable(done).await
+    }
+
+    /// `Ok` unless the store refuses appends after an I/O error (until it
+    /// has reopened its directory), with the reason.
+    async fn readiness(&self) -> Result<()> {
+        self.queue.check_failed()
     }
 }
 

@@ -215,6 +215,39 @@ impl State {
         }
     }
 
+    /// An empty state with the same bounds and shard assignment, for
+    /// [`replace_with`](Self::replace_with).
+    pub(super) fn empty_like(&self) -> Self {
+        State {
+            hasher: self.hasher.clone(),
+            ..State::new(self.limits)
+        }
+    }
+
+    /// Takes the contents of `fresh` (from [`empty_like`](Self::empty_like),
+    /// filled by reopening the directory), shard by shard: a reader sees
+    /// each session before or after, never missing. Called only while
+    /// nothing is queued (the store refuses appends meanwhile).
+    pub(super) fn replace_with(&self, fresh: State) {
+        // The epochs `fresh` handed out (1 up to its counter) move to a
+        // range of this state's own, so no stream taken over shares one
+        // with a stream of before.
+        let handed_out = fresh.epochs.load(Ordering::Relaxed);
+        let offset = self.epochs.fetch_add(handed_out, Ordering::Relaxed);
+        for (mine, theirs) in self.shards.iter().zip(fresh.shards.iter()) {
+            let mut theirs = std::mem::take(&mut *theirs.lock());
+            for session in theirs.sessions.values_mut() {
+                for stream in session.streams.values_mut() {
+                    stream.epoch = offset + stream.epoch - 1;
+                }
+            }
+            let old = std::mem::replace(&mut *mine.lock(), theirs);
+            drop(old);
+        }
+        self.bytes
+            .store(fresh.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     fn next_epoch(&self) -> u64 {
         self.epochs.fetch_add(1, Ordering::Relaxed)
     }
