@@ -194,23 +194,27 @@ async fn at_the_cap_idle_connections_make_room_and_only_busy_ones_refuse() {
     // Three requests in progress fill the cap (each client has a
     // connection of its own; a response whose head has arrived is in
     // progress); the remaining idle connections made room.
-    let mut running = Vec::new();
-    for _ in 0..3 {
+    // (The server sends a response's head with its first progress
+    // notification, a quarter second in; the calls run for two seconds.)
+    let sent = (0..3).map(|_| {
         let client = Modern::new(&server.url);
-        let response = client
-            .request(
-                "tools/call",
-                json!({
-                    "name": "slow", "arguments": {"steps": 2, "delay_ms": 500},
-                    "_meta": {"progressToken": "p"}
-                }),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        running.push(tokio::spawn(common::read_sse(response, usize::MAX)));
-    }
+        async move {
+            let response = client
+                .request(
+                    "tools/call",
+                    json!({
+                        "name": "slow", "arguments": {"steps": 8, "delay_ms": 250},
+                        "_meta": {"progressToken": "p"}
+                    }),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            tokio::spawn(common::read_sse(response, usize::MAX))
+        }
+    });
+    let running = futures_util::future::join_all(sent).await;
     // Every connection is busy: a new one is refused at once.
     let mut refused = TcpStream::connect(&addr).await.unwrap();
     let answer = String::from_utf8_lossy(&until_closed(&mut refused).await.unwrap()).to_string();
@@ -224,7 +228,11 @@ async fn at_the_cap_idle_connections_make_room_and_only_busy_ones_refuse() {
         let events = request.await.unwrap();
         let last: serde_json::Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
         assert_eq!(last["result"]["isError"], json!(null), "{last}");
-        assert_eq!(events.len(), 3, "two progress notifications and the result");
+        assert_eq!(
+            events.len(),
+            9,
+            "eight progress notifications and the result"
+        );
     }
     // The requests are done: new clients are served again.
     assert_eq!(

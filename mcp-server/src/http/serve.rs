@@ -443,7 +443,7 @@ impl Table {
             .filter(|c| {
                 c.close.load(Ordering::Relaxed) == KEEP && c.phase.load(Ordering::Relaxed) != BUSY
             })
-            .min_by_key(|c| c.since.load(Ordering::Relaxed))
+            .min_by_key(|c| (c.since.load(Ordering::Relaxed), c.id))
             .cloned();
         match oldest {
             Some(conn) => {
