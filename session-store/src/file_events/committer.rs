@@ -466,3 +466,114 @@ fn write_temp(temp: &Path, retained: &[Retained]) -> io::Result<()> {
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file_events::state::Limits;
+    use session_core::EventId;
+
+    /// A commit thread on a log it cannot write (opened read-only: every
+    /// batch fails as on a full or broken disk), reopening after `backoff`.
+    fn start(dir: &Path, backoff: Duration) -> (Arc<State>, Arc<Queue>, JoinHandle<()>) {
+        let path = files::EVENTS.log_path(dir, 1);
+        std::fs::write(&path, format::file_header(FileKind::Log)).unwrap();
+        let state = Arc::new(State::new(Limits {
+            events_per_stream: 8,
+            streams_per_session: 8,
+        }));
+        let queue = Arc::new(Queue::default());
+        let committer = Committer {
+            dir: dir.to_path_buf(),
+            state: state.clone(),
+            queue: queue.clone(),
+            log: File::open(&path).unwrap(),
+            log_number: 1,
+            log_bytes: format::FILE_HEADER_LEN as u64,
+            compact_min_bytes: u64::MAX,
+            reopen_backoff: (backoff, backoff),
+            compaction: None,
+        };
+        (state, queue, std::thread::spawn(move || committer.run()))
+    }
+
+    /// Appends as `FileEventStore::append` does; the receiver of its outcome.
+    fn append(
+        state: &State,
+        queue: &Queue,
+        session: &SessionId,
+        data: &str,
+    ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+        let stream = StreamId::standalone();
+        let mut shard = state.lock(session);
+        queue.check_failed()?;
+        let (seq, epoch, start) = shard.append(session, &stream, Arc::from(data));
+        let (ack, done) = oneshot::channel();
+        queue.push(Op {
+            session: session.clone(),
+            work: Work::Event {
+                stream,
+                start,
+                seq,
+                epoch,
+                data: Arc::from(data),
+                crc: crc32fast::hash(data.as_bytes()),
+            },
+            ack,
+        });
+        Ok(done)
+    }
+
+    #[test]
+    fn a_failed_append_is_unknown_then_appends_are_refused_until_the_directory_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, queue, thread) = start(dir.path(), Duration::from_millis(5));
+        let session = SessionId::generate();
+        let done = append(&state, &queue, &session, "lost").unwrap();
+        let failed = done.blocking_recv().unwrap().unwrap_err();
+        assert_eq!(failed.outcome(), Some(WriteOutcome::Unknown), "{failed}");
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.failure().is_some() {
+            assert!(Instant::now() < deadline, "the store did not reopen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let done = append(&state, &queue, &session, "kept").unwrap();
+        done.blocking_recv().unwrap().unwrap();
+        let g = StreamId::standalone();
+        let origin = EventId {
+            stream: g.clone(),
+            seq: 0,
+        };
+        let replay = state
+            .lock(&session)
+            .replay_after(&session, &origin)
+            .unwrap();
+        let data: Vec<&str> = replay.iter().map(|e| &*e.data).collect();
+        assert_eq!(
+            data,
+            ["kept"],
+            "only what the disk holds, then the new event"
+        );
+        queue.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn while_refusing_appends_nothing_is_queued_and_stopping_does_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, queue, thread) = start(dir.path(), Duration::from_secs(3600));
+        let session = SessionId::generate();
+        let done = append(&state, &queue, &session, "lost").unwrap();
+        assert!(done.blocking_recv().unwrap().is_err());
+        let refused = append(&state, &queue, &session, "refused").unwrap_err();
+        assert_eq!(refused.outcome(), Some(WriteOutcome::NotApplied));
+        let message = refused.to_string();
+        assert!(
+            message.contains("refuses appends after an I/O error") && message.contains("retrying"),
+            "{message}"
+        );
+        queue.stop();
+        thread.join().unwrap();
+    }
+}

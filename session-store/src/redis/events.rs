@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncCommands, AsyncConnectionConfig, Script, Value};
 use session_core::{EventId, EventStore, Result, SessionId, StoredEvent, StreamId};
 
-use super::{RedisOptions, keys::Keys, redis_error};
+use super::{RedisOptions, Sent, keys::Keys, ready, redis_error, redis_write_error};
 
 /// Appends one event.
 /// KEYS[1] events of the stream, KEYS[2] counters of the session, KEYS[3]
@@ -73,6 +73,10 @@ struct Blocking {
 /// session record too, so a stream's numbers are never reused while the
 /// session lives: a resume from an event whose successors expired is refused
 /// (`None`), never confused with newer events.
+///
+/// A failed append or removal says what it did as
+/// [`RedisStore`](super::RedisStore)'s writes do: an append that timed out
+/// may have been stored, and numbered.
 ///
 /// Any process can replay a stream from a `Last-Event-ID`, and a process
 /// holding a resumed connection follows events appended elsewhere with
@@ -216,7 +220,7 @@ impl EventStore for RedisEventStore {
             .arg(StreamId::standalone().as_str())
             .invoke_async(&mut con)
             .await
-            .map_err(|e| redis_error("XADD", e))?;
+            .map_err(|e| redis_write_error("XADD", e, Sent::Script))?;
         let dropped: Vec<String> = dropped
             .iter()
             .filter_map(|name| StreamId::parse(name))
@@ -341,6 +345,11 @@ impl EventStore for RedisEventStore {
         // Every key carries the session's hash tag: one slot, one DEL.
         con.del::<_, ()>(keys)
             .await
-            .map_err(|e| redis_error("DEL", e))
+            .map_err(|e| redis_write_error("DEL", e, Sent::Command))
+    }
+
+    /// `PING`, answered within 1 s (or the reply timeout, if shorter).
+    async fn readiness(&self) -> Result<()> {
+        ready(&self.connection, self.response_timeout).await
     }
 }

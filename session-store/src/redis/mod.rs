@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, ErrorKind, Script, Value};
 use session_core::{
     Cas, Error, Page, Result, SessionId, SessionRecord, SessionStatus, SessionStore, Timestamp,
-    terminal_error,
+    WriteOutcome, terminal_error,
 };
 
 pub use events::RedisEventStore;
@@ -208,7 +208,19 @@ fn valid_prefix(prefix: &str) -> bool {
 ///   live entry).
 ///
 /// The connection reconnects by itself after Redis restarts; meanwhile calls
-/// fail after `response_timeout` with [`Error::Backend`], never hang.
+/// fail after `response_timeout` with [`Error::Backend`], never hang, and
+/// [`readiness`](SessionStore::readiness) (a `PING` bounded to 1 s) says
+/// Redis is unreachable.
+///
+/// **What a failed write did** ([`Error::outcome`]): nothing
+/// ([`WriteOutcome::NotApplied`]) when no connection could be made (Redis
+/// refused it) or Redis answered with an error; possibly applied
+/// ([`WriteOutcome::Unknown`]) after a timeout (waiting for the reply, or
+/// for a connection: the client does not tell them apart), a connection lost
+/// once the command may have left, a reply that did not read back, or an
+/// error a Lua script raised while running (Redis keeps the writes a failed
+/// script made). An insert whose index entries could not be written wrote
+/// no record, so it is `NotApplied`.
 ///
 /// ```no_run
 /// use session_store::{RedisOptions, RedisStore};
@@ -282,8 +294,100 @@ struct ListCursor {
     pending: Vec<String>,
 }
 
+/// A failed call that wrote nothing: a read, or a write whose data was not
+/// sent.
 fn redis_error(what: &str, e: redis::RedisError) -> Error {
     Error::backend(format!("redis: {what}"), e)
+}
+
+/// How a write (a command or a script) was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// One command: an error reply means Redis did not run it.
+    Command,
+    /// A Lua script: Redis does not undo a script's writes when it fails,
+    /// so only the errors it gives before running one mean nothing changed.
+    Script,
+}
+
+/// A failed write, with what it did as far as the client can tell: nothing
+/// ([`WriteOutcome::NotApplied`]) when it was never sent (no connection
+/// could be made) or Redis refused it; otherwise, a reply that did not come
+/// in time, a connection lost after sending, or a reply that did not read
+/// back, it may have been applied ([`WriteOutcome::Unknown`]).
+fn redis_write_error(what: &str, e: redis::RedisError, sent: Sent) -> Error {
+    let outcome = write_outcome(&e, sent);
+    Error::backend(format!("redis: {what}"), e).with_outcome(outcome)
+}
+
+/// What a write that failed with `e` did; see [`redis_write_error`].
+///
+/// The client does not say whether a command had left when the connection
+/// failed, so only a refused connection counts as "never sent". A timeout
+/// counts as unknown even when it was a connection that took too long: the
+/// two look alike.
+fn write_outcome(e: &redis::RedisError, sent: Sent) -> WriteOutcome {
+    if e.is_connection_refusal() {
+        return WriteOutcome::NotApplied;
+    }
+    match e.kind() {
+        // Refused on this side, or when connecting: nothing was sent.
+        ErrorKind::AuthenticationFailed
+        | ErrorKind::InvalidClientConfig
+        | ErrorKind::Client
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::RESP3NotSupported => WriteOutcome::NotApplied,
+        ErrorKind::Server(_) | ErrorKind::Extension => match sent {
+            Sent::Command => WriteOutcome::NotApplied,
+            // Errors Redis answers before it runs a script.
+            Sent::Script
+                if matches!(
+                    e.code(),
+                    Some(
+                        "NOSCRIPT"
+                            | "READONLY"
+                            | "LOADING"
+                            | "MASTERDOWN"
+                            | "CLUSTERDOWN"
+                            | "MOVED"
+                            | "ASK"
+                            | "TRYAGAIN"
+                            | "CROSSSLOT"
+                            | "NOPERM"
+                            | "OOM"
+                            | "BUSY"
+                            | "NOREPLICAS"
+                            | "MISCONF"
+                    )
+                ) =>
+            {
+                WriteOutcome::NotApplied
+            }
+            Sent::Script => WriteOutcome::Unknown,
+        },
+        // A timeout, a lost connection, a reply that did not parse: the
+        // command may have run.
+        _ => WriteOutcome::Unknown,
+    }
+}
+
+/// The longest [`readiness`](SessionStore::readiness) waits for `PING`.
+const READINESS_BOUND: Duration = Duration::from_secs(1);
+
+/// `PING` on `connection`, bounded by `READINESS_BOUND` (or the reply
+/// timeout, if shorter): `Ok` when Redis answers, the reason otherwise.
+async fn ready(connection: &ConnectionManager, response_timeout: Duration) -> Result<()> {
+    let bound = READINESS_BOUND.min(response_timeout);
+    let mut con = connection.clone();
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut con);
+    match tokio::time::timeout(bound, ping).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::backend("redis is unreachable (PING failed)", e)),
+        Err(_) => Err(Error::backend_msg(format!(
+            "redis is unreachable (no answer to PING within {bound:?})"
+        ))),
+    }
 }
 
 /// Compare-and-swap on one record key.
@@ -480,7 +584,7 @@ impl SessionStore for RedisStore {
             .arg(self.ttl_ms(record))
             .query_async(&mut con)
             .await
-            .map_err(|e| redis_error("SET NX", e))?;
+            .map_err(|e| redis_write_error("SET NX", e, Sent::Command))?;
         if set.is_none() {
             return Err(Error::AlreadyExists);
         }
@@ -507,7 +611,7 @@ impl SessionStore for RedisStore {
             .arg(self.ttl_ms(record))
             .invoke_async(&mut con)
             .await
-            .map_err(|e| redis_error("compare-and-swap", e))?;
+            .map_err(|e| redis_write_error("compare-and-swap", e, Sent::Script))?;
         let code: i64 = reply
             .first()
             .and_then(|v| redis::from_redis_value_ref(v).ok())
@@ -566,7 +670,7 @@ impl SessionStore for RedisStore {
         let deleted: i64 = con
             .del(self.keys.record(id))
             .await
-            .map_err(|e| redis_error("DEL", e))?;
+            .map_err(|e| redis_write_error("DEL", e, Sent::Command))?;
         // The record is gone: the index update is best effort (see the
         // type's docs); a sweep drops entries of missing records.
         let forgotten = redis::pipe()
@@ -678,12 +782,21 @@ impl SessionStore for RedisStore {
                 forget.push(member);
                 continue;
             };
-            let reply: Vec<Value> = script
+            let reply: Vec<Value> = match script
                 .key(self.keys.record(&id))
                 .arg(now.as_millis())
                 .invoke_async(&mut con)
                 .await
-                .map_err(|e| redis_error("remove due", e))?;
+            {
+                Ok(reply) => reply,
+                // What was removed so far is reported; the rest waits for
+                // the next sweep.
+                Err(e) if !removed.is_empty() => {
+                    tracing::warn!(session = %id, "redis: a sweep stopped part way: {e}");
+                    break;
+                }
+                Err(e) => return Err(redis_write_error("remove due", e, Sent::Script)),
+            };
             let code: i64 = reply
                 .first()
                 .and_then(|v| redis::from_redis_value_ref(v).ok())
@@ -719,10 +832,105 @@ impl SessionStore for RedisStore {
             for (member, at) in &later {
                 pipe.zadd(self.keys.deadlines(), member, *at).ignore();
             }
-            pipe.query_async::<()>(&mut con)
-                .await
-                .map_err(|e| redis_error("ZREM", e))?;
+            // The records are removed: the index is a hint (see the type's
+            // docs), and the next sweep drops entries of missing records.
+            if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                tracing::warn!(
+                    "redis: swept records are removed but their index entries are not \
+                     (the next sweep drops them): {e}"
+                );
+            }
         }
         Ok(removed)
+    }
+
+    /// `PING`, answered within 1 s (or the reply timeout, if shorter).
+    async fn readiness(&self) -> Result<()> {
+        ready(&self.connection, self.options.response_timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{RedisError, ServerErrorKind};
+    use std::io;
+
+    fn io_error(kind: io::ErrorKind) -> RedisError {
+        RedisError::from(io::Error::from(kind))
+    }
+
+    #[test]
+    fn a_write_is_unknown_unless_it_was_never_sent_or_redis_refused_it() {
+        use WriteOutcome::{NotApplied, Unknown};
+        let refused_by = |kind| RedisError::from((ErrorKind::Server(kind), "refused"));
+        let cases = [
+            // No connection: never sent.
+            (
+                io_error(io::ErrorKind::ConnectionRefused),
+                Sent::Command,
+                NotApplied,
+            ),
+            (
+                io_error(io::ErrorKind::ConnectionRefused),
+                Sent::Script,
+                NotApplied,
+            ),
+            // No reply in time, or the connection went after sending.
+            (io_error(io::ErrorKind::TimedOut), Sent::Command, Unknown),
+            (io_error(io::ErrorKind::BrokenPipe), Sent::Command, Unknown),
+            (
+                io_error(io::ErrorKind::ConnectionReset),
+                Sent::Script,
+                Unknown,
+            ),
+            (
+                io_error(io::ErrorKind::UnexpectedEof),
+                Sent::Command,
+                Unknown,
+            ),
+            // A reply came back that did not read: the command ran.
+            (
+                RedisError::from((ErrorKind::Parse, "bad reply")),
+                Sent::Command,
+                Unknown,
+            ),
+            // Refused before anything was sent.
+            (
+                RedisError::from((ErrorKind::AuthenticationFailed, "no")),
+                Sent::Command,
+                NotApplied,
+            ),
+            // An error reply: a command did not run; a script may have
+            // written before it failed, unless Redis refused to run it.
+            (
+                refused_by(ServerErrorKind::ResponseError),
+                Sent::Command,
+                NotApplied,
+            ),
+            (
+                refused_by(ServerErrorKind::ResponseError),
+                Sent::Script,
+                Unknown,
+            ),
+            (
+                refused_by(ServerErrorKind::ReadOnly),
+                Sent::Script,
+                NotApplied,
+            ),
+            (
+                refused_by(ServerErrorKind::BusyLoading),
+                Sent::Script,
+                NotApplied,
+            ),
+        ];
+        for (error, sent, expected) in cases {
+            let shown = error.to_string();
+            let mapped = redis_write_error("write", error, sent);
+            assert_eq!(mapped.outcome(), Some(expected), "{shown} ({sent:?})");
+            assert!(mapped.is_unavailable());
+        }
+        let read = redis_error("GET", io_error(io::ErrorKind::TimedOut));
+        assert_eq!(read.outcome(), Some(NotApplied), "a read changes nothing");
     }
 }

@@ -75,6 +75,19 @@ pub async fn insert_then_load_round_trips(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// A store that works reports itself ready
+/// ([`readiness`](SessionStore::readiness) is `Ok`), before and after it
+/// has taken writes.
+pub async fn a_healthy_store_is_ready(store: Arc<dyn SessionStore>) {
+    if let Err(e) = store.readiness().await {
+        panic!("a fresh, working store must report readiness Ok: {e}");
+    }
+    store.insert(&record(T0)).await.unwrap();
+    if let Err(e) = store.readiness().await {
+        panic!("a working store must report readiness Ok after a write: {e}");
+    }
+}
+
 /// An id never inserted loads as `None`.
 pub async fn missing_id_loads_as_none(store: Arc<dyn SessionStore>) {
     assert!(store.load(&SessionId::generate()).await.unwrap().is_none());

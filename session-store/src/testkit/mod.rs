@@ -114,6 +114,7 @@ macro_rules! store_tests {
             cases::remove_expired_takes_only_due_records,
             cases::expired_record_reads_expired_before_any_sweep,
             cases::sweep_runs_expiry_hooks_once_per_session,
+            cases::a_healthy_store_is_ready,
             scenarios::create_session,
             scenarios::persist_state_between_requests,
             scenarios::concurrent_sessions_are_unique_and_isolated,
