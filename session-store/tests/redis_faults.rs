@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use session_core::{
     Cas, EventId, EventStore, ExpiryPolicy, NewSession, SessionId, SessionRecord, SessionStore,
-    StreamId, Timestamp,
+    StreamId, Timestamp, WriteOutcome,
 };
 use session_store::testkit::redis::RedisServer;
 use session_store::{RedisOptions, RedisStore};
@@ -341,5 +341,210 @@ fn events_appended_by_one_process_replay_and_stream_live_for_another() {
 
         b.remove_session(&session).await.unwrap();
         assert_eq!(a.replay_after(&session, &last).await.unwrap(), None);
+    });
+}
+
+/// Polls `ready` every 20 ms until it gives `want` (`Ok` or `Err`), for at
+/// most `within`; checks each call returns within `bound`. Returns how long
+/// it took.
+async fn until_readiness<F, Fut>(
+    ready: F,
+    want_ok: bool,
+    within: Duration,
+    bound: Duration,
+) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = session_core::Result<()>>,
+{
+    let started = Instant::now();
+    loop {
+        let call = Instant::now();
+        let outcome = ready().await;
+        let took = call.elapsed();
+        assert!(took < bound, "readiness took {took:?}, more than {bound:?}");
+        match outcome {
+            Ok(()) if want_ok => return started.elapsed(),
+            Err(e) if !want_ok => {
+                let message = e.to_string();
+                assert!(message.contains("redis"), "{message}");
+                assert!(e.is_unavailable());
+                return started.elapsed();
+            }
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < within,
+            "readiness did not turn {} within {within:?}",
+            if want_ok { "Ok" } else { "Err" }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn readiness_turns_err_when_redis_dies_and_ok_when_it_is_back() {
+    let mut server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The default reply timeout (2 s): readiness is bounded below it.
+    let store =
+        rt.block_on(async { RedisStore::connect(&server.url(), RedisOptions::default()).unwrap() });
+    let events = store.event_store();
+    let bound = Duration::from_millis(1500);
+    rt.block_on(async {
+        store.readiness().await.unwrap();
+        events.readiness().await.unwrap();
+    });
+
+    server.kill();
+    rt.block_on(async {
+        let took =
+            until_readiness(|| store.readiness(), false, Duration::from_secs(2), bound).await;
+        println!("readiness Err {took:?} after Redis died");
+        until_readiness(|| events.readiness(), false, Duration::from_secs(2), bound).await;
+    });
+
+    server.restart();
+    rt.block_on(async {
+        let took = until_readiness(|| store.readiness(), true, Duration::from_secs(3), bound).await;
+        println!("readiness Ok {took:?} after Redis came back");
+        until_readiness(|| events.readiness(), true, Duration::from_secs(3), bound).await;
+    });
+}
+
+#[test]
+fn readiness_of_a_frozen_redis_fails_within_a_second() {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store =
+        rt.block_on(async { RedisStore::connect(&server.url(), RedisOptions::default()).unwrap() });
+    rt.block_on(store.readiness()).unwrap();
+    server.freeze();
+    rt.block_on(async {
+        let started = Instant::now();
+        let failed = store.readiness().await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert!(failed.to_string().contains("PING"), "{failed}");
+    });
+    server.thaw();
+    rt.block_on(async {
+        until_readiness(
+            || store.readiness(),
+            true,
+            Duration::from_secs(3),
+            Duration::from_millis(1500),
+        )
+        .await;
+    });
+}
+
+/// A write sent to a Redis that does not answer may be applied later: its
+/// outcome is unknown. An insert whose index update timed out never sent
+/// its record: not applied. Reads change nothing.
+#[test]
+fn writes_that_time_out_are_unknown_and_those_never_sent_are_not_applied() {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(async { store(&server) });
+    let events = store.event_store();
+    let session = SessionId::generate();
+    let g = StreamId::standalone();
+    let first = record();
+    rt.block_on(store.insert(&first)).unwrap();
+    let bump = |r: &SessionRecord, key: &str| {
+        let mut write = r
+            .begin_write(r.last_activity().saturating_add(Duration::from_millis(1)))
+            .unwrap();
+        write.state_mut().insert(key.into(), true.into());
+        write.finish()
+    };
+    // One write of each script before Redis freezes: a script Redis does
+    // not have yet would be refused (NOSCRIPT) once it went on, not run.
+    let r = bump(&first, "early");
+    let swapped = rt.block_on(store.compare_and_swap(&r, first.version()));
+    assert_eq!(swapped.unwrap(), Cas::Swapped);
+    rt.block_on(events.append(&session, &g, "early".into()))
+        .unwrap();
+    let next = bump(&r, "late");
+    let never = record();
+    server.freeze();
+    rt.block_on(async {
+        let cas = store
+            .compare_and_swap(&next, r.version())
+            .await
+            .unwrap_err();
+        assert_eq!(cas.outcome(), Some(WriteOutcome::Unknown), "{cas}");
+        let append = events
+            .append(&session, &g, "late".into())
+            .await
+            .unwrap_err();
+        assert_eq!(append.outcome(), Some(WriteOutcome::Unknown), "{append}");
+        let insert = store.insert(&never).await.unwrap_err();
+        assert_eq!(
+            insert.outcome(),
+            Some(WriteOutcome::NotApplied),
+            "the record of an insert whose index update failed is never sent: {insert}"
+        );
+        let load = store.load(r.id()).await.unwrap_err();
+        assert_eq!(load.outcome(), Some(WriteOutcome::NotApplied));
+    });
+    server.thaw();
+    rt.block_on(async {
+        // The writes were in the socket: Redis ran them once it went on.
+        let loaded = until_ok(|| store.load(r.id())).await;
+        assert_eq!(
+            loaded,
+            Some(next),
+            "the unknown write was applied after all"
+        );
+        assert_eq!(store.load(never.id()).await.unwrap(), None);
+        let latest = events.latest(&session, &g).await.unwrap();
+        assert_eq!(
+            latest.map(|id| id.seq),
+            Some(2),
+            "the unknown append was applied"
+        );
+    });
+}
+
+#[test]
+fn writes_to_a_redis_that_refuses_connections_are_not_applied() {
+    let mut server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(async { store(&server) });
+    let events = store.event_store();
+    let r = record();
+    rt.block_on(store.insert(&r)).unwrap();
+    server.kill();
+    rt.block_on(async {
+        // The first call may still go to the connection that just died
+        // (unknown); once the client reconnects, Redis refuses it.
+        until_readiness(
+            || store.readiness(),
+            false,
+            Duration::from_secs(2),
+            Duration::from_millis(1500),
+        )
+        .await;
+        let started = Instant::now();
+        let mut outcomes = Vec::new();
+        loop {
+            let e = store.delete(r.id()).await.unwrap_err();
+            outcomes.push(e.outcome());
+            if e.outcome() == Some(WriteOutcome::NotApplied) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "a refused connection must read as not applied: {outcomes:?}, last {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let e = events
+            .append(&SessionId::generate(), &StreamId::standalone(), "x".into())
+            .await
+            .unwrap_err();
+        assert_eq!(e.outcome(), Some(WriteOutcome::NotApplied), "{e}");
     });
 }
