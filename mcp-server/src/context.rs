@@ -80,8 +80,7 @@ pub(crate) async fn current(
 const UNTOUCHED_READ_LIMIT: Duration = Duration::from_millis(500);
 
 /// Warnings about sessions served without recording their activity.
-static UNTOUCHED: crate::error::Throttle =
-    crate::error::Throttle::new(Duration::from_secs(10));
+static UNTOUCHED: crate::error::Throttle = crate::error::Throttle::new(Duration::from_secs(10));
 
 /// After the store failed with `failure` while a session was read and its
 /// activity recorded: the session as stored, read once more without

@@ -440,7 +440,9 @@ mod tests {
             assert!(is_store_unavailable(error));
             assert!(
                 error.message.starts_with("Service Unavailable: the ")
-                    && error.message.ends_with(" store is unavailable; retry later"),
+                    && error
+                        .message
+                        .ends_with(" store is unavailable; retry later"),
                 "{}",
                 error.message
             );

@@ -367,14 +367,18 @@ impl Dispatcher {
                 "the stores did not answer the readiness probe within {READY_PROBE_LIMIT:?}"
             )));
         };
-        let reasons: Vec<String> = [("session", sessions), ("handle", handles), ("event", events)]
-            .into_iter()
-            .filter_map(|(store, probe)| {
-                probe
-                    .err()
-                    .map(|e| format!("{store} store: {}", crate::error::describe(&e)))
-            })
-            .collect();
+        let reasons: Vec<String> = [
+            ("session", sessions),
+            ("handle", handles),
+            ("event", events),
+        ]
+        .into_iter()
+        .filter_map(|(store, probe)| {
+            probe
+                .err()
+                .map(|e| format!("{store} store: {}", crate::error::describe(&e)))
+        })
+        .collect();
         if reasons.is_empty() {
             Ok(())
         } else {

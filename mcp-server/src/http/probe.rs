@@ -49,7 +49,9 @@ pub(super) fn check_paths(config: &HttpConfig) -> Result<(), Error> {
     for (name, path) in probes {
         let Some(path) = path else { continue };
         if !path.starts_with('/') {
-            return Err(Error::Config(format!("{name} {path:?} must start with '/'")));
+            return Err(Error::Config(format!(
+                "{name} {path:?} must start with '/'"
+            )));
         }
         if path == config.path {
             return Err(Error::Config(format!(
@@ -123,21 +125,16 @@ mod tests {
 
     #[test]
     fn probe_paths_must_not_collide() {
-        let ok = HttpConfig::default();
-        assert!(check_paths(&ok).is_ok());
-        let mut on_endpoint = HttpConfig::default();
-        on_endpoint.ready_path = Some("/mcp".into());
-        assert!(check_paths(&on_endpoint).is_err());
-        let mut same = HttpConfig::default();
-        same.health_path = Some("/probe".into());
-        same.ready_path = Some("/probe".into());
-        assert!(check_paths(&same).is_err());
-        let mut relative = HttpConfig::default();
-        relative.health_path = Some("healthz".into());
-        assert!(check_paths(&relative).is_err());
-        let mut none = HttpConfig::default();
-        none.health_path = None;
-        none.ready_path = None;
+        let with = |health: Option<&str>, ready: Option<&str>| HttpConfig {
+            health_path: health.map(str::to_string),
+            ready_path: ready.map(str::to_string),
+            ..HttpConfig::default()
+        };
+        assert!(check_paths(&HttpConfig::default()).is_ok());
+        assert!(check_paths(&with(Some("/healthz"), Some("/mcp"))).is_err());
+        assert!(check_paths(&with(Some("/probe"), Some("/probe"))).is_err());
+        assert!(check_paths(&with(Some("healthz"), None)).is_err());
+        let none = with(None, None);
         assert!(check_paths(&none).is_ok());
         assert_eq!(paths(&none).count(), 0);
     }
