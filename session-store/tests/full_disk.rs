@@ -41,7 +41,10 @@ impl SmallDisk {
             return Err(format!(
                 "mount -t tmpfs failed ({}): {}",
                 output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
+                String::from_utf8_lossy(&output.stderr)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
         }
         Ok(SmallDisk { dir })
