@@ -13,11 +13,38 @@ use parking_lot::Mutex;
 use session_core::{EventId, EventStore, SessionId, StreamId};
 use tokio::sync::mpsc;
 
-use crate::error::Rejection;
+use crate::error::{Rejection, Throttle, describe};
 
 /// Frames a connection buffers before it is considered stalled and cut off
 /// (the client can resume from the event store).
 const CONNECTION_BUFFER: usize = 256;
+
+/// Warnings about events the store refused.
+static UNSTORED: Throttle = Throttle::new(std::time::Duration::from_secs(10));
+
+/// Warns that `what` (an event of `session`) could not be stored: it was
+/// sent live but cannot be replayed. At most every few seconds, so a
+/// failing store does not flood the log.
+pub(crate) fn unstored(session: &SessionId, what: &str, error: &session_core::Error) {
+    if let Some(suppressed) = UNSTORED.allow() {
+        tracing::warn!(%session, suppressed, "cannot store {what}: {}", describe(error));
+    }
+}
+
+/// Warnings about failures to follow the event store.
+static UNFOLLOWED: Throttle = Throttle::new(std::time::Duration::from_secs(10));
+
+/// Warns that following the event store (events other processes append)
+/// failed; throttled like [`unstored`].
+pub(crate) fn unfollowed(what: &str, error: &session_core::Error) {
+    if let Some(suppressed) = UNFOLLOWED.allow() {
+        tracing::warn!(
+            suppressed,
+            "following {what} in the event store failed: {}",
+            describe(error)
+        );
+    }
+}
 
 /// One SSE event to write.
 #[derive(Debug, Clone)]

@@ -328,7 +328,28 @@ async fn while_redis_refuses_writes_each_write_is_503_and_reads_are_served() {
     let events = read_sse(legacy.post(&slow).send().await.unwrap(), usize::MAX).await;
     let first_progress = events[1].id.clone().expect("stored events have ids");
 
+    // A session whose client has yet to say `notifications/initialized`.
+    let mut pending = Client::new(&server.url);
+    let init = rpc(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "x", "version": "1"}}),
+    );
+    let response = pending.post(&init).send().await.unwrap();
+    pending.session = Some(
+        response.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+    );
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+
     refuse_writes(&redis);
+
+    // Activating a session is a write: the client is told to send it again.
+    post(&pending, &initialized)
+        .await
+        .unavailable("notifications/initialized", "session");
 
     // Reads: every one's activity write is refused, and each is served.
     post(&legacy, &rpc("ping", json!({}))).await.ok("ping");
@@ -374,6 +395,7 @@ async fn while_redis_refuses_writes_each_write_is_503_and_reads_are_served() {
     assert_store_error("a streamed answer's last event", &streamed.body, "session");
 
     accept_writes(&redis);
+    assert_eq!(post(&pending, &initialized).await.status, 202);
     let counted = post(&legacy, &call("counter", json!({}))).await;
     assert_eq!(
         counted.ok("counter")["structuredContent"]["counter"],
@@ -435,4 +457,86 @@ async fn a_stream_resumed_while_the_event_store_is_down_is_503_then_resumes() {
         response["result"]["content"][0]["text"],
         "completed 60 steps"
     );
+}
+
+/// A client of `serve_lines` on an in-memory pipe: one JSON line each way.
+struct Lines {
+    write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+    read: tokio::io::Lines<tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
+}
+
+impl Lines {
+    fn serve(server: McpServer) -> Self {
+        let (client, served) = tokio::io::duplex(1 << 16);
+        let (served_read, served_write) = tokio::io::split(served);
+        tokio::spawn(async move { server.serve_lines(served_read, served_write).await });
+        let (read, write) = tokio::io::split(client);
+        Lines {
+            write,
+            read: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(read)),
+        }
+    }
+
+    /// Sends `message` and reads lines up to the response to it.
+    async fn ask(&mut self, message: &Value) -> Value {
+        use tokio::io::AsyncWriteExt as _;
+        self.write
+            .write_all(format!("{message}\n").as_bytes())
+            .await
+            .unwrap();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.read.next_line())
+                .await
+                .expect("an answer in time")
+                .unwrap()
+                .expect("the output is open");
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            if answer.get("id") == message.get("id") {
+                return answer;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_stdio_a_store_failure_is_the_same_json_rpc_error() {
+    let mut redis = RedisServer::start();
+    let server = on_redis(tools(Arc::default()), &redis, None)
+        .config(touching())
+        .build();
+    let mut stdio = Lines::serve(server);
+    let init = rpc(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "x", "version": "1"}}),
+    );
+    assert!(stdio.ask(&init).await.get("result").is_some());
+    let counted = stdio.ask(&call("counter", json!({}))).await;
+    assert_eq!(counted["result"]["structuredContent"]["counter"], 1);
+
+    refuse_writes(&redis);
+    let refused = stdio.ask(&call("counter", json!({}))).await;
+    assert_store_error("a tool writing the session, on stdio", &refused, "session");
+    let echoed = stdio.ask(&call("echo", json!({"text": "read"}))).await;
+    assert_eq!(
+        echoed["result"]["content"][0]["text"], "read",
+        "a read is served: {echoed}"
+    );
+    accept_writes(&redis);
+
+    redis.kill();
+    let lookup = stdio.ask(&call("echo", json!({"text": "read"}))).await;
+    assert_store_error("session lookup, on stdio", &lookup, "session");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let counted = stdio.ask(&call("counter", json!({}))).await;
+        if let Some(n) = counted["result"]["structuredContent"]["counter"].as_i64() {
+            assert_eq!(n, 2, "the refused write was not applied");
+            break;
+        }
+        assert_store_error("while Redis restarts", &counted, "session");
+        assert!(Instant::now() < deadline, "the server did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

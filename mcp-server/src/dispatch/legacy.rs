@@ -162,10 +162,11 @@ impl Dispatcher {
             Err(e) => return Outcome::rejected(Rejection::from_session(&e), id),
         };
         match message {
-            Message::Notification(note) => {
-                Box::pin(self.notification(&session, &note)).await;
-                Outcome::Accepted
-            }
+            Message::Notification(note) => match Box::pin(self.notification(&session, &note)).await
+            {
+                Ok(()) => Outcome::Accepted,
+                Err(rejection) => Outcome::rejected(rejection, None),
+            },
             Message::Response(response) => {
                 if !self.pending.answer(session.id(), response) {
                     tracing::debug!(session = %session.id(), "an answer nobody here waits for");
@@ -220,13 +221,22 @@ impl Dispatcher {
         }
     }
 
-    /// Handles a notification in a session.
-    pub(super) async fn notification(&self, session: &SessionRecord, note: &Notification) {
+    /// Handles a notification in a session. Refused only when the store
+    /// is unavailable to record what it says (`notifications/initialized`
+    /// that cannot activate the session): the client sends it again.
+    pub(super) async fn notification(
+        &self,
+        session: &SessionRecord,
+        note: &Notification,
+    ) -> Result<(), Rejection> {
         match note.method.as_str() {
             "notifications/initialized" => {
                 if session.stored_status() == SessionStatus::Initializing
                     && let Err(e) = self.manager.activate_from(session.clone()).await
                 {
+                    if e.is_unavailable() {
+                        return Err(Rejection::from_session(&e));
+                    }
                     tracing::debug!(session = %session.id(), "cannot activate: {e}");
                 }
             }
@@ -239,6 +249,7 @@ impl Dispatcher {
             }
             other => tracing::trace!(method = other, "notification ignored"),
         }
+        Ok(())
     }
 
     /// Handles a request in a session. Returns `None` when the request was
@@ -352,7 +363,10 @@ impl Dispatcher {
                         responses.push(Message::Response(r).to_json());
                     }
                 }
-                Ok(Message::Notification(note)) => self.notification(&session, &note).await,
+                Ok(Message::Notification(note)) => {
+                    // A batch answers its requests only.
+                    let _ = self.notification(&session, &note).await;
+                }
                 Ok(Message::Response(response)) => {
                     self.pending.answer(session.id(), response);
                 }
@@ -440,7 +454,7 @@ impl Dispatcher {
                 .publish(session, &StreamId::standalone(), data.clone())
                 .await
             {
-                tracing::warn!(%session, "cannot store a resource update: {e}");
+                crate::hub::unstored(session, "a resource update", &e);
             }
         }
         sessions.len()

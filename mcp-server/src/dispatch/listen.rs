@@ -303,7 +303,7 @@ impl Listeners {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!("following changes from other replicas failed: {e}");
+                    crate::hub::unfollowed("the changes of other replicas", &e);
                     tokio::select! {
                         () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                         () = stop.cancelled() => return,

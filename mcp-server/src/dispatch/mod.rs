@@ -434,7 +434,7 @@ impl Dispatcher {
                     .publish(&session, &StreamId::standalone(), data)
                     .await
                 {
-                    tracing::warn!(%session, "cannot store an event: {e}");
+                    crate::hub::unstored(&session, "an event", &e);
                 }
             }
         });

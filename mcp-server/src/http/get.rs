@@ -173,7 +173,7 @@ async fn follow_store(
                 }
             }
             Err(e) => {
-                tracing::warn!(session = %key.0, "following a stream in the store failed: {e}");
+                crate::hub::unfollowed("a stream", &e);
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }

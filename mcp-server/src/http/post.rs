@@ -337,7 +337,7 @@ async fn sse_stream(
             async move {
                 let data: Arc<str> = Arc::from(message.to_json());
                 if let Err(e) = publisher.hub().publish(session, stream, data).await {
-                    tracing::warn!(%session, "cannot store an event: {e}");
+                    crate::hub::unstored(session, "an event", &e);
                 }
             }
         };
