@@ -383,7 +383,10 @@ async fn ready(connection: &ConnectionManager, response_timeout: Duration) -> Re
     let ping = cmd.query_async::<String>(&mut con);
     match tokio::time::timeout(bound, ping).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::backend("redis is unreachable (PING failed)", e)),
+        Ok(Err(e)) => Err(Error::backend(
+            format!("redis is unreachable (PING failed: {e})"),
+            e,
+        )),
         Err(_) => Err(Error::backend_msg(format!(
             "redis is unreachable (no answer to PING within {bound:?})"
         ))),
