@@ -18,7 +18,7 @@ use super::{
     Dispatcher, Era, Origin, Outcome, Running, Scope, Started, Transport, id_in_use, meta,
     request_id,
 };
-use crate::context::{ContextParts, Outbox, RequestContext, SessionHandle};
+use crate::context::{ContextParts, Outbox, RequestContext, SessionHandle, untouched};
 use crate::error::{Rejection, session_error_object};
 
 /// A stdio session lasts as long as its process, however quiet.
@@ -153,20 +153,58 @@ impl Dispatcher {
             Ok(None) => return Box::pin(self.without_session(message, origin)).await,
             Err(rejection) => return Outcome::rejected(rejection, id),
         };
-        let session = match self.resolve(&session, origin.principal).await {
+        let session = match self.manager.resume(&session, origin.principal).await {
             Ok(session) => session,
             // stdio answers `ping` whatever became of its session.
             Err(e) if e.is_gone() && origin.transport == Transport::Stdio => {
                 return Box::pin(self.without_session(message, origin)).await;
             }
+            // The store failed, perhaps only at recording activity (see
+            // `Dispatcher::resolve`). Boxed: rare, and this future is part
+            // of every legacy request's.
+            Err(e) if e.is_unavailable() => {
+                return Box::pin(self.in_session_untouched(&session, message, origin, e)).await;
+            }
             Err(e) => return Outcome::rejected(Rejection::from_session(&e), id),
         };
         match message {
-            Message::Notification(note) => match Box::pin(self.notification(&session, &note)).await
-            {
-                Ok(()) => Outcome::Accepted,
-                Err(rejection) => Outcome::rejected(rejection, None),
-            },
+            Message::Notification(note) => Box::pin(self.notified(&session, &note)).await,
+            message => self.deliver(session, message),
+        }
+    }
+
+    /// [`in_session`](Self::in_session) after the store failed with
+    /// `failure` while resolving the session: served if the session reads.
+    async fn in_session_untouched(
+        self: &Arc<Self>,
+        session: &SessionId,
+        message: Message,
+        origin: &Origin<'_>,
+        failure: session_core::Error,
+    ) -> Outcome {
+        let session = match untouched(&self.manager, session, Some(origin.principal), failure).await
+        {
+            Ok(session) => session,
+            Err(e) => return Outcome::rejected(Rejection::from_session(&e), request_id(&message)),
+        };
+        match message {
+            Message::Notification(note) => self.notified(&session, &note).await,
+            message => self.deliver(session, message),
+        }
+    }
+
+    /// A notification in the live legacy `session`, answered.
+    async fn notified(&self, session: &SessionRecord, note: &Notification) -> Outcome {
+        match self.notification(session, note).await {
+            Ok(()) => Outcome::Accepted,
+            Err(rejection) => Outcome::rejected(rejection, None),
+        }
+    }
+
+    /// Delivers a response or a request to the live legacy `session`.
+    fn deliver(self: &Arc<Self>, session: SessionRecord, message: Message) -> Outcome {
+        match message {
+            Message::Notification(_) => Outcome::Accepted, // see `notified`
             Message::Response(response) => {
                 if !self.pending.answer(session.id(), response) {
                     tracing::debug!(session = %session.id(), "an answer nobody here waits for");
