@@ -418,16 +418,15 @@ async fn a_stream_resumed_while_the_event_store_is_down_is_503_then_resumes() {
     let server = serve(&sessions, Some(&events), Arc::default()).await;
     let mut legacy = Client::new(&server.url);
     legacy.connect().await;
-    let mut slow = call("slow", json!({"steps": 60, "delay_ms": 50}));
+    let mut slow = call("slow", json!({"steps": 3, "delay_ms": 1}));
     slow["params"]["_meta"] = json!({"progressToken": "p"});
     let response = legacy.post(&slow).send().await.unwrap();
-    // The priming event and the first progress event; then the connection
-    // breaks while the request goes on.
-    let seen = read_sse(response, 2).await;
-    let last = seen[1].id.clone().unwrap();
+    // The whole stream: priming, three progress events, the response.
+    let seen = read_sse(response, usize::MAX).await;
+    let first_progress = seen[1].id.clone().unwrap();
 
     events.kill();
-    let refused = got(resume(&legacy, &last).await).await;
+    let refused = got(resume(&legacy, &first_progress).await).await;
     refused.unavailable("GET with Last-Event-ID", "event");
     // The session store is fine: the session's other requests are served.
     post(&legacy, &call("counter", json!({})))
@@ -437,11 +436,13 @@ async fn a_stream_resumed_while_the_event_store_is_down_is_503_then_resumes() {
     events.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
     let resumed = loop {
-        let response = resume(&legacy, &last).await;
+        let response = resume(&legacy, &first_progress).await;
         if response.status() == 200 {
             break response;
         }
-        assert_eq!(response.status(), 503);
+        got(response)
+            .await
+            .unavailable("while the event store restarts", "event");
         assert!(
             Instant::now() < deadline,
             "the event store did not come back"
@@ -450,13 +451,19 @@ async fn a_stream_resumed_while_the_event_store_is_down_is_503_then_resumes() {
     };
     let rest = tokio::time::timeout(Duration::from_secs(10), read_sse(resumed, usize::MAX))
         .await
-        .expect("the resumed stream ends with the response");
-    let response: Value = serde_json::from_str(&rest.last().unwrap().data).unwrap();
-    assert_eq!(response["id"], slow["id"], "{response}");
-    assert_eq!(
-        response["result"]["content"][0]["text"],
-        "completed 60 steps"
-    );
+        .expect("the replay ends with the response");
+    let messages: Vec<Value> = rest
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    let steps: Vec<f64> = messages
+        .iter()
+        .filter_map(|m| m["params"]["progress"].as_f64())
+        .collect();
+    assert_eq!(steps, [2.0, 3.0], "the events kept through the restart");
+    let last = messages.last().unwrap();
+    assert_eq!(last["id"], slow["id"], "{last}");
+    assert_eq!(last["result"]["content"][0]["text"], "completed 3 steps");
 }
 
 /// A client of `serve_lines` on an in-memory pipe: one JSON line each way.
