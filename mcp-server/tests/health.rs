@@ -205,3 +205,24 @@ async fn the_router_serves_the_probes_too() {
     }
     assert_eq!(server.readiness().await, Ok(()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_its_probe_paths_from_the_command_line() {
+    let base = |process: &common::Process| process.url.trim_end_matches("/mcp").to_string();
+    let status = async |url: String| reqwest::get(url).await.unwrap().status().as_u16();
+    let defaults = common::start(&["--store", "memory"]);
+    assert_eq!(status(format!("{}/healthz", base(&defaults))).await, 200);
+    assert_eq!(status(format!("{}/readyz", base(&defaults))).await, 200);
+    let moved = common::start(&[
+        "--store",
+        "memory",
+        "--health-path",
+        "/alive",
+        "--ready-path",
+        "none",
+    ]);
+    let base = base(&moved);
+    assert_eq!(status(format!("{base}/alive")).await, 200);
+    assert_eq!(status(format!("{base}/healthz")).await, 404);
+    assert_eq!(status(format!("{base}/readyz")).await, 404);
+}
