@@ -150,7 +150,10 @@ impl SessionHandle {
     ///
     /// # Errors
     ///
-    /// A JSON-RPC error if the session ended or the store failed.
+    /// A JSON-RPC error if the session ended or the store failed (the
+    /// store-unavailable error,
+    /// [`Rejection::STORE_UNAVAILABLE`](crate::Rejection::STORE_UNAVAILABLE),
+    /// which the client gets with HTTP 503 when the handler returns it).
     pub async fn state(&self) -> Result<SessionState, ErrorObject> {
         let record = current(&self.manager, self.id())
             .await
@@ -165,7 +168,7 @@ impl SessionHandle {
     /// # Errors
     ///
     /// A JSON-RPC error if the session ended, the state grew past its limit,
-    /// or the store failed.
+    /// or the store failed (as [`state`](Self::state)).
     pub async fn update<T, F>(&self, change: F) -> Result<(SessionRecord, T), ErrorObject>
     where
         F: FnMut(&mut SessionState) -> T + Send,
@@ -241,6 +244,12 @@ pub(crate) const INPUT_REQUIRED: i64 = i64::MIN + 7;
 
 /// The handles of the principal a request runs for (SEP-2567): mint, read,
 /// change and end state that spans requests, in the handle store.
+///
+/// Its methods return the session layer's errors. A handler answers a
+/// failure of the store itself
+/// ([`is_unavailable`](session_core::Error::is_unavailable)) with
+/// `Err(Rejection::store_unavailable("handle", &e).error_object())`, so the
+/// client gets the same 503 and error as for any other store failure.
 #[derive(Debug, Clone, Copy)]
 pub struct ScopedHandles<'a> {
     handles: &'a Handles,
