@@ -10,6 +10,7 @@ then closes them all and samples the resident memory of PID every second
 for AFTER_SECONDS (30). Prints one line per phase: before, during (at the
 peak), and after. Needs an open-file limit above CONNECTIONS.
 """
+import multiprocessing
 import selectors
 import socket
 import sys
@@ -29,31 +30,21 @@ def rss_kib(pid):
     return 0
 
 
-def main():
-    pid = int(sys.argv[1])
-    host, port = sys.argv[2].rsplit(":", 1)
-    total = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
-    after = int(sys.argv[4]) if len(sys.argv) > 4 else 30
-    request = (f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\n"
-               "Accept: application/json, text/event-stream\r\n"
-               "Content-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\n"
-               "Mcp-Method: tools/call\r\nMcp-Name: echo\r\n"
-               f"Content-Length: {len(BODY)}\r\n\r\n{BODY}").encode()
-    before = rss_kib(pid)
-    print(f"before: {before} KiB", flush=True)
+def hold(host, port, count, request, ready, release):
+    """Opens `count` connections, sends `request` on each and reads the
+    answers; reports (opened, answered, closed) on `ready`, then holds the
+    connections until `release` is set."""
     sel = selectors.DefaultSelector()
     socks = []
-    started = time.time()
-    for i in range(total):
+    for i in range(count):
         s = socket.socket()
-        s.setblocking(True)
         try:
-            s.connect((host, int(port)))
+            s.connect((host, port))
+            s.sendall(request)
         except OSError as e:
-            print(f"connect {i}: {e}", file=sys.stderr)
+            print(f"connection {i}: {e}", file=sys.stderr)
             s.close()
             break
-        s.sendall(request)
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, bytearray())
         socks.append(s)
@@ -77,13 +68,45 @@ def main():
                 answered += 1
                 pending -= 1
                 sel.unregister(s)
-    peak = rss_kib(pid)
-    print(f"during: {peak} KiB with {len(socks)} connections opened, {answered} answered, "
-          f"{closed} closed by the server to make room, in {time.time() - started:.1f} s",
-          flush=True)
+    ready.put((len(socks), answered, closed))
+    release.wait()
     for s in socks:
         s.close()
-    t0 = time.time()
+
+
+def main():
+    pid = int(sys.argv[1])
+    host, port = sys.argv[2].rsplit(":", 1)
+    total = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
+    after = int(sys.argv[4]) if len(sys.argv) > 4 else 30
+    request = (f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\n"
+               "Accept: application/json, text/event-stream\r\n"
+               "Content-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\n"
+               "Mcp-Method: tools/call\r\nMcp-Name: echo\r\n"
+               f"Content-Length: {len(BODY)}\r\n\r\n{BODY}").encode()
+    before = rss_kib(pid)
+    print(f"before: {before} KiB", flush=True)
+    # A process may hold fewer sockets than the spike: several share it.
+    per = 5000
+    ready, release = multiprocessing.Queue(), multiprocessing.Event()
+    workers = []
+    started = time.time()
+    for i in range(0, total, per):
+        w = multiprocessing.Process(
+            target=hold, args=(host, int(port), min(per, total - i), request, ready, release))
+        w.start()
+        workers.append(w)
+    opened = answered = closed = 0
+    for _ in workers:
+        o, a, c = ready.get()
+        opened, answered, closed = opened + o, answered + a, closed + c
+    peak = rss_kib(pid)
+    print(f"during: {peak} KiB with {opened} connections opened, {answered} answered, "
+          f"{closed} closed by the server to make room, in {time.time() - started:.1f} s",
+          flush=True)
+    release.set()
+    for w in workers:
+        w.join()
     samples = []
     for _ in range(after):
         time.sleep(1)

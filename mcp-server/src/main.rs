@@ -92,6 +92,12 @@ fn probe_path(path: String) -> Result<Option<String>, String> {
     }
 }
 
+/// jemalloc, which hands the memory of a spike of connections back to the
+/// system within seconds (its settings: `.cargo/config.toml`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn default_data_dir() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
@@ -296,6 +302,13 @@ async fn run(args: Args) -> Result<(), String> {
     http.ready_path = probe_path(args.ready_path)?;
     if args.json_response {
         http.response_mode = ResponseMode::Json;
+    }
+    // Freed memory goes back to the system from a thread of its own, also
+    // when the server is idle after a spike (a build without the workspace's
+    // allocator settings has it too).
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!("cannot start the allocator's background thread: {e}");
     }
     // As many connections as the system allows (the cap stays below it).
     match mcp_server::raise_open_file_limit() {

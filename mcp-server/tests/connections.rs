@@ -199,7 +199,7 @@ async fn at_the_cap_idle_connections_make_room_and_only_busy_ones_refuse() {
     let sent = (0..3).map(|_| {
         let client = Modern::new(&server.url);
         async move {
-            let response = client
+            client
                 .request(
                     "tools/call",
                     json!({
@@ -209,12 +209,14 @@ async fn at_the_cap_idle_connections_make_room_and_only_busy_ones_refuse() {
                 )
                 .send()
                 .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            tokio::spawn(common::read_sse(response, usize::MAX))
+                .unwrap()
         }
     });
-    let running = futures_util::future::join_all(sent).await;
+    let mut running = Vec::new();
+    for response in futures_util::future::join_all(sent).await {
+        assert_eq!(response.status(), 200);
+        running.push(tokio::spawn(common::read_sse(response, usize::MAX)));
+    }
     // Every connection is busy: a new one is refused at once.
     let mut refused = TcpStream::connect(&addr).await.unwrap();
     let answer = String::from_utf8_lossy(&until_closed(&mut refused).await.unwrap()).to_string();

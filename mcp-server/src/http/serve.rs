@@ -73,9 +73,12 @@ pub(super) async fn accept_until(
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
+            // Reap each connection as it ends: a finished task keeps its
+            // allocation (the size of a connection's whole state) until it
+            // is joined, and after a spike of connections nothing else
+            // would join them.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
-        // Reap what has ended, so the set holds open connections only.
-        while tasks.try_join_next().is_some() {}
         match accepted {
             Ok((tcp, _)) => match table.admit() {
                 Some(registration) => {
