@@ -28,7 +28,8 @@
 //! Peers are found through `MCP_BENCH_SERVER`, `MCP_BENCH_RMCP`,
 //! `MCP_BENCH_HYPER`, `MCP_BENCH_NODE` and `MCP_BENCH_TS2` (set by `cargo
 //! xtask bench`); a missing one is skipped with a note.
-//! `MCP_BENCH_ONLY=modern` runs just the modern-era figures.
+//! `MCP_BENCH_ONLY=modern` runs just the modern-era figures;
+//! `MCP_BENCH_ONLY=crowd` just `tools/call` beside 10,000 idle connections.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -823,6 +824,108 @@ fn bench_handle_counter(c: &mut Criterion, program: &std::path::Path, notes: &mu
     );
 }
 
+/// Idle keep-alive connections held open beside the 64 callers.
+const CROWD: usize = 10_000;
+
+/// One connection of the crowd: a modern `tools/call`, answered, then left
+/// open and silent (an idle keep-alive connection).
+async fn idle_connection(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\n\r\n{MODERN_CALL}",
+        MODERN_CALL.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !memchr(&seen, b"benchmark") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "a crowd connection closed before its answer");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    stream
+}
+
+/// `tools/call` by 64 callers with and without [`CROWD`] idle keep-alive
+/// connections open beside them (criterion throughput, and p99 over a
+/// fixed run), and the server's resident memory before, during and 30 s
+/// after the crowd. The server keeps idle connections for 10 minutes here,
+/// so that the crowd stays for the whole measurement.
+fn bench_idle_crowd(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes) {
+    let rt = runtime();
+    let subject = Subject {
+        name: "mcp-server (memory)",
+        program: program.to_path_buf(),
+        args: [
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--idle-connection-timeout",
+            "10m",
+        ]
+        .map(String::from)
+        .to_vec(),
+        sessions: true,
+        memory: false,
+        replicas: 0,
+    };
+    let server = start(&subject);
+    let mut calling = rt.block_on(modern_callers(&server.addr));
+    rt.block_on(spread(&mut calling, 6_400, call_op));
+    let fixed = if measuring() { 64_000 } else { 640 };
+    let p99 = |calling: &mut Vec<Caller>| {
+        let (elapsed, mut latencies) = rt.block_on(spread(calling, fixed, call_op));
+        latencies.sort_unstable();
+        (
+            fixed as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.99),
+        )
+    };
+    let before = resident_kib(server.pid());
+    let mut group = c.benchmark_group("http/idle-crowd");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    group.warm_up_time(Duration::from_secs(2));
+    group.bench_function("tools-call-modern", |b| {
+        b.iter_custom(|iters| rt.block_on(spread(&mut calling, iters, call_op)).0)
+    });
+    let (rate_without, p99_without) = p99(&mut calling);
+    let crowd_size = if measuring() { CROWD } else { 100 };
+    let opened = Instant::now();
+    let crowd: Vec<_> = rt.block_on(async {
+        let mut crowd = Vec::with_capacity(crowd_size);
+        for _ in 0..crowd_size {
+            crowd.push(idle_connection(&server.addr).await);
+        }
+        crowd
+    });
+    let opening = opened.elapsed();
+    let during_opened = resident_kib(server.pid());
+    group.bench_function(format!("tools-call-modern-beside-{crowd_size}-idle"), |b| {
+        b.iter_custom(|iters| rt.block_on(spread(&mut calling, iters, call_op)).0)
+    });
+    group.finish();
+    let (rate_with, p99_with) = p99(&mut calling);
+    let during = resident_kib(server.pid()).max(during_opened);
+    drop(crowd);
+    let wait = if measuring() { 30 } else { 1 };
+    std::thread::sleep(Duration::from_secs(wait));
+    let after = resident_kib(server.pid());
+    notes.0.push(format!(
+        "idle crowd: {crowd_size} idle keep-alive connections (opened in {opening:.1?}) beside \
+         64 callers: {rate_with:.0} calls/s with them, {rate_without:.0}/s without ({:.0}%); \
+         p99 {p99_with:?} with, {p99_without:?} without ({:.2}x); resident memory \
+         {before} KiB before, {during} KiB with them, {after} KiB {wait} s after they closed \
+         ({:.2}x before)",
+        100.0 * rate_with / rate_without,
+        p99_with.as_secs_f64() / p99_without.as_secs_f64().max(1e-9),
+        after as f64 / before.max(1) as f64,
+    ));
+}
+
 fn which(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok()
 }
@@ -940,7 +1043,9 @@ fn main() {
     for subject in &subjects {
         if only
             .as_deref()
-            .is_some_and(|o| !subject.name.contains(o) || o == "interleaved" || o == "modern")
+            .is_some_and(|o| {
+                !subject.name.contains(o) || o == "interleaved" || o == "modern" || o == "crowd"
+            })
         {
             continue;
         }
@@ -953,6 +1058,9 @@ fn main() {
         modern.extend(ts2.iter());
         bench_modern(&mut c, &modern, &mut notes);
         bench_handle_counter(&mut c, &ours, &mut notes);
+    }
+    if only.as_deref().is_none_or(|o| o == "crowd") {
+        bench_idle_crowd(&mut c, &ours, &mut notes);
     }
     // Our server against each peer, in alternation (see
     // `bench_interleaved`): the ratios the targets are stated in.
