@@ -1041,12 +1041,9 @@ fn main() {
     };
     let only = std::env::var("MCP_BENCH_ONLY").ok();
     for subject in &subjects {
-        if only
-            .as_deref()
-            .is_some_and(|o| {
-                !subject.name.contains(o) || o == "interleaved" || o == "modern" || o == "crowd"
-            })
-        {
+        if only.as_deref().is_some_and(|o| {
+            !subject.name.contains(o) || o == "interleaved" || o == "modern" || o == "crowd"
+        }) {
             continue;
         }
         bench_subject(&mut c, subject, &mut notes);
