@@ -89,14 +89,20 @@ static UNTOUCHED: crate::error::Throttle = crate::error::Throttle::new(Duration:
 /// that read works, the failure was the write that records activity (the
 /// store serves reads but refuses writes): the caller serves the request
 /// anyway, and whatever the request writes meets the failure itself.
-/// `failure` if the read fails too.
+/// `failure` if the read fails too, and at once if the write's outcome is
+/// unknown: the store did not answer it (a timeout, a lost connection) and
+/// a read would only add its own wait to the client's (a frozen Redis
+/// keeps its 503 within the 2 s reply timeout).
 pub(crate) async fn untouched(
     manager: &SessionManager,
     id: &SessionId,
     principal: Option<Option<&str>>,
     failure: session_core::Error,
 ) -> session_core::Result<SessionRecord> {
-    use session_core::{Error, SessionStatus};
+    use session_core::{Error, SessionStatus, WriteOutcome};
+    if failure.outcome() == Some(WriteOutcome::Unknown) {
+        return Err(failure);
+    }
     let read = tokio::time::timeout(UNTOUCHED_READ_LIMIT, manager.store().load(id)).await;
     let record = match read {
         Ok(Ok(Some(record))) => record,
