@@ -64,6 +64,7 @@ mod manager;
 mod record;
 mod status;
 mod store;
+mod task;
 mod time;
 pub mod wire;
 
@@ -78,5 +79,6 @@ pub use self::{
     record::{NewSession, RawJson, RecordWrite, SessionMeta, SessionRecord, SessionState},
     status::SessionStatus,
     store::{Cas, Page, SessionStore, terminal_error},
+    task::{MIN_TASK_TTL, TaskError, TaskStatus, TaskView, Tasks},
     time::{Clock, ManualClock, Timestamp},
 };
