@@ -182,7 +182,8 @@ pub struct HttpConfig {
     /// forever; the client may resume it again with `Last-Event-ID`.
     pub follow_idle_timeout: Duration,
     /// A connection must send a whole request head within this long of
-    /// opening or of starting the head (10 s), or it is closed.
+    /// opening or of starting the head (10 s), or it is closed; a request's
+    /// body must arrive within this long of its head (408 otherwise).
     pub header_timeout: Duration,
     /// A keep-alive connection with no request in progress is closed after
     /// this long (60 s). SSE streams are requests in progress: they keep

@@ -75,9 +75,10 @@ pub(crate) async fn current(
     }
 }
 
-/// How long [`untouched`] waits for its read (a store that serves reads
-/// answers fast; one that is down must not double the wait).
-const UNTOUCHED_READ_LIMIT: Duration = Duration::from_millis(500);
+/// How long [`untouched`] waits for its read: a store that serves reads
+/// answers within it; one that is frozen must not add more than this to
+/// the client's wait (its own reply timeout, 2 s for Redis, came first).
+const UNTOUCHED_READ_LIMIT: Duration = Duration::from_millis(100);
 
 /// Warnings about sessions served without recording their activity.
 static UNTOUCHED: crate::error::Throttle = crate::error::Throttle::new(Duration::from_secs(10));

@@ -87,6 +87,11 @@ pub enum Rejection {
         "Bad Request: cannot resume from Last-Event-ID {0}: the events are no longer available"
     )]
     CannotResume(String),
+    /// The request's body did not arrive within the header timeout of its
+    /// head (a client that sends a head and then trickles or withholds the
+    /// body holds a connection busy).
+    #[error("Request Timeout: the request body did not arrive within {0:?} of its head")]
+    RequestTimeout(std::time::Duration),
     /// The server cannot take this now (session cap, shutting down).
     #[error("Service Unavailable: {0}")]
     Unavailable(String),
@@ -133,6 +138,7 @@ impl Rejection {
             | Rejection::InvalidSessionId(_)
             | Rejection::UnsupportedVersion { .. }
             | Rejection::CannotResume(_) => StatusCode::BAD_REQUEST,
+            Rejection::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Rejection::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -244,6 +244,96 @@ async fn at_the_cap_idle_connections_make_room_and_only_busy_ones_refuse() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_withheld_body_gets_408_and_locks_nobody_out() {
+    let server = serve(http(
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+        Some(3),
+    ))
+    .await;
+    let addr = server.addr.to_string();
+    // Three connections send a whole head, then one byte of a 100-byte body.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json, text/event-stream\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        stalled.push(tcp);
+    }
+    // Each is answered 408 once the header timeout has passed since its head.
+    for tcp in &mut stalled {
+        let seen = until_closed(tcp).await.expect("closed after its 408");
+        let text = String::from_utf8_lossy(&seen).to_string();
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    // And the places they held serve others.
+    assert_eq!(
+        echo_ok(&Modern::new(&server.url)).await["content"][0]["text"],
+        "still served"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_answer_before_its_idle_connection_closes() {
+    let server = serve(http(
+        Duration::from_secs(3),
+        Duration::from_millis(200),
+        None,
+    ))
+    .await;
+    let addr = server.addr.to_string();
+    // An answer of 3 MB, more than the socket buffers hold: its end waits in
+    // the server while the client does not read.
+    let text = "x".repeat(3 << 20);
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {
+            "name": "echo", "arguments": {"text": text},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    })
+    .to_string();
+    // A small receive window keeps the kernel from taking the answer off
+    // the server's hands.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(server.addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Type: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+             Mcp-Method: tools/call\r\nMcp-Name: echo\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Five idle timeouts without reading.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let answer = read_response(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 200"));
+    assert!(
+        answer.len() > 3 << 20,
+        "the whole answer: {} bytes",
+        answer.len()
+    );
+    assert!(answer.trim_end().ends_with('}'), "the answer ends whole");
+    server.stop().await;
+}
+
 /// Starts the binary with its open-file limit (soft and hard) at `limit`.
 fn start_limited(limit: u32, args: &[&str]) -> Process {
     let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");

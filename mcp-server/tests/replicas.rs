@@ -289,10 +289,9 @@ async fn a_frozen_redis_is_answered_with_503_within_the_timeout() {
     let took = started.elapsed();
     redis.thaw();
     assert_eq!(status, 503);
-    // The 2 s reply timeout, and no second wait on top of it (a write whose
-    // outcome is unknown is not followed by a read).
+    // The 2 s reply timeout, and at most a short read after it (100 ms).
     assert!(
-        took < Duration::from_millis(2_900),
+        took < Duration::from_millis(2_500),
         "bounded by the Redis reply timeout: {took:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -102,9 +102,15 @@ pub(super) fn post<B: RequestBody>(
     body: B,
 ) -> impl Future<Output = Response> + Send {
     async move {
-        let body = match read_body(body, app.config.max_body_bytes).await {
-            Ok(body) => body,
-            Err(rejection) => return reject(&rejection),
+        // The body has the header timeout from the head on: a connection
+        // reading a body counts as busy, and must not stay so forever.
+        let deadline = app.config.header_timeout;
+        let body = match tokio::time::timeout(deadline, read_body(body, app.config.max_body_bytes))
+            .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(rejection)) => return reject(&rejection),
+            Err(_) => return reject(&Rejection::RequestTimeout(deadline)),
         };
         let mirrored = head.mirrored.as_deref().map(headers::mirrored);
         let origin = Origin {

@@ -11,9 +11,16 @@
 //!   nothing, does not hold a connection forever).
 //! - **idle**: a keep-alive connection between requests. Closed after
 //!   `idle_connection_timeout`.
-//! - **busy**: a request in progress, from its head until the last byte of
-//!   its response (an SSE stream is busy for as long as it lasts: streams
-//!   keep their own rules, keep-alive comments and lifetime). Never cut.
+//! - **busy**: a request in progress, from its head until its response body
+//!   is done (an SSE stream is busy for as long as it lasts: streams keep
+//!   their own rules, keep-alive comments and lifetime). Never cut; its
+//!   request body must arrive within `header_timeout` of the head (408
+//!   otherwise, `post.rs`), so a withheld body does not keep it busy.
+//!
+//! A connection asked to close while waiting for a head closes at once; an
+//! idle one closes gracefully, since the end of its last response may still
+//! be on its way to a slow reader, and is dropped if that takes longer than
+//! `header_timeout`.
 //!
 //! Open connections are capped below the process's open-file limit, so the
 //! server never runs out of descriptors. At the cap a new connection is
@@ -72,12 +79,11 @@ pub(super) async fn accept_until(
         let accepted = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-            // Reap each connection as it ends: a finished task keeps its
-            // allocation (the size of a connection's whole state) until it
-            // is joined, and after a spike of connections nothing else
-            // would join them.
+            // Reap each connection as it ends, before accepting more: a
+            // finished task keeps its allocation (the size of a
+            // connection's whole state) until it is joined.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((tcp, _)) => match table.admit() {
@@ -131,6 +137,7 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 /// asked to close: at once when it is not busy, gracefully (after the
 /// response in progress) when it is.
 async fn serve_connection(tcp: TcpStream, endpoint: Endpoint, registration: Registration) {
+    let close_limit = endpoint.0.config.header_timeout;
     let conn = registration.conn.clone();
     let service = {
         let conn = conn.clone();
@@ -151,21 +158,35 @@ async fn serve_connection(tcp: TcpStream, endpoint: Endpoint, registration: Regi
             .serve_connection(io, service)
     );
     let mut graceful = false;
+    // An idle connection asked to close may still be writing the end of its
+    // last response (hyper lets go of a body before its last bytes reach
+    // the socket): it closes gracefully, within this deadline.
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let served = std::future::poll_fn(|cx| {
         if !graceful {
             conn.waker.register(cx.waker());
             match conn.close.load(Ordering::Acquire) {
-                // Not busy (its own task is the only one that makes it so):
-                // nothing is lost by closing now.
-                CLOSE_NOW if conn.phase.load(Ordering::Relaxed) != BUSY => {
-                    return Poll::Ready(Ok(()));
+                // Waiting for a head (its own task is the only one that
+                // changes that): it owes nobody anything, so it closes now.
+                CLOSE_NOW if conn.phase() == HEAD => return Poll::Ready(Ok(())),
+                CLOSE_NOW => {
+                    graceful = true;
+                    if conn.phase() == IDLE {
+                        deadline = Some(Box::pin(tokio::time::sleep(close_limit)));
+                    }
+                    connection.as_mut().graceful_shutdown();
                 }
-                CLOSE_NOW | CLOSE_GRACEFULLY => {
+                CLOSE_GRACEFULLY => {
                     graceful = true;
                     connection.as_mut().graceful_shutdown();
                 }
                 _ => {}
             }
+        }
+        if let Some(deadline) = deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Ok(()));
         }
         connection.as_mut().poll(cx)
     })
@@ -266,9 +287,16 @@ struct Conn {
 }
 
 impl Conn {
+    /// Starts `phase` now. The time is stored before the phase (which
+    /// readers load first, with `Acquire`), so that a reader never pairs a
+    /// new phase with the previous phase's start.
     fn enter(&self, phase: u8) {
-        self.phase.store(phase, Ordering::Relaxed);
         self.since.store(millis(self.epoch), Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Release);
+    }
+
+    fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Acquire)
     }
 }
 
@@ -283,7 +311,7 @@ struct Busy(Arc<Conn>);
 impl Busy {
     fn begin(conn: &Arc<Conn>) -> Self {
         conn.busy.fetch_add(1, Ordering::Relaxed);
-        conn.phase.store(BUSY, Ordering::Relaxed);
+        conn.phase.store(BUSY, Ordering::Release);
         Busy(conn.clone())
     }
 }
@@ -337,7 +365,7 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        if buf.filled().len() > before && self.conn.phase.load(Ordering::Relaxed) == IDLE {
+        if buf.filled().len() > before && self.conn.phase() == IDLE {
             self.conn.enter(HEAD);
         }
         read
@@ -427,7 +455,9 @@ impl Table {
             waker: AtomicWaker::new(),
         });
         inner.conns.insert(conn.id, conn.clone());
-        inner.live += 1;
+        if conn.close.load(Ordering::Relaxed) == KEEP {
+            inner.live += 1;
+        }
         Some(Registration {
             table: self.clone(),
             conn,
@@ -443,9 +473,7 @@ impl Table {
         let oldest = inner
             .conns
             .values()
-            .filter(|c| {
-                c.close.load(Ordering::Relaxed) == KEEP && c.phase.load(Ordering::Relaxed) != BUSY
-            })
+            .filter(|c| c.close.load(Ordering::Relaxed) == KEEP && c.phase() != BUSY)
             .min_by_key(|c| (c.since.load(Ordering::Relaxed), c.id))
             .cloned();
         match oldest {
@@ -520,7 +548,7 @@ impl Table {
             .conns
             .values()
             .filter(|c| {
-                let limit = match c.phase.load(Ordering::Relaxed) {
+                let limit = match c.phase() {
                     HEAD => header,
                     IDLE => idle,
                     _ => return false,
