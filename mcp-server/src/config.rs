@@ -25,6 +25,13 @@ pub struct ServerConfig {
     /// Handle rules (SEP-2567): idle timeout (24 h), cap on live handles
     /// (1,000,000), state size limit; ended handles are deleted at once.
     pub handles: ManagerConfig,
+    /// Task rules (the `io.modelcontextprotocol/tasks` extension): a task
+    /// lives for its TTL from creation (`expiry.max_lifetime`, 1 h: the
+    /// `ttlMs` clients see), at most 100,000 live tasks, results bounded by
+    /// the state size limit; ended tasks are deleted at their TTL.
+    pub tasks: ManagerConfig,
+    /// The `pollIntervalMs` suggested to clients polling a task (1 s).
+    pub task_poll_interval: Duration,
     /// How long a `requestState` minted for a multi round-trip request
     /// stays valid (15 min): the time a user has to answer.
     pub request_state_ttl: Duration,
@@ -89,6 +96,12 @@ impl Default for ServerConfig {
                 .idle_timeout(Duration::from_secs(24 * 3600))
                 .max_sessions(Some(1_000_000))
                 .retention(Duration::ZERO),
+            tasks: ManagerConfig::default()
+                .idle_timeout(Duration::from_secs(3600))
+                .max_lifetime(Some(Duration::from_secs(3600)))
+                .max_sessions(Some(100_000))
+                .retention(Duration::ZERO),
+            task_poll_interval: Duration::from_secs(1),
             request_state_ttl: Duration::from_secs(15 * 60),
             list_cache: CacheHint::new(Duration::from_secs(300), CacheScope::Public),
             read_cache: CacheHint::new(Duration::ZERO, CacheScope::Private),

@@ -113,6 +113,8 @@ struct Stores {
     sessions: Arc<dyn SessionStore>,
     /// The handles (SEP-2567), in a store of their own beside the sessions.
     handles: Arc<dyn SessionStore>,
+    /// The tasks (the tasks extension), in a store of their own too.
+    tasks: Arc<dyn SessionStore>,
     /// The events of resumable streams (if not the default).
     events: Option<Arc<dyn EventStore>>,
     /// For the logs.
@@ -134,6 +136,7 @@ async fn open_store(
         return Ok(Stores {
             sessions: Arc::new(MemoryStore::new()),
             handles: Arc::new(MemoryStore::new()),
+            tasks: Arc::new(MemoryStore::new()),
             events: None,
             name: spec,
         });
@@ -175,9 +178,16 @@ async fn open_store(
             handles = handles.recovery().sessions,
             "opened the handle store in {dir}/handles"
         );
+        let tasks = FileStore::open(std::path::Path::new(dir).join("tasks"))
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            tasks = tasks.recovery().sessions,
+            "opened the task store in {dir}/tasks"
+        );
         return Ok(Stores {
             sessions: Arc::new(store),
             handles: Arc::new(handles),
+            tasks: Arc::new(tasks),
             events: Some(events),
             name: spec,
         });
@@ -205,9 +215,14 @@ async fn open_redis(spec: String, idle_timeout: Duration) -> Result<Stores, Stri
     let handles = store
         .with_prefix(&format!("{}:h", store.prefix()))
         .map_err(|e| e.to_string())?;
+    // Tasks under `<prefix>:t`.
+    let tasks = store
+        .with_prefix(&format!("{}:t", store.prefix()))
+        .map_err(|e| e.to_string())?;
     Ok(Stores {
         sessions: Arc::new(store),
         handles: Arc::new(handles),
+        tasks: Arc::new(tasks),
         events: Some(events),
         name: spec,
     })
@@ -280,7 +295,8 @@ async fn run(args: Args) -> Result<(), String> {
         .max_sessions((args.max_sessions > 0).then_some(args.max_sessions));
     let mut builder = McpServer::builder()
         .store(stores.sessions)
-        .handle_store(stores.handles);
+        .handle_store(stores.handles)
+        .task_store(stores.tasks);
     if let Some(events) = stores.events {
         builder = builder.event_store(events);
     }

@@ -13,7 +13,7 @@ use session_core::wire::{
     ResourceTemplate, Tool,
 };
 use session_core::{
-    EventStore, Handles, ManagerConfig, SessionHook, SessionManager, SessionRecord, SessionStore,
+    EventStore, Handles, ManagerConfig, Tasks, SessionHook, SessionManager, SessionRecord, SessionStore,
 };
 use session_store::{MemoryEventStore, MemoryStore, SystemClock};
 
@@ -69,6 +69,12 @@ impl McpServer {
     /// The handles tools mint and use (SEP-2567), in their own store.
     pub fn handles(&self) -> &Arc<Handles> {
         self.dispatcher.handles()
+    }
+
+    /// The server's durable tasks (the `io.modelcontextprotocol/tasks`
+    /// extension), in the task store.
+    pub fn tasks(&self) -> &Arc<Tasks> {
+        self.dispatcher.tasks()
     }
 
     /// The server's settings.
@@ -218,6 +224,7 @@ pub struct McpServerBuilder {
     registry: Registry,
     store: Option<Arc<dyn SessionStore>>,
     handle_store: Option<Arc<dyn SessionStore>>,
+    task_store: Option<Arc<dyn SessionStore>>,
     events: Option<Arc<dyn EventStore>>,
     config: ServerConfig,
 }
@@ -252,6 +259,13 @@ impl McpServerBuilder {
     /// its own directory, a Redis store its own prefix.
     pub fn handle_store(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.handle_store = Some(store);
+        self
+    }
+
+    /// The store of tasks (default: a [`MemoryStore`]). Like the handle
+    /// store, a store of its own: not the sessions' nor the handles'.
+    pub fn task_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.task_store = Some(store);
         self
     }
 
@@ -367,6 +381,9 @@ impl McpServerBuilder {
         let handle_store = self
             .handle_store
             .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>);
+        let task_store = self
+            .task_store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>);
         let events = self.events.unwrap_or_else(|| {
             Arc::new(MemoryEventStore::new(
                 self.config.events_per_stream,
@@ -381,9 +398,10 @@ impl McpServerBuilder {
         ));
         let handles = Arc::new(Handles::new(
             handle_store,
-            clock,
+            clock.clone(),
             self.config.handles.clone(),
         ));
+        let tasks = Arc::new(Tasks::new(task_store, clock, self.config.tasks.clone()));
         let dispatcher = Dispatcher::new(Parts {
             info: Implementation {
                 name: self.name.unwrap_or_else(|| "mcp-server".into()),
@@ -396,6 +414,7 @@ impl McpServerBuilder {
             registry: self.registry,
             manager: manager.clone(),
             handles,
+            tasks,
             hub: Hub::new(events),
             config: self.config,
         });

@@ -515,6 +515,11 @@ impl Dispatcher {
             Ok(n) => tracing::info!(expired = n, "swept expired handles"),
             Err(e) => tracing::warn!("sweeping expired handles failed: {e}"),
         }
+        match self.tasks().sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "swept expired tasks"),
+            Err(e) => tracing::warn!("sweeping expired tasks failed: {e}"),
+        }
         // Streams of sessions ended elsewhere (another replica), or past
         // their deadline, end here too. An open stream is not activity: it
         // is read without touching the session.

@@ -30,7 +30,7 @@ use serde_json::value::RawValue;
 use session_core::wire::{
     ErrorObject, Implementation, LoggingLevel, Message, Request, RequestId, Response, code,
 };
-use session_core::{Handles, SessionId, SessionManager, SessionRecord, StreamId};
+use session_core::{Handles, SessionId, SessionManager, SessionRecord, StreamId, Tasks};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -180,6 +180,7 @@ pub(crate) struct Dispatcher {
     registry: Registry,
     manager: Arc<SessionManager>,
     handles: Arc<Handles>,
+    tasks: Arc<Tasks>,
     hub: Hub,
     inflight: InFlight,
     levels: Mutex<foldhash::HashMap<SessionId, LoggingLevel>>,
@@ -211,6 +212,7 @@ pub(crate) struct Parts {
     pub(crate) registry: Registry,
     pub(crate) manager: Arc<SessionManager>,
     pub(crate) handles: Arc<Handles>,
+    pub(crate) tasks: Arc<Tasks>,
     pub(crate) hub: Hub,
     pub(crate) config: ServerConfig,
 }
@@ -223,6 +225,7 @@ impl Dispatcher {
             registry,
             manager,
             handles,
+            tasks,
             hub,
             config,
         } = parts;
@@ -233,6 +236,7 @@ impl Dispatcher {
             registry,
             manager,
             handles,
+            tasks,
             hub,
             inflight: InFlight::default(),
             levels: Mutex::default(),
@@ -356,12 +360,14 @@ impl Dispatcher {
     }
 
     async fn probe_stores(&self) -> Result<(), Arc<str>> {
-        let probes = futures_util::future::join3(
+        let probes = futures_util::future::join4(
             self.manager.store().readiness(),
             self.handles.manager().store().readiness(),
+            self.tasks.manager().store().readiness(),
             self.hub.events().readiness(),
         );
-        let Ok((sessions, handles, events)) = tokio::time::timeout(READY_PROBE_LIMIT, probes).await
+        let Ok((sessions, handles, tasks, events)) =
+            tokio::time::timeout(READY_PROBE_LIMIT, probes).await
         else {
             return Err(Arc::from(format!(
                 "the stores did not answer the readiness probe within {READY_PROBE_LIMIT:?}"
@@ -370,6 +376,7 @@ impl Dispatcher {
         let reasons: Vec<String> = [
             ("session", sessions),
             ("handle", handles),
+            ("task", tasks),
             ("event", events),
         ]
         .into_iter()
@@ -452,6 +459,10 @@ impl Dispatcher {
 
     pub(crate) fn manager(&self) -> &Arc<SessionManager> {
         &self.manager
+    }
+
+    pub(crate) fn tasks(&self) -> &Arc<Tasks> {
+        &self.tasks
     }
 
     pub(crate) fn handles(&self) -> &Arc<Handles> {
