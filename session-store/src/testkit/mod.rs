@@ -24,6 +24,7 @@ pub mod cases;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod scenarios;
+pub mod tasks;
 
 use std::any::Any;
 use std::future::Future;
@@ -115,6 +116,10 @@ macro_rules! store_tests {
             cases::expired_record_reads_expired_before_any_sweep,
             cases::sweep_runs_expiry_hooks_once_per_session,
             cases::a_healthy_store_is_ready,
+            tasks::a_task_is_durable_at_creation_and_bound_to_its_principal,
+            tasks::two_replicas_ending_a_task_at_once_agree_on_one_winner,
+            tasks::input_asked_on_one_replica_is_answered_on_another,
+            tasks::tasks_expire_by_ttl_from_creation,
             scenarios::create_session,
             scenarios::persist_state_between_requests,
             scenarios::concurrent_sessions_are_unique_and_isolated,
