@@ -14,12 +14,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use mcp_server::{
-    HandlerResult, HttpConfig, InputRequest, McpServer, RequestContext, ServerConfig, tool,
+    HandlerResult, HttpConfig, InputRequest, McpServer, RequestContext, ServerConfig, TaskSupport,
+    tool,
 };
 use serde_json::{Map, Value, json};
 use session_core::wire::{
-    CallToolResult, Content, GetPromptResult, LoggingLevel, Prompt, PromptArgument, PromptMessage,
-    ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+    CallToolResult, Content, ErrorObject, GetPromptResult, LoggingLevel, Prompt, PromptArgument,
+    PromptMessage, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
 };
 
 const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -418,6 +419,145 @@ fn modern_tools(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerB
         )
 }
 
+/// The tools of the tasks scenarios (`tasks-*`, the
+/// `io.modelcontextprotocol/tasks` extension).
+fn task_tools(builder: mcp_server::McpServerBuilder) -> mcp_server::McpServerBuilder {
+    let elicit_confirm = |message: String| {
+        InputRequest::elicit(
+            message,
+            json!({"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]}),
+        )
+    };
+    builder
+        .tool(
+            tool(
+                "greet",
+                "Greets by name (never a task)",
+                json!({"type": "object", "properties": {"name": {"type": "string"}}}),
+            ),
+            |_, args| async move {
+                text(format!(
+                    "Hello, {}!",
+                    args.get("name").and_then(Value::as_str).unwrap_or("World")
+                ))
+            },
+        )
+        .tool(
+            tool(
+                "slow_compute",
+                "Sleeps `seconds`, then answers; a task when the client allows",
+                json!({"type": "object", "properties": {
+                    "seconds": {"type": "number", "minimum": 0},
+                    "label": {"type": "string"}
+                }}),
+            ),
+            |_, args| async move {
+                let seconds = args
+                    .get("seconds")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+                    .clamp(0.0, 600.0);
+                let label = args
+                    .get("label")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if seconds > 0.0 {
+                    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                }
+                text(format!("computed {label} in {seconds}s"))
+            },
+        )
+        .task_support("slow_compute", TaskSupport::WhenDeclared)
+        .tool(
+            tool(
+                "failing_job",
+                "A task that ends in a tool error after ~1 s",
+                no_args(),
+            ),
+            |_, _| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(CallToolResult::error("the job failed"))
+            },
+        )
+        .task_support("failing_job", TaskSupport::Always)
+        .tool(
+            tool(
+                "protocol_error_job",
+                "A task that ends in a JSON-RPC error",
+                no_args(),
+            ),
+            |_, _| async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(ErrorObject::new(-32603, "Internal error: the job broke"))
+            },
+        )
+        .task_support("protocol_error_job", TaskSupport::WhenDeclared)
+        .tool(
+            tool(
+                "confirm_delete",
+                "Asks for a confirmation inside the task, then deletes (pretends to)",
+                json!({"type": "object", "properties": {"filename": {"type": "string"}}}),
+            ),
+            move |ctx, args| async move {
+                let file = args
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the file")
+                    .to_string();
+                let answer = ctx
+                    .input("confirm_delete", elicit_confirm(format!("Delete {file}?")))
+                    .await?;
+                let yes =
+                    answer["action"] == "accept" && answer["content"]["confirm"] == json!(true);
+                text(if yes {
+                    format!("deleted {file}")
+                } else {
+                    format!("kept {file}")
+                })
+            },
+        )
+        .task_support("confirm_delete", TaskSupport::WhenDeclared)
+        .tool(
+            tool(
+                "multi_input",
+                "Asks two questions at once inside the task",
+                no_args(),
+            ),
+            move |ctx, _| async move {
+                let answers = ctx
+                    .inputs(vec![
+                        ("multi_name".into(), name_question()),
+                        ("multi_confirm".into(), elicit_confirm("Go on?".into())),
+                    ])
+                    .await?;
+                text(format!(
+                    "name={}, confirmed={}",
+                    answers[0]["content"]["name"].as_str().unwrap_or(""),
+                    answers[1]["content"]["confirm"]
+                ))
+            },
+        )
+        .task_support("multi_input", TaskSupport::WhenDeclared)
+        .tool(
+            tool(
+                "test_tool_with_task",
+                "Asks the user's name on the request, then works on as a task",
+                no_args(),
+            ),
+            |ctx, _| async move {
+                let answer = ctx.input_before_task("user_name", name_question()).await?;
+                let name = answer["content"]["name"]
+                    .as_str()
+                    .unwrap_or("stranger")
+                    .to_string();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                text(format!("Hello, {name}!"))
+            },
+        )
+        .task_support("test_tool_with_task", TaskSupport::Always)
+}
+
 fn resource(uri: &str, name: &str, mime: &str) -> Resource {
     Resource {
         uri: uri.into(),
@@ -612,7 +752,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".into());
     let builder = McpServer::builder().name("conformance-fixtures");
-    let server = prompts(resources(modern_tools(tools(builder))))
+    let server = prompts(resources(task_tools(modern_tools(tools(builder)))))
         .completion(|_ctx, _params| async {
             Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}}))
         })

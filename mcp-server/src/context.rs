@@ -18,6 +18,7 @@ use session_core::{Handles, SessionId, SessionManager, SessionRecord, SessionSta
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::dispatch::TaskLink;
 use crate::error::session_error_object;
 use crate::input::{INPUT_TIMEOUT, InputRequest};
 
@@ -242,6 +243,8 @@ pub(crate) struct ContextParts {
     pub(crate) principal: Option<String>,
     pub(crate) handles: Arc<Handles>,
     pub(crate) modern: Option<Box<ModernParts>>,
+    /// The task the request runs as, if it may become one.
+    pub(crate) task: Option<Arc<TaskLink>>,
 }
 
 /// The code of the error [`RequestContext::input`] returns while the client
@@ -384,6 +387,11 @@ impl RequestContext {
     /// run. Answers given in earlier rounds are carried (sealed, in
     /// `requestState`) to later ones.
     ///
+    /// In a task (see [`TaskSupport`](crate::TaskSupport)) the task goes
+    /// `input_required` with the request under `key`, and the call returns
+    /// once the client answered with `tasks/update`; a key asked again
+    /// later in the task gets the same answer, never a second question.
+    ///
     /// # Errors
     ///
     /// Modern: an error the dispatcher turns into `input_required` (return
@@ -406,6 +414,34 @@ impl RequestContext {
     pub async fn inputs(
         &self,
         requests: Vec<(String, InputRequest)>,
+    ) -> Result<Vec<Value>, ErrorObject> {
+        self.ask(requests, false).await
+    }
+
+    /// [`input`](Self::input), asked before a task is created: when the
+    /// request may run as a task (see
+    /// [`TaskSupport`](crate::TaskSupport)), the question is asked on the
+    /// request itself (`input_required` and a retry, as in any modern
+    /// request), and the task begins once it is answered. Call it before
+    /// anything that waits. Anywhere else (legacy, modern without a task,
+    /// inside a task already begun) it is [`input`](Self::input).
+    ///
+    /// # Errors
+    ///
+    /// As [`input`](Self::input).
+    pub async fn input_before_task(
+        &self,
+        key: &str,
+        request: InputRequest,
+    ) -> Result<Value, ErrorObject> {
+        let mut answers = self.ask(vec![(key.to_string(), request)], true).await?;
+        Ok(answers.pop().unwrap_or(Value::Null))
+    }
+
+    async fn ask(
+        &self,
+        requests: Vec<(String, InputRequest)>,
+        before_task: bool,
     ) -> Result<Vec<Value>, ErrorObject> {
         let Some(modern) = &self.inner.parts.modern else {
             let mut answers = Vec::with_capacity(requests.len());
@@ -445,6 +481,11 @@ impl RequestContext {
             return Err(ErrorObject::new(code::MISSING_CLIENT_CAPABILITY, message)
                 .with_data(json!({"requiredCapabilities": required})));
         }
+        if let Some(task) = &self.inner.parts.task
+            && (!before_task || task.is_detached())
+        {
+            return self.ask_task(task, &modern.inputs, requests).await;
+        }
         let mut answers = Vec::with_capacity(requests.len());
         let mut asked = modern.asked.lock();
         for (key, request) in requests {
@@ -467,6 +508,98 @@ impl RequestContext {
                 INPUT_REQUIRED,
                 "input required: return this error so the client is asked",
             ))
+        }
+    }
+
+    /// Asks through the task: answers given on the request itself (multi
+    /// round-trip) count; the rest are the task's `inputRequests`.
+    async fn ask_task(
+        &self,
+        task: &TaskLink,
+        known: &Map<String, Value>,
+        requests: Vec<(String, InputRequest)>,
+    ) -> Result<Vec<Value>, ErrorObject> {
+        let entries: Vec<(String, Value)> = requests
+            .iter()
+            .filter(|(key, _)| !known.contains_key(key))
+            .map(|(key, request)| (key.clone(), request.to_entry()))
+            .collect();
+        let mut answered = if entries.is_empty() {
+            Map::new()
+        } else {
+            task.ask(entries).await?
+        };
+        let mut answers = Vec::with_capacity(requests.len());
+        for (key, request) in requests {
+            let answer = match known.get(&key) {
+                Some(answer) => answer.clone(),
+                None => answered.remove(&key).unwrap_or(Value::Null),
+            };
+            request.check_answer(&key, &answer)?;
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
+    /// A context for the same request run as a task: its own cancellation
+    /// (the task's, not the request's), no progress or log messages (tasks
+    /// carry none), the request's capabilities and answers.
+    pub(crate) fn for_task(&self, task: Arc<TaskLink>) -> RequestContext {
+        let parts = &self.inner.parts;
+        let (capabilities, inputs) = match &parts.modern {
+            Some(modern) => (modern.capabilities.clone(), modern.inputs.clone()),
+            None => (Value::Null, Map::new()),
+        };
+        // A closed outbox: whatever the handler sends goes nowhere.
+        let (outbox, _) = mpsc::channel(1);
+        RequestContext::new(ContextParts {
+            request_id: parts.request_id.clone(),
+            session: None,
+            progress_token: None,
+            cancel: task.cancel.clone(),
+            outbox: Outbox(outbox),
+            log_level: None,
+            pending: parts.pending.clone(),
+            principal: parts.principal.clone(),
+            handles: parts.handles.clone(),
+            modern: Some(Box::new(ModernParts {
+                capabilities,
+                inputs,
+                asked: Mutex::default(),
+            })),
+            task: Some(task),
+        })
+    }
+
+    /// Takes over the input requests `other` raised (a task's context that
+    /// asked before its task began), for this request's `input_required`.
+    pub(crate) fn absorb_asked(&self, other: &RequestContext) {
+        let (Some(mine), Some(theirs)) = (&self.inner.parts.modern, &other.inner.parts.modern)
+        else {
+            return;
+        };
+        let taken = std::mem::take(&mut *theirs.asked.lock());
+        mine.asked.lock().extend(taken);
+    }
+
+    /// Whether the request runs as a task (the `io.modelcontextprotocol/tasks`
+    /// extension): its result goes to the task, polled by the client.
+    pub fn is_task(&self) -> bool {
+        self.inner
+            .parts
+            .task
+            .as_ref()
+            .is_some_and(|task| task.is_detached())
+    }
+
+    /// Sets the status message of the task the request runs as (`None`
+    /// removes it), a write to the task store; clients see it on
+    /// `tasks/get` and in `notifications/tasks`. Returns whether it was
+    /// written: `false` outside a task, or when the task has ended.
+    pub async fn set_status_message(&self, message: Option<String>) -> bool {
+        match &self.inner.parts.task {
+            Some(task) if task.is_detached() => task.status_message(message).await,
+            _ => false,
         }
     }
 
@@ -505,8 +638,9 @@ impl RequestContext {
         })
     }
 
-    /// Whether the client cancelled the request (`notifications/cancelled`)
-    /// or the session ended. A cancelled request's result is not sent.
+    /// Whether the client cancelled the request (`notifications/cancelled`,
+    /// or `tasks/cancel` for a task) or the session ended. A cancelled
+    /// request's result is not sent.
     pub fn is_cancelled(&self) -> bool {
         self.inner.parts.cancel.is_cancelled()
     }

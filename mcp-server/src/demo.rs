@@ -1,5 +1,6 @@
 //! The demo tools of the `mcp-server` binary: `echo`, `counter` (session
-//! state, or a durable handle), and `slow` (progress and cancellation).
+//! state, or a durable handle), and `slow` (progress and cancellation, or a
+//! task when the request declares the tasks extension).
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use session_core::wire::{CallToolResult, Content, Tool};
 
-use crate::{McpServerBuilder, RequestContext, tool};
+use crate::{McpServerBuilder, RequestContext, TaskSupport, tool};
 
 /// Adds the demo tools to a server.
 pub fn register(builder: McpServerBuilder) -> McpServerBuilder {
@@ -17,6 +18,7 @@ pub fn register(builder: McpServerBuilder) -> McpServerBuilder {
         })
         .typed_tool(counter_tool(), counter)
         .typed_tool(slow_tool(), slow)
+        .task_support("slow", TaskSupport::WhenDeclared)
 }
 
 /// Arguments of `echo`.
@@ -144,7 +146,9 @@ pub struct SlowArgs {
 fn slow_tool() -> Tool {
     tool(
         "slow",
-        "Takes `steps` steps of `delay_ms` each, reporting progress after every step; stops when cancelled.",
+        "Takes `steps` steps of `delay_ms` each, reporting progress after every step; stops when \
+         cancelled. Runs as a task (io.modelcontextprotocol/tasks) when the request declares \
+         the extension, its status message telling the step.",
         json!({
             "type": "object",
             "properties": {
@@ -170,12 +174,13 @@ async fn slow(ctx: RequestContext, args: SlowArgs) -> crate::HandlerResult<CallT
                 return Ok(CallToolResult::error(format!("cancelled after {} steps", step - 1)));
             }
         }
-        ctx.progress(
-            f64::from(step),
-            Some(total),
-            Some(format!("step {step} of {}", args.steps)),
-        )
-        .await;
+        let message = format!("step {step} of {}", args.steps);
+        if ctx.is_task() {
+            ctx.set_status_message(Some(message)).await;
+        } else {
+            ctx.progress(f64::from(step), Some(total), Some(message))
+                .await;
+        }
     }
     Ok(CallToolResult::text(format!(
         "completed {} steps",

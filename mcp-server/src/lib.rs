@@ -92,6 +92,6 @@ pub use self::{
     http::Principal,
     input::{INPUT_TIMEOUT, InputRequest},
     limits::raise_open_file_limit,
-    registry::HandlerResult,
+    registry::{HandlerResult, TaskSupport},
     server::{McpServer, McpServerBuilder, tool},
 };

@@ -20,7 +20,7 @@ use crate::RequestContext;
 pub type HandlerResult<T> = Result<T, ErrorObject>;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = HandlerResult<T>> + Send>>;
-type ToolFn =
+pub(crate) type ToolFn =
     dyn Fn(RequestContext, Option<Box<RawValue>>) -> BoxFuture<CallToolResult> + Send + Sync;
 type ResourceFn = dyn Fn(RequestContext, String) -> BoxFuture<ReadResourceResult> + Send + Sync;
 type TemplateFn = dyn Fn(RequestContext, String, HashMap<String, String>) -> BoxFuture<ReadResourceResult>
@@ -29,6 +29,29 @@ type TemplateFn = dyn Fn(RequestContext, String, HashMap<String, String>) -> Box
 type PromptFn =
     dyn Fn(RequestContext, Map<String, Value>) -> BoxFuture<GetPromptResult> + Send + Sync;
 pub(crate) type CompletionFn = dyn Fn(RequestContext, Value) -> BoxFuture<Value> + Send + Sync;
+
+/// Whether a tool may run as a task (the `io.modelcontextprotocol/tasks`
+/// extension, 2026-07-28): answered at once with a durable task that the
+/// client polls (`tasks/get`), while the handler runs on in the background.
+/// The handler needs no task code: its result, its errors, its questions
+/// ([`RequestContext::input`]) and its cancellation go through the task.
+///
+/// A task is created only for a request that declared the extension in its
+/// own client capabilities, and only once the handler has to wait: a
+/// handler that finishes when first polled answers the request directly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TaskSupport {
+    /// Never a task (the default).
+    #[default]
+    Never,
+    /// A task when the request declared the extension; otherwise the
+    /// handler runs within the request.
+    WhenDeclared,
+    /// Always a task: a modern request that did not declare the extension
+    /// gets -32021 (`requiredCapabilities` naming it). A legacy session has
+    /// no tasks; there the handler runs within the request.
+    Always,
+}
 
 /// One kind of offering: definitions in registration order, found by key.
 pub(crate) struct Table<D, H: ?Sized> {
@@ -123,6 +146,8 @@ pub(crate) struct Registry {
     pub(crate) templates: Table<ResourceTemplate, TemplateFn>,
     pub(crate) prompts: Table<Prompt, PromptFn>,
     pub(crate) completion: Option<Arc<CompletionFn>>,
+    /// Tools that may run as tasks, by name.
+    pub(crate) task_support: HashMap<String, TaskSupport>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -144,6 +169,11 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// Whether tool `name` may run as a task.
+    pub(crate) fn task_support(&self, name: &str) -> TaskSupport {
+        self.task_support.get(name).copied().unwrap_or_default()
+    }
+
     /// The arguments of tool `name` mirrored into headers, if any.
     pub(crate) fn header_params(&self, name: &str) -> Option<&[HeaderParam]> {
         self.headers.get(name).map(Vec::as_slice)

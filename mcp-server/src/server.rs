@@ -13,10 +13,12 @@ use session_core::wire::{
     ResourceTemplate, Tool,
 };
 use session_core::{
-    EventStore, Handles, ManagerConfig, Tasks, SessionHook, SessionManager, SessionRecord, SessionStore,
+    EventStore, Handles, ManagerConfig, SessionHook, SessionManager, SessionRecord, SessionStore,
+    Tasks,
 };
 use session_store::{MemoryEventStore, MemoryStore, SystemClock};
 
+use crate::TaskSupport;
 use crate::dispatch::{Change, Dispatcher, Parts};
 use crate::hub::Hub;
 use crate::registry::{HandlerResult, Registry};
@@ -69,6 +71,12 @@ impl McpServer {
     /// The handles tools mint and use (SEP-2567), in their own store.
     pub fn handles(&self) -> &Arc<Handles> {
         self.dispatcher.handles()
+    }
+
+    /// How many tasks run on this process now (their handlers working in
+    /// the background).
+    pub fn tasks_running(&self) -> usize {
+        self.dispatcher.tasks_running()
     }
 
     /// The server's durable tasks (the `io.modelcontextprotocol/tasks`
@@ -302,6 +310,13 @@ impl McpServerBuilder {
         Fut: Future<Output = HandlerResult<CallToolResult>> + Send + 'static,
     {
         self.registry.add_typed_tool(tool, handler);
+        self
+    }
+
+    /// Lets tool `name` (added before or after) run as a task (the
+    /// `io.modelcontextprotocol/tasks` extension); see [`TaskSupport`].
+    pub fn task_support(mut self, name: &str, support: TaskSupport) -> Self {
+        self.registry.task_support.insert(name.to_string(), support);
         self
     }
 

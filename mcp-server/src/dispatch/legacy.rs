@@ -79,7 +79,7 @@ impl Dispatcher {
             caps["prompts"] = json!({"listChanged": modern});
         }
         if modern {
-            caps["extensions"] = json!({});
+            caps["extensions"] = json!({ super::tasks::TASKS_EXTENSION: {} });
         } else if self.config.session_state_extension {
             caps["experimental"] = json!({ SESSION_STATE_CAPABILITY: {} });
         }
@@ -323,6 +323,7 @@ impl Dispatcher {
             let session_id = handle.id().clone();
             let level = self.log_level(&session_id);
             let ctx = RequestContext::new(ContextParts {
+                task: None,
                 request_id: request.id.clone(),
                 session: Some(handle),
                 progress_token: meta.progress_token,

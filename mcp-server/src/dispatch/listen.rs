@@ -34,7 +34,15 @@ pub(crate) enum Change {
     ToolsListChanged,
     PromptsListChanged,
     ResourcesListChanged,
-    ResourceUpdated { uri: String },
+    ResourceUpdated {
+        uri: String,
+    },
+    /// A task changed: `task` is its `DetailedTask`, heard only by
+    /// listeners of its principal that named it (`taskIds`).
+    Task {
+        owner: Option<String>,
+        task: Value,
+    },
 }
 
 impl Change {
@@ -44,6 +52,7 @@ impl Change {
             Change::PromptsListChanged => "notifications/prompts/list_changed",
             Change::ResourcesListChanged => "notifications/resources/list_changed",
             Change::ResourceUpdated { .. } => "notifications/resources/updated",
+            Change::Task { .. } => "notifications/tasks",
         }
     }
 }
@@ -60,6 +69,9 @@ pub(crate) struct Filter {
     pub(crate) resources_list_changed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) resource_subscriptions: Option<BTreeSet<String>>,
+    /// Tasks whose status changes to hear of (`notifications/tasks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) task_ids: Option<BTreeSet<String>>,
 }
 
 impl Filter {
@@ -103,6 +115,19 @@ impl Filter {
                         })?;
                     filter.resource_subscriptions = Some(uris);
                 }
+                "taskIds" => {
+                    let ids = value
+                        .as_array()
+                        .and_then(|ids| {
+                            ids.iter()
+                                .map(|u| u.as_str().map(str::to_string))
+                                .collect::<Option<BTreeSet<String>>>()
+                        })
+                        .ok_or_else(|| {
+                            bad("`notifications.taskIds` must be an array of task ids")
+                        })?;
+                    filter.task_ids = Some(ids);
+                }
                 // Not a type this server knows: not honoured, so not
                 // acknowledged.
                 _ => {}
@@ -121,8 +146,17 @@ impl Filter {
         self
     }
 
-    fn wants(&self, change: &Change) -> bool {
+    fn wants(&self, change: &Change, principal: Option<&str>) -> bool {
         match change {
+            Change::Task { owner, task } => {
+                owner.as_deref() == principal
+                    && task
+                        .get("taskId")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| {
+                            self.task_ids.as_ref().is_some_and(|ids| ids.contains(id))
+                        })
+            }
             Change::ToolsListChanged => self.tools_list_changed,
             Change::PromptsListChanged => self.prompts_list_changed,
             Change::ResourcesListChanged => self.resources_list_changed,
@@ -149,6 +183,8 @@ pub(crate) fn tagged(method: &str, id: &RequestId, mut params: Value) -> Message
 struct Listener {
     filter: Filter,
     id: RequestId,
+    /// Who listens: task notifications are for their own principal only.
+    principal: Option<String>,
     outbox: mpsc::Sender<Box<Message>>,
     /// Ends the listen request (its stream cannot keep up).
     end: CancellationToken,
@@ -203,6 +239,7 @@ impl Listeners {
         &self,
         filter: Filter,
         id: RequestId,
+        principal: Option<String>,
         outbox: mpsc::Sender<Box<Message>>,
         end: CancellationToken,
     ) -> Registration<'_> {
@@ -212,6 +249,7 @@ impl Listeners {
             Listener {
                 filter,
                 id,
+                principal,
                 outbox,
                 end,
             },
@@ -232,12 +270,13 @@ impl Listeners {
     pub(crate) fn deliver(&self, change: &Change) -> usize {
         let params = match change {
             Change::ResourceUpdated { uri } => json!({ "uri": uri }),
+            Change::Task { task, .. } => task.clone(),
             _ => json!({}),
         };
         let mut told = 0;
         let mut open = self.open.lock();
         open.retain(|_, listener| {
-            if !listener.filter.wants(change) {
+            if !listener.filter.wants(change, listener.principal.as_deref()) {
                 return true;
             }
             let note = tagged(change.method(), &listener.id, params.clone());
@@ -365,10 +404,17 @@ mod tests {
         let _a = listeners.add(
             tools,
             RequestId::from(7),
+            None,
             tools_tx,
             CancellationToken::new(),
         );
-        let _b = listeners.add(uri, RequestId::from("s"), uri_tx, CancellationToken::new());
+        let _b = listeners.add(
+            uri,
+            RequestId::from("s"),
+            None,
+            uri_tx,
+            CancellationToken::new(),
+        );
         assert_eq!(listeners.deliver(&Change::ToolsListChanged), 1);
         let update = Change::ResourceUpdated {
             uri: "test://a".into(),
@@ -401,7 +447,7 @@ mod tests {
             tools_list_changed: true,
             ..Filter::default()
         };
-        let _registration = listeners.add(filter, RequestId::from(1), tx, end.clone());
+        let _registration = listeners.add(filter, RequestId::from(1), None, tx, end.clone());
         assert_eq!(listeners.deliver(&Change::ToolsListChanged), 1);
         assert_eq!(listeners.deliver(&Change::ToolsListChanged), 0);
         assert!(end.is_cancelled());

@@ -12,8 +12,10 @@ use session_core::wire::{
 
 use super::Dispatcher;
 use super::modern::Cache;
+use super::tasks::{declares_tasks, missing_tasks_capability};
 use crate::RequestContext;
 use crate::error::session_error_object;
+use crate::registry::TaskSupport;
 
 /// `tools/call` parameters with the arguments left unparsed, so a typed
 /// tool reads them straight into its own type.
@@ -68,6 +70,16 @@ impl Dispatcher {
                         format!("Unknown tool: {}", call.name),
                     ));
                 };
+                let support = registry.task_support(&call.name);
+                if modern && support != TaskSupport::Never {
+                    if declares_tasks(&ctx.client_capabilities()) {
+                        return Box::pin(self.call_as_task(ctx, tool.as_ref(), call.arguments))
+                            .await;
+                    }
+                    if support == TaskSupport::Always {
+                        return Err(missing_tasks_capability(&format!("the tool {}", call.name)));
+                    }
+                }
                 let result = tool(ctx.clone(), call.arguments).await?;
                 Ok(self.finish(ctx, &result, Cache::None))
             }
@@ -132,6 +144,9 @@ impl Dispatcher {
                     None => Value::Object(serde_json::Map::new()),
                 };
                 Ok(self.finish_value(ctx, &complete(ctx.clone(), params).await?))
+            }
+            method @ ("tasks/get" | "tasks/update" | "tasks/cancel") if modern => {
+                Box::pin(self.task_method(ctx, method, params)).await
             }
             method if modern => Err(not_found(method)),
             method => Box::pin(self.route_legacy(ctx, method, params)).await,

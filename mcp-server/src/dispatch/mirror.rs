@@ -13,13 +13,14 @@ use super::Mirrored;
 use crate::registry::{HeaderParam, Registry};
 
 /// `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` against the body of a
-/// request for `method` naming `name` (a tool or prompt) or `uri`, with
-/// `arguments` (a tool's).
+/// request for `method` naming `name` (a tool or prompt), `uri` or
+/// `task_id` (a task), with `arguments` (a tool's).
 pub(super) fn check(
     registry: &Registry,
     method: &str,
     name: Option<&str>,
     uri: Option<&str>,
+    task_id: Option<&str>,
     arguments: Option<&RawValue>,
     mirrored: &Mirrored<'_>,
 ) -> Result<(), ErrorObject> {
@@ -37,6 +38,9 @@ pub(super) fn check(
     let named = match method {
         "tools/call" | "prompts/get" => Some(name.unwrap_or("")),
         "resources/read" => Some(uri.unwrap_or("")),
+        // The tasks extension routes by task (a body without one is
+        // refused by the method).
+        "tasks/get" | "tasks/update" | "tasks/cancel" => task_id,
         _ => None,
     };
     if let Some(body) = named {

@@ -21,6 +21,7 @@ mod methods;
 mod mirror;
 mod modern;
 mod mrtr;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -41,8 +42,10 @@ use crate::hub::Hub;
 use crate::registry::Registry;
 
 pub(crate) use listen::{Change, Listeners};
+use modern::SERVER_INFO_KEY;
 pub(crate) use modern::supported_versions;
 pub(crate) use mrtr::StateKey;
+pub(crate) use tasks::TaskLink;
 
 /// The transport a message came by: the few rules that differ between them
 /// (the words of a refusal, whether headers mirror the body).
@@ -192,7 +195,9 @@ pub(crate) struct Dispatcher {
     /// What every modern result carries, serialized once.
     modern: modern::Prepared,
     /// `subscriptions/listen` streams on this process.
-    listeners: Listeners,
+    listeners: Arc<Listeners>,
+    /// The tasks running on this process.
+    task_runtime: Arc<tasks::TaskRuntime>,
     /// The key that seals `requestState` (from the handle store).
     state_key: StateKey,
     config: ServerConfig,
@@ -229,6 +234,13 @@ impl Dispatcher {
             hub,
             config,
         } = parts;
+        let listeners = Arc::new(Listeners::default());
+        let task_runtime = Arc::new(tasks::TaskRuntime::new(
+            tasks.clone(),
+            listeners.clone(),
+            hub.events().clone(),
+            config.task_poll_interval,
+        ));
         let mut dispatcher = Dispatcher {
             modern: modern::Prepared::default(),
             info,
@@ -243,7 +255,8 @@ impl Dispatcher {
             subscriptions: Mutex::default(),
             pending: Arc::default(),
             initialize_results: Vec::new(),
-            listeners: Listeners::default(),
+            listeners,
+            task_runtime,
             state_key: StateKey::default(),
             config,
             shutdown: CancellationToken::new(),
@@ -479,6 +492,11 @@ impl Dispatcher {
 
     pub(crate) fn requests_in_flight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// How many tasks run on this process.
+    pub(crate) fn tasks_running(&self) -> usize {
+        self.task_runtime.running()
     }
 }
 

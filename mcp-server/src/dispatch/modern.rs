@@ -35,7 +35,7 @@ use crate::error::Rejection;
 const VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 const CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
 const LOG_LEVEL_KEY: &str = "io.modelcontextprotocol/logLevel";
-const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
+pub(super) const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 
 /// Which era a message belongs to, decided from cheap signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +230,14 @@ impl Dispatcher {
                     .unwrap_or_else(|| to_raw(&json!({}))),
             )),
             "subscriptions/listen" => match Filter::parse(checked.params.as_ref()) {
+                Ok(filter)
+                    if filter.task_ids.is_some()
+                        && !super::tasks::declares_tasks(&checked.capabilities) =>
+                {
+                    let error =
+                        super::tasks::missing_tasks_capability("listening for notifications/tasks");
+                    Outcome::Reply(Response::error(Some(request.id), error))
+                }
                 Ok(filter) => Outcome::Running(self.listen(request.id, filter, origin)),
                 Err(error) => Outcome::Reply(Response::error(Some(request.id), error)),
             },
@@ -301,6 +309,7 @@ impl Dispatcher {
                 &request.method,
                 params.name.as_deref(),
                 params.uri.as_deref(),
+                params.task_id.as_deref(),
                 params.arguments,
                 mirrored,
             )?;
@@ -366,6 +375,7 @@ impl Dispatcher {
         let resources = !registry.resources.is_empty() || !registry.templates.is_empty();
         match method {
             "server/discover" | "subscriptions/listen" | "tools/list" | "tools/call" => true,
+            "tasks/get" | "tasks/update" | "tasks/cancel" => true,
             "completion/complete" => registry.completion.is_some(),
             "resources/list" | "resources/templates/list" | "resources/read" => resources,
             "prompts/list" | "prompts/get" => !registry.prompts.is_empty(),
@@ -461,6 +471,7 @@ impl Dispatcher {
             drop(request_state);
             inputs.extend(input_responses);
             let ctx = RequestContext::new(ContextParts {
+                task: None,
                 request_id: request.id.clone(),
                 session: None,
                 progress_token,
@@ -563,6 +574,7 @@ impl Dispatcher {
         let dispatcher = self.clone();
         let end = cancel.clone();
         let scope = origin.scope.unwrap_or_else(|| self.new_scope());
+        let principal = origin.principal.map(str::to_string);
         let handling = Box::pin(async move {
             // In flight like any request: cancelled by id on stdio, waited
             // for (it ends at once) at shutdown.
@@ -577,9 +589,10 @@ impl Dispatcher {
             if tx.send(Box::new(ack)).await.is_err() {
                 return None;
             }
-            let _registration = dispatcher
-                .listeners
-                .add(filter, id.clone(), tx, end.clone());
+            let _registration =
+                dispatcher
+                    .listeners
+                    .add(filter, id.clone(), principal, tx, end.clone());
             tokio::select! {
                 () = end.cancelled() => None,
                 () = guard.token.cancelled() => None,
@@ -628,6 +641,9 @@ struct Params<'a> {
     uri: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
+    /// `tasks/*`'s task (mirrored in `Mcp-Name`).
+    #[serde(rename = "taskId", borrow, default)]
+    task_id: Option<Cow<'a, str>>,
     #[serde(rename = "inputResponses", default)]
     input_responses: Option<Value>,
     #[serde(rename = "requestState", default)]
