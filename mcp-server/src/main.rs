@@ -178,8 +178,8 @@ async fn open_store(
             handles = handles.recovery().sessions,
             "opened the handle store in {dir}/handles"
         );
-        let tasks = FileStore::open(std::path::Path::new(dir).join("tasks"))
-            .map_err(|e| e.to_string())?;
+        let tasks =
+            FileStore::open(std::path::Path::new(dir).join("tasks")).map_err(|e| e.to_string())?;
         tracing::info!(
             tasks = tasks.recovery().sessions,
             "opened the task store in {dir}/tasks"
