@@ -29,7 +29,8 @@
 //! `MCP_BENCH_HYPER`, `MCP_BENCH_NODE` and `MCP_BENCH_TS2` (set by `cargo
 //! xtask bench`); a missing one is skipped with a note.
 //! `MCP_BENCH_ONLY=modern` runs just the modern-era figures;
-//! `MCP_BENCH_ONLY=crowd` just `tools/call` beside 10,000 idle connections.
+//! `MCP_BENCH_ONLY=crowd` just `tools/call` beside 10,000 idle connections;
+//! `MCP_BENCH_ONLY=tasks` just the durable tasks (issue 13).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -824,6 +825,193 @@ fn bench_handle_counter(c: &mut Criterion, program: &std::path::Path, notes: &mu
     );
 }
 
+/// The envelope of a 2026-07-28 request that declares the tasks extension.
+const TASK_META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}"#;
+
+/// The `taskId` in an answer.
+fn task_id(body: &[u8]) -> String {
+    let at = find(body, b"\"taskId\":\"").expect("an answer naming a task") + 10;
+    let end = body[at..].iter().position(|&b| b == b'"').unwrap() + at;
+    String::from_utf8_lossy(&body[at..end]).into_owned()
+}
+
+impl Caller {
+    /// Starts `slow` (one step of 1 ms) as a task; returns its id.
+    async fn start_task(&mut self) -> String {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"slow","arguments":{{"steps":1,"delay_ms":1}},{TASK_META}}}}}"#
+        );
+        let request = self.modern("tools/call", "slow", &body);
+        let (status, _, answer) = self.exchange(&request).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        assert!(
+            memchr(&answer, b"\"resultType\":\"task\""),
+            "not a task: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        task_id(&answer)
+    }
+
+    /// `tasks/get` of `id`; returns the answer.
+    async fn get_task(&mut self, id: &str) -> Vec<u8> {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":6,"method":"tasks/get","params":{{"taskId":"{id}",{TASK_META}}}}}"#
+        );
+        let request = self.modern("tasks/get", id, &body);
+        let (status, _, answer) = self.exchange(&request).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        answer
+    }
+
+    /// A task started and polled (every 2 ms) until it reads completed.
+    async fn task_to_completion(&mut self) {
+        let id = self.start_task().await;
+        loop {
+            let answer = self.get_task(&id).await;
+            if memchr(&answer, b"\"status\":\"completed\"") {
+                return;
+            }
+            assert!(
+                memchr(&answer, b"\"status\":\"working\""),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn task_op<'a>(
+    caller: &'a mut Caller,
+    _: u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+    Box::pin(caller.task_to_completion())
+}
+
+/// Durable tasks (issue 13): tasks started and run to completion per
+/// second by 64 clients, and `tasks/get` latency, on the memory, file and
+/// Redis stores; beside one append + `fdatasync` per write in the file
+/// store's directory; and resident bytes per finished task kept until its
+/// TTL, on the memory store.
+fn bench_tasks(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes) {
+    use std::io::Write as _;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let stores = [
+        ("memory", "memory".to_string()),
+        (
+            "file",
+            format!("file:{}", dir.path().join("store").display()),
+        ),
+        ("redis", redis.url()),
+    ];
+    let mut group = c.benchmark_group("http/tasks");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(6));
+    let frame = vec![b'x'; 320];
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("baseline.log"))
+        .unwrap();
+    group.bench_function("fsync-per-write", |b| {
+        b.iter(|| {
+            file.write_all(&frame).unwrap();
+            file.sync_data().unwrap();
+        })
+    });
+    for (name, store) in &stores {
+        let subject = Subject {
+            name: "mcp-server",
+            program: program.to_path_buf(),
+            args: ["--listen", "127.0.0.1:0", "--store", store]
+                .map(String::from)
+                .to_vec(),
+            sessions: false,
+            memory: false,
+            replicas: 0,
+        };
+        let server = start(&subject);
+        let mut callers = rt.block_on(async {
+            let mut callers = Vec::with_capacity(CALLERS);
+            for _ in 0..CALLERS {
+                callers.push(Caller::connect(&server.addr).await);
+            }
+            callers
+        });
+        group.bench_function(format!("{name}/to-completion-64-clients"), |b| {
+            b.iter_custom(|iters| rt.block_on(spread(&mut callers, iters, task_op)).0)
+        });
+        // tasks/get of finished tasks, 64 clients each on its own task.
+        let ids: Vec<String> = rt.block_on(async {
+            let mut ids = Vec::with_capacity(CALLERS);
+            for caller in &mut callers {
+                let id = caller.start_task().await;
+                while !memchr(&caller.get_task(&id).await, b"\"completed\"") {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                ids.push(id);
+            }
+            ids
+        });
+        let gets = if measuring() { 32_000 } else { 640 };
+        let per = gets / CALLERS;
+        let started = Instant::now();
+        let latencies: Vec<Duration> = rt.block_on(async {
+            let runs = callers.iter_mut().zip(&ids).map(|(caller, id)| async move {
+                let mut mine = Vec::with_capacity(per);
+                for _ in 0..per {
+                    let t = Instant::now();
+                    caller.get_task(id).await;
+                    mine.push(t.elapsed());
+                }
+                mine
+            });
+            futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        });
+        let elapsed = started.elapsed();
+        let mut latencies = latencies;
+        latencies.sort_unstable();
+        notes.0.push(format!(
+            "tasks ({name} store): tasks/get {:.0}/s, p50 {:?}, p99 {:?} ({} gets of finished tasks, 64 clients)",
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.len(),
+        ));
+        if *name == "memory" {
+            // Resident bytes per finished task kept until its TTL.
+            let count = if measuring() { 10_000 } else { 200 };
+            let before = resident_kib(server.pid());
+            rt.block_on(async {
+                let per = count / CALLERS;
+                let runs = callers.iter_mut().map(|caller| async move {
+                    for _ in 0..per {
+                        caller.task_to_completion().await;
+                    }
+                });
+                futures_util::future::join_all(runs).await;
+            });
+            let after = resident_kib(server.pid());
+            let done = (count / CALLERS) * CALLERS;
+            notes.0.push(format!(
+                "tasks (memory store): {} bytes resident per finished task kept until its TTL ({done} tasks)",
+                (after.saturating_sub(before) * 1024) / done as u64
+            ));
+        }
+    }
+    group.finish();
+    notes.0.push(
+        "tasks: compare file/to-completion-64-clients with fsync-per-write (same directory)".into(),
+    );
+}
+
 /// Idle keep-alive connections held open beside the 64 callers.
 const CROWD: usize = 10_000;
 
@@ -1042,7 +1230,7 @@ fn main() {
     let only = std::env::var("MCP_BENCH_ONLY").ok();
     for subject in &subjects {
         if only.as_deref().is_some_and(|o| {
-            !subject.name.contains(o) || o == "interleaved" || o == "modern" || o == "crowd"
+            !subject.name.contains(o) || matches!(o, "interleaved" | "modern" | "crowd" | "tasks")
         }) {
             continue;
         }
@@ -1055,6 +1243,9 @@ fn main() {
         modern.extend(ts2.iter());
         bench_modern(&mut c, &modern, &mut notes);
         bench_handle_counter(&mut c, &ours, &mut notes);
+    }
+    if only.as_deref().is_none_or(|o| o == "tasks") {
+        bench_tasks(&mut c, &ours, &mut notes);
     }
     if only.as_deref().is_none_or(|o| o == "crowd") {
         bench_idle_crowd(&mut c, &ours, &mut notes);
