@@ -153,7 +153,8 @@ impl McpServer {
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     let events = dispatcher.hub().events().clone();
-                    dispatcher.listeners().follow(events, stop).await;
+                    let heard = |change: &Change| dispatcher.heard(change);
+                    dispatcher.listeners().follow(events, stop, &heard).await;
                 })
             };
             // The first round comes one interval after start, not at once:

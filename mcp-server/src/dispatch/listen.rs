@@ -311,8 +311,15 @@ impl Listeners {
     }
 
     /// Follows the changes other replicas append until `stop`, delivering
-    /// them here. Returns at once when the store has no other writers.
-    pub(crate) async fn follow(&self, events: Arc<dyn EventStore>, stop: CancellationToken) {
+    /// them here and handing each to `heard` (the task runtime stops a
+    /// worker whose task was cancelled elsewhere). Returns at once when the
+    /// store has no other writers.
+    pub(crate) async fn follow(
+        &self,
+        events: Arc<dyn EventStore>,
+        stop: CancellationToken,
+        heard: &(dyn Fn(&Change) + Send + Sync),
+    ) {
         let channel = changes_channel();
         let standalone = StreamId::standalone();
         let mut last = match events.latest(&channel, &standalone).await {
@@ -334,6 +341,7 @@ impl Listeners {
                         last = event.id.clone();
                         match serde_json::from_str::<Travelling>(&event.data) {
                             Ok(t) if t.origin != self.origin() => {
+                                heard(&t.change);
                                 self.deliver(&t.change);
                             }
                             Ok(_) => {}

@@ -498,6 +498,12 @@ impl Dispatcher {
     pub(crate) fn tasks_running(&self) -> usize {
         self.task_runtime.running()
     }
+
+    /// A change announced by another replica: a task that ended there
+    /// (cancelled) stops its worker here.
+    pub(crate) fn heard(&self, change: &Change) {
+        self.task_runtime.heard(change);
+    }
 }
 
 /// How long the readiness probe waits for the stores.

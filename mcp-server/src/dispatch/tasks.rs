@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use session_core::wire::{CallToolResult, ErrorObject, code, to_raw};
-use session_core::{EventStore, TaskError, TaskView, Tasks};
+use session_core::{EventStore, TaskError, TaskStatus, TaskView, Tasks};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -140,6 +140,39 @@ impl TaskRuntime {
         self.running.lock().len()
     }
 
+    /// A change heard from another replica: a task that ended there (a
+    /// `tasks/cancel` answered by it) stops its worker here at once.
+    pub(crate) fn heard(&self, change: &Change) {
+        let Change::Task { task, .. } = change else {
+            return;
+        };
+        let ended = task
+            .get("status")
+            .and_then(Value::as_str)
+            .and_then(TaskStatus::parse)
+            .is_some_and(TaskStatus::is_terminal);
+        let Some(id) = task.get("taskId").and_then(Value::as_str) else {
+            return;
+        };
+        if ended && let Some(worker) = self.running.lock().get(id) {
+            tracing::debug!(task = %id, "the task ended on another replica: stopping its worker");
+            worker.cancel.cancel();
+        }
+    }
+
+    /// The worker's periodic look at its task in the store: a task that
+    /// ended meanwhile (cancelled on a replica whose announcement did not
+    /// reach us) or is gone stops the work.
+    async fn check(&self, id: &str, link: &TaskLink) {
+        match self.tasks.get(id, link.principal.as_deref()).await {
+            Ok(view) if view.status().is_terminal() => link.cancel.cancel(),
+            Ok(_) => {}
+            Err(e) if e.is_gone() => link.cancel.cancel(),
+            // The store is down: not a verdict; look again next time.
+            Err(e) => tracing::debug!(task = %id, "cannot read a running task: {e}"),
+        }
+    }
+
     /// Tells listeners (here and on other replicas) the task changed.
     async fn announce(&self, view: &TaskView) {
         let change = Change::Task {
@@ -167,9 +200,16 @@ impl TaskRuntime {
         );
         let runtime = self.clone();
         tokio::spawn(async move {
-            let outcome = tokio::select! {
-                outcome = work => Some(outcome),
-                () = link.cancel.cancelled() => None,
+            let mut work = std::pin::pin!(work);
+            let period = runtime.poll.max(Duration::from_millis(10));
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut work => break Some(outcome),
+                    () = link.cancel.cancelled() => break None,
+                    _ = ticker.tick() => runtime.check(&id, &link).await,
+                }
             };
             let principal = link.principal.as_deref();
             if let Some(outcome) = outcome {
