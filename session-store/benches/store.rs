@@ -405,6 +405,48 @@ fn durability(c: &mut Criterion) {
             }
         })
     });
+    // A task's life through `Tasks` (issue 13): created (durable before a
+    // server answers CreateTaskResult), then completed with its result,
+    // 64 tasks at once: two group-committed writes per task.
+    let tasks = Arc::new(session_core::Tasks::new(
+        Arc::new(FileStore::open(dir.path().join("tasks")).unwrap()),
+        Arc::new(SystemClock),
+        session_core::ManagerConfig::default()
+            .idle_timeout(Duration::from_secs(3600))
+            .max_lifetime(Some(Duration::from_secs(3600)))
+            .max_sessions(None),
+    ));
+    group.bench_function("task-create-and-complete-writers=64", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let tasks = tasks.clone();
+            async move {
+                let per_writer = iters.div_ceil(TASKS).max(1);
+                let start = Instant::now();
+                let writers: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let tasks = tasks.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per_writer {
+                                let task = tasks.create(Some("bench"), None, None).await.unwrap();
+                                let mut result = serde_json::Map::new();
+                                result.insert("content".into(), serde_json::json!([]));
+                                tasks
+                                    .complete(task.id(), Some("bench"), result)
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for writer in writers {
+                    writer.await.unwrap();
+                }
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_writer * TASKS) as f64)
+            }
+        })
+    });
     group.finish();
 }
 
