@@ -30,8 +30,16 @@ pub struct ServerConfig {
     /// `ttlMs` clients see), at most 100,000 live tasks, results bounded by
     /// the state size limit; ended tasks are deleted at their TTL.
     pub tasks: ManagerConfig,
-    /// The `pollIntervalMs` suggested to clients polling a task (1 s).
+    /// The `pollIntervalMs` suggested to clients polling a task (1 s); a
+    /// task's worker also looks at its task in the store this often (and
+    /// stops when it ended elsewhere).
     pub task_poll_interval: Duration,
+    /// How long a running task's worker may go without renewing its lease
+    /// (10 s). The worker renews it every third of this; when it lapses
+    /// (the process died), a live replica fails the task (or runs a tool
+    /// declared safe to re-run again) within this plus a third of it, the
+    /// period at which the task store is swept.
+    pub task_lease: Duration,
     /// How long a `requestState` minted for a multi round-trip request
     /// stays valid (15 min): the time a user has to answer.
     pub request_state_ttl: Duration,
@@ -102,6 +110,7 @@ impl Default for ServerConfig {
                 .max_sessions(Some(100_000))
                 .retention(Duration::ZERO),
             task_poll_interval: Duration::from_secs(1),
+            task_lease: Duration::from_secs(10),
             request_state_ttl: Duration::from_secs(15 * 60),
             list_cache: CacheHint::new(Duration::from_secs(300), CacheScope::Public),
             read_cache: CacheHint::new(Duration::ZERO, CacheScope::Private),
@@ -143,6 +152,12 @@ impl ServerConfig {
     /// Sets how long a `requestState` stays valid.
     pub fn request_state_ttl(mut self, ttl: Duration) -> Self {
         self.request_state_ttl = ttl;
+        self
+    }
+
+    /// Sets the lease of running tasks (at least 30 ms).
+    pub fn task_lease(mut self, lease: Duration) -> Self {
+        self.task_lease = lease.max(Duration::from_millis(30));
         self
     }
 

@@ -40,6 +40,15 @@ struct Args {
     /// expire.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
     handle_idle_timeout: Duration,
+    /// A running task's worker renews its lease every third of this; when
+    /// the process dies, a live replica (or this one, restarted) fails the
+    /// task (or runs a --rerun-safe tool again) within this plus a third.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    task_lease: Duration,
+    /// A tool safe to run again from the start when its task's worker is
+    /// lost (repeatable; e.g. `slow`). Other tools' tasks fail then.
+    #[arg(long = "rerun-safe")]
+    rerun_safe: Vec<String>,
     /// Sessions must complete the handshake within this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     handshake_timeout: Duration,
@@ -292,7 +301,8 @@ async fn run(args: Args) -> Result<(), String> {
         .idle_timeout(args.idle_timeout)
         .handle_idle_timeout(args.handle_idle_timeout)
         .handshake_timeout(args.handshake_timeout)
-        .max_sessions((args.max_sessions > 0).then_some(args.max_sessions));
+        .max_sessions((args.max_sessions > 0).then_some(args.max_sessions))
+        .task_lease(args.task_lease);
     let mut builder = McpServer::builder()
         .store(stores.sessions)
         .handle_store(stores.handles)
@@ -300,10 +310,11 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(events) = stores.events {
         builder = builder.event_store(events);
     }
-    let server: McpServer = demo::register(builder)
-        .name("mcp-server")
-        .config(config)
-        .build();
+    let mut builder = demo::register(builder);
+    for tool in &args.rerun_safe {
+        builder = builder.rerun_safe(tool);
+    }
+    let server: McpServer = builder.name("mcp-server").config(config).build();
     if args.stdio {
         tracing::info!(store = %store_name, "serving MCP on stdio");
         return server.serve_stdio().await.map_err(|e| e.to_string());

@@ -148,6 +148,9 @@ pub(crate) struct Registry {
     pub(crate) completion: Option<Arc<CompletionFn>>,
     /// Tools that may run as tasks, by name.
     pub(crate) task_support: HashMap<String, TaskSupport>,
+    /// Tools declared safe to run again from the start when their task's
+    /// worker is lost.
+    pub(crate) rerun_safe: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for Registry {

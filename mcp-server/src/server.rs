@@ -19,7 +19,7 @@ use session_core::{
 use session_store::{MemoryEventStore, MemoryStore, SystemClock};
 
 use crate::TaskSupport;
-use crate::dispatch::{Change, Dispatcher, Parts};
+use crate::dispatch::{Change, Dispatcher, LeaseHook, Parts};
 use crate::hub::Hub;
 use crate::registry::{HandlerResult, Registry};
 use crate::{RequestContext, ServerConfig};
@@ -141,7 +141,9 @@ impl McpServer {
     }
 
     /// Starts the background work: every `sweep_interval` the sweeper
-    /// expires idle sessions and handles and releases what they held, and a
+    /// expires idle sessions and handles and releases what they held, every
+    /// third of the task lease it sweeps the task store (failing or
+    /// re-running tasks whose worker was lost), and a
     /// follower delivers the changes other replicas announce to this
     /// process's listeners. Both stop at [`McpServer::shutdown`].
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
@@ -163,9 +165,18 @@ impl McpServer {
             let period = dispatcher.config().sweep_interval;
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Tasks are swept more often: a lapsed lease (a lost worker) is
+            // seen within a third of the lease.
+            let config = dispatcher.config();
+            let every = (config.task_lease / 3)
+                .min(period)
+                .max(std::time::Duration::from_millis(10));
+            let mut tasks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tasks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = ticker.tick() => dispatcher.upkeep().await,
+                    _ = tasks.tick() => dispatcher.sweep_tasks().await,
                     () = stop.cancelled() => break,
                 }
             }
@@ -321,6 +332,17 @@ impl McpServerBuilder {
         self
     }
 
+    /// Declares tool `name` safe to run again from the start: when the
+    /// worker of one of its tasks is lost (its process died, its lease
+    /// lapsed), a live replica runs it again with the same arguments, for
+    /// the same principal, instead of failing the task. Only for tools
+    /// whose effects bear repeating (a side effect done twice is the
+    /// tool's to accept).
+    pub fn rerun_safe(mut self, name: &str) -> Self {
+        self.registry.rerun_safe.insert(name.to_string());
+        self
+    }
+
     /// Adds a resource with a fixed URI.
     pub fn resource<F, Fut>(mut self, resource: Resource, handler: F) -> Self
     where
@@ -435,6 +457,10 @@ impl McpServerBuilder {
             config: self.config,
         });
         manager.add_hook(Arc::new(Release(Arc::downgrade(&dispatcher))));
+        dispatcher
+            .tasks()
+            .manager()
+            .add_hook(Arc::new(LeaseHook(Arc::downgrade(&dispatcher))));
         McpServer { dispatcher }
     }
 }

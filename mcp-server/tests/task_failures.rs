@@ -159,3 +159,163 @@ async fn a_worker_that_hears_nothing_sees_the_cancellation_in_the_store() {
     // here) finds the task cancelled.
     cancelled_on_b_stops_the_worker_on_a(false, Duration::from_secs(1)).await;
 }
+
+/// Polls task `id` until `done` holds of it; every read must find the task
+/// (never "not found"). Panics after `within`.
+async fn until_task(
+    client: &Modern,
+    id: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let answer = task_call(client, "tasks/get", json!({"taskId": id})).await;
+        let response = answer.response().clone();
+        assert!(
+            response.get("error").is_none(),
+            "task {id} must always be found: {response}"
+        );
+        let task = response["result"].clone();
+        if done(&task) {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} not there in {within:?}: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn is(status: &'static str) -> impl Fn(&Value) -> bool {
+    move |task| task["status"] == status
+}
+
+/// The lease the binaries run with in these tests (renewed every third).
+const LEASE: &str = "1s";
+/// A lapsed lease is swept within a third of it; a restart and a slow,
+/// shared machine get the rest.
+const LAPSE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Checks that `task` failed because its worker was lost.
+fn assert_lost(task: &Value) {
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["code"], -32603, "{task}");
+    let message = task["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("worker was lost"), "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_finished_tasks_keep_their_results_and_interrupted_ones_fail_within_the_lease()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file:{}", dir.path().display());
+    let args = ["--store", store.as_str(), "--task-lease", LEASE];
+    let server = common::start(&args);
+    let client = declaring(&server.url);
+
+    // Finished well before the kill, and just before it.
+    let mut finished = Vec::new();
+    for steps in [1, 2] {
+        let id = create(&client, "slow", json!({"steps": steps, "delay_ms": 30})).await;
+        let task = until_task(&client, &id, Duration::from_secs(10), is("completed")).await;
+        finished.push((id, task));
+    }
+    // Running at the kill.
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let id = create(&client, "slow", json!({"steps": 10_000, "delay_ms": 50})).await;
+        running.push(id);
+    }
+    let last = create(&client, "slow", json!({"steps": 1, "delay_ms": 20})).await;
+    let last_task = until_task(&client, &last, Duration::from_secs(10), is("completed")).await;
+    finished.push((last, last_task));
+    for id in &running {
+        until_task(&client, id, Duration::from_secs(10), |t| {
+            t["statusMessage"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("step"))
+        })
+        .await;
+    }
+    drop(server); // SIGKILL
+
+    let server = common::start(&args);
+    let client = declaring(&server.url);
+    for (id, before) in &finished {
+        let after = until_task(&client, id, Duration::ZERO, |_| true).await;
+        assert_eq!(
+            &after, before,
+            "a finished task reads the same after kill -9"
+        );
+        assert!(
+            after["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("completed"))
+        );
+    }
+    for id in &running {
+        let task = until_task(&client, id, LAPSE_WITHIN, |t| t["status"] != "working").await;
+        assert_lost(&task);
+    }
+    // Still the same once everything settled.
+    for (id, before) in &finished {
+        assert_eq!(&get(&client, id).await, before);
+    }
+}
+
+fn redis_replica(redis: &RedisServer, extra: &[&str]) -> common::Process {
+    let url = redis.url();
+    let mut args = vec!["--store", url.as_str(), "--task-lease", LEASE];
+    args.extend_from_slice(extra);
+    common::start(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_task_has_its_task_failed_by_another_within_the_lease() {
+    let redis = RedisServer::start();
+    let a = redis_replica(&redis, &[]);
+    let b = redis_replica(&redis, &[]);
+    let on_a = declaring(&a.url);
+    let on_b = declaring(&b.url);
+    let id = create(&on_a, "slow", json!({"steps": 10_000, "delay_ms": 50})).await;
+    until_task(&on_b, &id, Duration::from_secs(10), |t| {
+        t["statusMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("step"))
+    })
+    .await;
+    drop(a); // SIGKILL
+    let killed = tokio::time::Instant::now();
+    let task = until_task(&on_b, &id, LAPSE_WITHIN, |t| t["status"] != "working").await;
+    assert_lost(&task);
+    eprintln!("the task failed {:?} after the kill", killed.elapsed());
+    // The lease beside the task can never be named by a client.
+    let lease = id.replace("task_", "lease_");
+    let answer = task_call(&on_b, "tasks/get", json!({"taskId": lease})).await;
+    assert_eq!(answer.code(), -32602, "{:?}", answer.messages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_safe_task_whose_replica_was_killed_is_run_again_by_another_and_completes() {
+    let redis = RedisServer::start();
+    let a = redis_replica(&redis, &["--rerun-safe", "slow"]);
+    let b = redis_replica(&redis, &["--rerun-safe", "slow"]);
+    let on_a = declaring(&a.url);
+    let on_b = declaring(&b.url);
+    let id = create(&on_a, "slow", json!({"steps": 30, "delay_ms": 50})).await;
+    until_task(&on_b, &id, Duration::from_secs(10), |t| {
+        t["statusMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("step"))
+    })
+    .await;
+    drop(a); // SIGKILL
+    let task = until_task(&on_b, &id, LAPSE_WITHIN + Duration::from_secs(5), |t| {
+        t["status"] != "working"
+    })
+    .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["content"][0]["text"], "completed 30 steps");
+}

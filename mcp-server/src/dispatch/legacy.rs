@@ -516,11 +516,6 @@ impl Dispatcher {
             Ok(n) => tracing::info!(expired = n, "swept expired handles"),
             Err(e) => tracing::warn!("sweeping expired handles failed: {e}"),
         }
-        match self.tasks().sweep().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "swept expired tasks"),
-            Err(e) => tracing::warn!("sweeping expired tasks failed: {e}"),
-        }
         // Streams of sessions ended elsewhere (another replica), or past
         // their deadline, end here too. An open stream is not activity: it
         // is read without touching the session.
@@ -534,6 +529,17 @@ impl Dispatcher {
             if !live {
                 self.release(&id);
             }
+        }
+    }
+
+    /// Sweeps the task store: tasks past their TTL, and leases that lapsed
+    /// (whose hook fails the task, or runs it again). Runs every third of
+    /// the task lease, apart from [`upkeep`](Self::upkeep).
+    pub(crate) async fn sweep_tasks(&self) {
+        match self.tasks().sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(expired = n, "swept expired tasks and lapsed leases"),
+            Err(e) => tracing::warn!("sweeping expired tasks failed: {e}"),
         }
     }
 

@@ -73,8 +73,13 @@ impl Dispatcher {
                 let support = registry.task_support(&call.name);
                 if modern && support != TaskSupport::Never {
                     if declares_tasks(&ctx.client_capabilities()) {
-                        return Box::pin(self.call_as_task(ctx, tool.as_ref(), call.arguments))
-                            .await;
+                        return Box::pin(self.call_as_task(
+                            ctx,
+                            &call.name,
+                            tool.as_ref(),
+                            call.arguments,
+                        ))
+                        .await;
                     }
                     if support == TaskSupport::Always {
                         return Err(missing_tasks_capability(&format!("the tool {}", call.name)));

@@ -45,6 +45,7 @@ pub(crate) use listen::{Change, Listeners};
 use modern::SERVER_INFO_KEY;
 pub(crate) use modern::supported_versions;
 pub(crate) use mrtr::StateKey;
+pub(crate) use tasks::LeaseHook;
 pub(crate) use tasks::TaskLink;
 
 /// The transport a message came by: the few rules that differ between them
@@ -240,6 +241,7 @@ impl Dispatcher {
             listeners.clone(),
             hub.events().clone(),
             config.task_poll_interval,
+            config.task_lease,
         ));
         let mut dispatcher = Dispatcher {
             modern: modern::Prepared::default(),

@@ -17,6 +17,31 @@
 //! input requests, answers, result, error, cancellation. What stays in the
 //! process is plumbing: the worker, its cancellation token, and a wake-up
 //! for answers that arrive here.
+//!
+//! # Work that outlives its worker
+//!
+//! A running task holds a lease: a second record in the task store,
+//! `lease_<the task id's hex>` (never a task id, so `Tasks::parse` refuses
+//! it and no client can name it), with an idle timeout of
+//! [`ServerConfig::task_lease`](crate::ServerConfig::task_lease). It keeps
+//! what a re-run needs (the task, the tool, its arguments, the client's
+//! capabilities; the principal is the record's owner) and a random
+//! `holder` naming this run. The worker renews it (a touch) every third of
+//! the lease and deletes it when it ends, after the task's end is written.
+//! A worker that cannot renew it (it lapsed, or another run holds it)
+//! stops.
+//!
+//! When the process dies, the lease lapses; the task store's sweep (every
+//! third of the lease, on every replica) removes it and runs the expiry
+//! hook exactly once across replicas ([`LeaseHook`]): on that replica the
+//! task, unless it is terminal already, is failed with -32603 ("the task's
+//! worker was lost"), or, for a tool declared
+//! [`rerun_safe`](crate::McpServerBuilder::rerun_safe), run again from the
+//! start under a new lease.
+//!
+//! A `tasks/cancel` answered on any replica reaches the worker through the
+//! change feed every replica follows ([`TaskRuntime::heard`]), and through
+//! the worker's own look at its task every `task_poll_interval`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +53,12 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use session_core::wire::RequestId;
 use session_core::wire::{CallToolResult, ErrorObject, code, to_raw};
-use session_core::{EventStore, TaskError, TaskStatus, TaskView, Tasks};
+use session_core::{
+    EventStore, NewSession, SessionHook, SessionId, SessionRecord, SessionState, TaskError,
+    TaskStatus, TaskView, Tasks,
+};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +66,7 @@ use super::listen::{Change, Listeners};
 use super::modern::Cache;
 use super::{Dispatcher, SERVER_INFO_KEY};
 use crate::RequestContext;
-use crate::context::INPUT_REQUIRED;
+use crate::context::{ContextParts, INPUT_REQUIRED, ModernParts, Outbox};
 use crate::error::Rejection;
 use crate::registry::BoxFuture;
 
@@ -96,12 +125,76 @@ fn ended() -> ErrorObject {
     ErrorObject::new(code::REQUEST_CANCELLED, "the task was cancelled")
 }
 
+/// The prefix of lease records in the task store.
+const LEASE_PREFIX: &str = "lease_";
+
+/// The lease record of task `task_id`.
+fn lease_id(task_id: &str) -> Option<SessionId> {
+    let bits = task_id.strip_prefix("task_")?;
+    SessionId::parse(&format!("{LEASE_PREFIX}{bits}")).ok()
+}
+
+/// The fields of a lease record's state.
+mod lease {
+    pub(super) const TASK: &str = "task";
+    pub(super) const TOOL: &str = "tool";
+    pub(super) const ARGUMENTS: &str = "arguments";
+    pub(super) const CAPABILITIES: &str = "capabilities";
+    pub(super) const HOLDER: &str = "holder";
+}
+
+/// The error of a task whose worker was lost.
+fn worker_lost() -> ErrorObject {
+    ErrorObject::new(
+        code::INTERNAL_ERROR,
+        "Internal error: the task's worker was lost (its process stopped before the task ended)",
+    )
+}
+
+/// A lease this process holds for a running task.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    id: SessionId,
+    holder: String,
+}
+
+/// What a task's run needs to be run again: kept in its lease.
+fn rerun_spec(task_id: &str, tool: &str, arguments: Value, capabilities: Value) -> SessionState {
+    let mut spec = SessionState::new();
+    spec.insert(lease::TASK.into(), task_id.into());
+    spec.insert(lease::TOOL.into(), tool.into());
+    spec.insert(lease::ARGUMENTS.into(), arguments);
+    spec.insert(lease::CAPABILITIES.into(), capabilities);
+    spec
+}
+
+/// Runs the lapse of a lease (its worker lost) on the replica that swept
+/// it: the task store's expiry hook.
+#[derive(Debug)]
+pub(crate) struct LeaseHook(pub(crate) std::sync::Weak<Dispatcher>);
+
+impl SessionHook for LeaseHook {
+    fn on_expired(&self, record: &SessionRecord) {
+        if !record.id().as_str().starts_with(LEASE_PREFIX) {
+            return;
+        }
+        let (Some(dispatcher), Ok(runtime)) =
+            (self.0.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let record = record.clone();
+        runtime.spawn(async move { dispatcher.lapsed(record).await });
+    }
+}
+
 /// What the tasks of this process share.
 pub(crate) struct TaskRuntime {
     pub(crate) tasks: Arc<Tasks>,
     listeners: Arc<Listeners>,
     events: Arc<dyn EventStore>,
     poll: Duration,
+    lease: Duration,
     /// Workers running here, by task id.
     running: Mutex<foldhash::HashMap<String, Worker>>,
 }
@@ -125,13 +218,60 @@ impl TaskRuntime {
         listeners: Arc<Listeners>,
         events: Arc<dyn EventStore>,
         poll: Duration,
+        lease: Duration,
     ) -> Self {
         TaskRuntime {
             tasks,
             listeners,
             events,
             poll,
+            lease,
             running: Mutex::default(),
+        }
+    }
+
+    /// Takes the lease of `task` for a run described by `spec`.
+    async fn take_lease(
+        &self,
+        task: &TaskView,
+        mut spec: SessionState,
+    ) -> Result<Lease, session_core::Error> {
+        let id = lease_id(task.id()).ok_or(session_core::Error::NotFound)?;
+        let holder = SessionId::generate().as_str().to_string();
+        spec.insert(lease::HOLDER.into(), holder.clone().into());
+        let mut new = NewSession::new()
+            .state(spec)
+            .idle_timeout(self.lease)
+            .max_lifetime(task.ttl());
+        if let Some(owner) = task.owner() {
+            new = new.owner(owner);
+        }
+        self.tasks.manager().create_with(new, || id.clone()).await?;
+        Ok(Lease { id, holder })
+    }
+
+    /// Renews `lease`; whether it is still this run's (a store that fails
+    /// is no verdict).
+    async fn renew(&self, lease: &Lease) -> bool {
+        match self.tasks.manager().touch(&lease.id).await {
+            Ok(record) => holds(&record, lease),
+            Err(e) if e.is_gone() => false,
+            Err(e) => {
+                tracing::warn!(lease = %lease.id, "cannot renew a task's lease: {e}");
+                true
+            }
+        }
+    }
+
+    /// Gives `lease` up, if it is still this run's.
+    async fn release(&self, lease: &Lease) {
+        let manager = self.tasks.manager();
+        if let Ok(Some(record)) = manager.store().load(&lease.id).await
+            && holds(&record, lease)
+            && let Err(e) = manager.close_from(record).await
+            && !e.is_gone()
+        {
+            tracing::debug!(lease = %lease.id, "cannot give a task's lease up: {e}");
         }
     }
 
@@ -182,11 +322,12 @@ impl TaskRuntime {
         self.listeners.announce(&self.events, change).await;
     }
 
-    /// Runs `work` (already polled once) for task `id` to its end.
+    /// Runs `work` for task `id` to its end, renewing `lease` meanwhile.
     fn spawn(
         self: &Arc<Self>,
         id: String,
         link: Arc<TaskLink>,
+        lease: Lease,
         work: impl Future<Output = std::thread::Result<Result<CallToolResult, ErrorObject>>>
         + Send
         + 'static,
@@ -204,11 +345,22 @@ impl TaskRuntime {
             let period = runtime.poll.max(Duration::from_millis(10));
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let every = runtime.lease / 3;
+            let mut renewal = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let outcome = loop {
                 tokio::select! {
                     outcome = &mut work => break Some(outcome),
                     () = link.cancel.cancelled() => break None,
                     _ = ticker.tick() => runtime.check(&id, &link).await,
+                    _ = renewal.tick() => {
+                        if !runtime.renew(&lease).await {
+                            // Lapsed: another replica failed the task or
+                            // runs it again.
+                            tracing::warn!(task = %id, "lost the task's lease: stopping its worker");
+                            link.cancel.cancel();
+                        }
+                    }
                 }
             };
             let principal = link.principal.as_deref();
@@ -230,6 +382,9 @@ impl TaskRuntime {
                 };
                 runtime.finish(&id, principal, outcome).await;
             }
+            // After the end is written: a process that dies in between
+            // leaves a lease that lapses onto a terminal task (no change).
+            runtime.release(&lease).await;
             runtime.running.lock().remove(&id);
         });
     }
@@ -413,6 +568,11 @@ impl TaskLink {
 }
 
 /// `params` of `tasks/get`, `tasks/update`, `tasks/cancel`.
+/// Whether `record` is the lease `lease` (not another run's).
+fn holds(record: &SessionRecord, lease: &Lease) -> bool {
+    record.state().get(lease::HOLDER).and_then(Value::as_str) == Some(lease.holder.as_str())
+}
+
 #[derive(Debug, Deserialize)]
 struct TaskParams {
     #[serde(rename = "taskId")]
@@ -428,10 +588,16 @@ impl Dispatcher {
     pub(super) async fn call_as_task(
         &self,
         ctx: &RequestContext,
+        name: &str,
         tool: &crate::registry::ToolFn,
         arguments: Option<Box<RawValue>>,
     ) -> Result<Box<RawValue>, ErrorObject> {
         let runtime = self.task_runtime.clone();
+        // Kept in the lease, for a re-run.
+        let arguments_value = arguments
+            .as_deref()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .unwrap_or(Value::Null);
         let link = Arc::new(TaskLink::new(
             runtime.clone(),
             ctx.principal().map(str::to_string),
@@ -465,12 +631,127 @@ impl Dispatcher {
             .await
             .map_err(|e| store_error(&e))?;
         let id = view.id().to_string();
+        let spec = rerun_spec(&id, name, arguments_value, ctx.client_capabilities());
+        let lease = match runtime.take_lease(&view, spec).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                // No lease, no run: the task must not stay `working`.
+                let error = store_error(&e);
+                if let Ok(view) = runtime
+                    .tasks
+                    .fail(&id, ctx.principal(), error.clone())
+                    .await
+                {
+                    runtime.announce(&view).await;
+                }
+                return Err(error);
+            }
+        };
         link.id.send_replace(Some(id.clone()));
-        runtime.spawn(id, link, work);
+        runtime.spawn(id, link, lease, work);
         let mut created = view.to_wire();
         created["resultType"] = json!("task");
         created["_meta"] = json!({ SERVER_INFO_KEY: self.info });
         Ok(to_raw(&created))
+    }
+
+    /// A task's lease lapsed (its worker was lost), and this replica swept
+    /// it: the task, unless terminal, is failed, or run again here if its
+    /// tool is declared safe to re-run.
+    pub(crate) async fn lapsed(self: Arc<Self>, record: SessionRecord) {
+        let runtime = &self.task_runtime;
+        let state = record.state();
+        let Some(id) = state.get(lease::TASK).and_then(Value::as_str) else {
+            return;
+        };
+        let owner = record.owner();
+        let view = match runtime.tasks.get(id, owner).await {
+            Ok(view) if !view.status().is_terminal() => view,
+            Ok(_) => return,
+            Err(e) if e.is_gone() || !e.is_unavailable() => return,
+            Err(e) => {
+                // The lease is gone and the hook runs once: try a little
+                // longer before the task is left to its TTL.
+                tracing::warn!(task = %id, "a task's worker was lost; the store fails: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match runtime.tasks.get(id, owner).await {
+                    Ok(view) if !view.status().is_terminal() => view,
+                    _ => return,
+                }
+            }
+        };
+        // A worker here that lost its lease stops (it renews no more).
+        if let Some(worker) = runtime.running.lock().get(id) {
+            worker.cancel.cancel();
+        }
+        let tool = state.get(lease::TOOL).and_then(Value::as_str);
+        if let Some(tool) = tool
+            && self.registry.rerun_safe.contains(tool)
+        {
+            match self.rerun(&view, tool, state.clone()).await {
+                Ok(()) => {
+                    tracing::info!(task = %id, tool, "a task's worker was lost: running it again");
+                    return;
+                }
+                Err(e) => tracing::warn!(task = %id, "cannot run a lost task again: {e}"),
+            }
+        }
+        tracing::warn!(task = %id, "a task's worker was lost: the task fails");
+        if let Ok(view) = runtime.tasks.fail(id, owner, worker_lost()).await {
+            runtime.announce(&view).await;
+        }
+    }
+
+    /// Runs task `view`'s tool again from the start, here, under a new
+    /// lease.
+    async fn rerun(
+        &self,
+        view: &TaskView,
+        name: &str,
+        mut spec: SessionState,
+    ) -> Result<(), session_core::Error> {
+        let tool = self
+            .registry
+            .tools
+            .get(name)
+            .cloned()
+            .ok_or(session_core::Error::NotFound)?;
+        let runtime = self.task_runtime.clone();
+        spec.remove(lease::HOLDER);
+        let arguments = spec
+            .get(lease::ARGUMENTS)
+            .filter(|a| !a.is_null())
+            .map(to_raw);
+        let capabilities = spec
+            .get(lease::CAPABILITIES)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let lease = runtime.take_lease(view, spec).await?;
+        let principal = view.owner().map(str::to_string);
+        let link = Arc::new(TaskLink::new(runtime.clone(), principal.clone()));
+        link.detached.store(true, Ordering::Release);
+        link.id.send_replace(Some(view.id().to_string()));
+        let (outbox, _) = tokio::sync::mpsc::channel(1);
+        let ctx = RequestContext::new(ContextParts {
+            request_id: RequestId::from(view.id()),
+            session: None,
+            progress_token: None,
+            cancel: link.cancel.clone(),
+            outbox: Outbox(outbox),
+            log_level: None,
+            pending: self.pending.clone(),
+            principal,
+            handles: self.handles.clone(),
+            modern: Some(Box::new(ModernParts {
+                capabilities,
+                inputs: Map::new(),
+                asked: Mutex::default(),
+            })),
+            task: Some(link.clone()),
+        });
+        let work = std::panic::AssertUnwindSafe(tool(ctx, arguments)).catch_unwind();
+        runtime.spawn(view.id().to_string(), link, lease, work);
+        Ok(())
     }
 
     /// `tasks/get`, `tasks/update`, `tasks/cancel` (modern era).
