@@ -307,6 +307,14 @@ impl Tasks {
         SessionId::parse(&format!("{PREFIX}_{bits:032x}")).expect("a task id is visible ASCII")
     }
 
+    /// Mints a fresh task id (`task_` and 128 random bits, the shape
+    /// [`parse`](Self::parse) reads) without creating the task, for a caller
+    /// that must write something under the id first (a server's lease on the
+    /// task's work) and then [`create_with_id`](Self::create_with_id).
+    pub fn mint_id() -> SessionId {
+        Self::generate()
+    }
+
     /// Creates a `working` task bound to `principal` (`None`: anyone without
     /// a principal), living `ttl` from now ([`default_ttl`](Self::default_ttl)
     /// if `None`, at least [`MIN_TASK_TTL`]), suggesting clients poll every
@@ -323,6 +331,40 @@ impl Tasks {
         ttl: Option<Duration>,
         poll_interval: Option<Duration>,
     ) -> Result<TaskView> {
+        let new = self.new_task(principal, ttl, poll_interval);
+        let record = self.manager.create_with(new, Self::generate).await?;
+        TaskView::from_record(record)
+    }
+
+    /// [`create`](Self::create) under `id`, minted beforehand by
+    /// [`mint_id`](Self::mint_id). It is never replaced by another id: if a
+    /// record has it already, nothing is written.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); [`Error::AlreadyExists`] when a record
+    /// (a task or anything else) has the id already; [`Error::NotFound`] for
+    /// an id that is not a task id (no task can have it), nothing written.
+    pub async fn create_with_id(
+        &self,
+        id: &SessionId,
+        principal: Option<&str>,
+        ttl: Option<Duration>,
+        poll_interval: Option<Duration>,
+    ) -> Result<TaskView> {
+        let id = Self::parse(id.as_str()).ok_or(Error::NotFound)?;
+        let new = self.new_task(principal, ttl, poll_interval);
+        let record = self.manager.create_with(new, || id.clone()).await?;
+        TaskView::from_record(record)
+    }
+
+    /// A new `working` task's record, as [`create`](Self::create) describes.
+    fn new_task(
+        &self,
+        principal: Option<&str>,
+        ttl: Option<Duration>,
+        poll_interval: Option<Duration>,
+    ) -> NewSession {
         let ttl = ttl.unwrap_or(self.default_ttl).max(MIN_TASK_TTL);
         let mut state = SessionState::new();
         state.insert(field::STATUS.into(), TaskStatus::Working.as_str().into());
@@ -338,8 +380,7 @@ impl Tasks {
         if let Some(principal) = principal {
             new = new.owner(principal);
         }
-        let record = self.manager.create_with(new, Self::generate).await?;
-        TaskView::from_record(record)
+        new
     }
 
     /// The task `id` as `principal` may see it. Writes nothing.
@@ -1190,6 +1231,69 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_task_can_be_created_under_an_id_minted_beforehand() {
+        let f = fixture(ManagerConfig::default());
+        let id = Tasks::mint_id();
+        assert_eq!(Tasks::parse(id.as_str()), Some(id.clone()));
+        assert_ne!(Tasks::mint_id(), id);
+        // Minting writes nothing: the task does not exist yet.
+        assert!(f.store.stored(id.as_str()).is_none());
+        assert!(matches!(
+            f.tasks.get(id.as_str(), ALICE).await,
+            Err(Error::NotFound)
+        ));
+
+        let task = f
+            .tasks
+            .create_with_id(&id, ALICE, Some(secs(60)), Some(secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(task.id(), id.as_str());
+        assert_eq!(task.status(), TaskStatus::Working);
+        assert_eq!(task.owner(), Some("alice"));
+        assert_eq!(task.version(), 1);
+        assert_eq!(task.poll_interval(), Some(secs(5)));
+        let stored = f.store.stored(id.as_str()).expect("inserted");
+        assert_eq!(&stored, task.record());
+        assert_eq!(
+            stored.expiry(),
+            ExpiryPolicy::idle(secs(60)).with_max_lifetime(secs(60))
+        );
+        assert_eq!(f.tasks.get(id.as_str(), ALICE).await.unwrap(), task);
+        // The TTL defaults and is raised as `create`'s is.
+        let other = Tasks::mint_id();
+        let short = f
+            .tasks
+            .create_with_id(&other, None, Some(Duration::ZERO), None)
+            .await
+            .unwrap();
+        assert_eq!(short.ttl(), MIN_TASK_TTL);
+
+        // Taken: refused, and the task there is left as it is (never given
+        // another id).
+        f.tasks.cancel(id.as_str(), ALICE).await.unwrap();
+        let before = f.store.stored(id.as_str()).unwrap();
+        assert!(matches!(
+            f.tasks.create_with_id(&id, Some("bob"), None, None).await,
+            Err(Error::AlreadyExists)
+        ));
+        assert_eq!(f.store.stored(id.as_str()).unwrap(), before);
+        assert_eq!(f.store.map.lock().unwrap().len(), 2);
+
+        // Another record under a task id (a server's lease is `lease_…`,
+        // never a task id) cannot be created through it.
+        for bad in ["lease_0123456789abcdef0123456789abcdef", "task_x", "sess"] {
+            let bad = SessionId::parse(bad).unwrap();
+            assert!(matches!(
+                f.tasks.create_with_id(&bad, ALICE, None, None).await,
+                Err(Error::NotFound)
+            ));
+            assert!(f.store.stored(bad.as_str()).is_none());
+        }
+        assert_eq!(f.store.map.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
     async fn the_ttl_defaults_from_the_config_and_is_never_below_the_minimum() {
         let f = fixture(ManagerConfig::default().max_lifetime(Some(secs(120))));
         assert_eq!(f.tasks.default_ttl(), secs(120));
@@ -1215,6 +1319,7 @@ mod tests {
         let f = fixture(ManagerConfig::default());
         let t = &f.tasks;
         send(t.create(ALICE, None, None));
+        send(t.create_with_id(&Tasks::mint_id(), ALICE, None, None));
         send(t.get("", ALICE));
         send(t.set_input_required("", ALICE, Map::new()));
         send(t.answer("", ALICE, Map::new()));

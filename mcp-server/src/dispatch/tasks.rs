@@ -6,7 +6,7 @@
 //!  tools/call (declares the extension, the tool allows tasks)
 //!    │ the handler is polled once, in the request:
 //!    ├─ ready ───────────────► its answer (a result, an error, input_required)
-//!    └─ waiting ─► Tasks::create (durable) ─► CreateTaskResult
+//!    └─ waiting ─► lease, then Tasks::create_with_id (durable) ─► CreateTaskResult
 //!                      └─► the handler runs on, in a worker:
 //!                          result → complete, JSON-RPC error → fail,
 //!                          RequestContext::input → input_required, then
@@ -26,7 +26,11 @@
 //! [`ServerConfig::task_lease`](crate::ServerConfig::task_lease). It keeps
 //! what a re-run needs (the task, the tool, its arguments, the client's
 //! capabilities; the principal is the record's owner) and a random
-//! `holder` naming this run. The worker renews it (a touch) every third of
+//! `holder` naming this run. It is written before the task itself (whose id
+//! is minted first, [`Tasks::mint_id`]): a process that dies between the
+//! two leaves a lease that lapses onto no task, which the expiry hook drops,
+//! never a task `working` until its TTL with no lease to speak for it. The
+//! worker renews it (a touch) every third of
 //! the lease and deletes it when it ends, after the task's end is written.
 //! A worker that cannot renew it (it lapsed, or another run holds it)
 //! stops.
@@ -230,20 +234,27 @@ impl TaskRuntime {
         }
     }
 
-    /// Takes the lease of `task` for a run described by `spec`.
+    /// Takes the lease of task `task_id` (owned by `owner`, living `ttl`;
+    /// the task may not exist yet) for a run described by `spec`.
+    ///
+    /// A renewed lease lives at most one lease past the task's TTL (it
+    /// ends with its task, whose worker then stops and gives it up); an
+    /// unrenewed one lapses after the lease.
     async fn take_lease(
         &self,
-        task: &TaskView,
+        task_id: &str,
+        owner: Option<&str>,
+        ttl: Duration,
         mut spec: SessionState,
     ) -> Result<Lease, session_core::Error> {
-        let id = lease_id(task.id()).ok_or(session_core::Error::NotFound)?;
+        let id = lease_id(task_id).ok_or(session_core::Error::NotFound)?;
         let holder = SessionId::generate().as_str().to_string();
         spec.insert(lease::HOLDER.into(), holder.clone().into());
         let mut new = NewSession::new()
             .state(spec)
             .idle_timeout(self.lease)
-            .max_lifetime(task.ttl());
-        if let Some(owner) = task.owner() {
+            .max_lifetime(ttl + self.lease);
+        if let Some(owner) = owner {
             new = new.owner(owner);
         }
         self.tasks.manager().create_with(new, || id.clone()).await?;
@@ -625,26 +636,32 @@ impl Dispatcher {
             Poll::Pending => {}
         }
         link.detached.store(true, Ordering::Release);
-        let view = runtime
-            .tasks
-            .create(ctx.principal(), None, Some(self.config.task_poll_interval))
+        // The lease first, then the task: a process that dies in between
+        // leaves a lease that lapses onto no task (nothing to fail), never a
+        // task `working` with no lease to tell of its lost worker.
+        let task_id = Tasks::mint_id();
+        let id = task_id.to_string();
+        let principal = ctx.principal();
+        let spec = rerun_spec(&id, name, arguments_value, ctx.client_capabilities());
+        let lease = runtime
+            .take_lease(&id, principal, runtime.tasks.default_ttl(), spec)
             .await
             .map_err(|e| store_error(&e))?;
-        let id = view.id().to_string();
-        let spec = rerun_spec(&id, name, arguments_value, ctx.client_capabilities());
-        let lease = match runtime.take_lease(&view, spec).await {
-            Ok(lease) => lease,
+        let view = match runtime
+            .tasks
+            .create_with_id(
+                &task_id,
+                principal,
+                None,
+                Some(self.config.task_poll_interval),
+            )
+            .await
+        {
+            Ok(view) => view,
             Err(e) => {
-                // No lease, no run: the task must not stay `working`.
-                let error = store_error(&e);
-                if let Ok(view) = runtime
-                    .tasks
-                    .fail(&id, ctx.principal(), error.clone())
-                    .await
-                {
-                    runtime.announce(&view).await;
-                }
-                return Err(error);
+                // No task, no run: the lease goes too.
+                runtime.release(&lease).await;
+                return Err(store_error(&e));
             }
         };
         link.id.send_replace(Some(id.clone()));
@@ -726,7 +743,9 @@ impl Dispatcher {
             .get(lease::CAPABILITIES)
             .cloned()
             .unwrap_or(Value::Null);
-        let lease = runtime.take_lease(view, spec).await?;
+        let lease = runtime
+            .take_lease(view.id(), view.owner(), view.ttl(), spec)
+            .await?;
         let principal = view.owner().map(str::to_string);
         let link = Arc::new(TaskLink::new(runtime.clone(), principal.clone()));
         link.detached.store(true, Ordering::Release);
