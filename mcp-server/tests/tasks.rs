@@ -17,6 +17,8 @@ use mcp_server::{
 };
 use serde_json::{Map, Value, json};
 use session_core::wire::{CallToolResult, ErrorObject};
+use session_core::{SessionId, SessionStore};
+use session_store::MemoryStore;
 
 const EXT: &str = "io.modelcontextprotocol/tasks";
 
@@ -28,6 +30,11 @@ struct Served {
 }
 
 async fn start() -> Served {
+    start_with(ServerConfig::default(), Arc::new(MemoryStore::default())).await
+}
+
+/// [`start`] with `config`, its tasks kept in `task_store`.
+async fn start_with(config: ServerConfig, task_store: Arc<dyn SessionStore>) -> Served {
     let steps = Arc::new(AtomicU64::new(0));
     let counted = steps.clone();
     let server = demo::register(McpServer::builder())
@@ -87,7 +94,8 @@ async fn start() -> Served {
             },
         )
         .task_support("broken", TaskSupport::WhenDeclared)
-        .config(ServerConfig::default())
+        .task_store(task_store)
+        .config(config)
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -465,4 +473,117 @@ async fn listeners_hear_of_their_tasks() {
         messages[2]["params"]["result"]["content"][0]["text"],
         "Hello Lin"
     );
+}
+
+/// The stored record of task `id` in `store` (`None`: swept).
+async fn stored(store: &MemoryStore, id: &str) -> Option<session_core::SessionRecord> {
+    store.load(&SessionId::parse(id).unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_task_is_unknown_to_every_method_and_nothing_changes() {
+    let store = Arc::new(MemoryStore::default());
+    let mut config = ServerConfig::default();
+    let ttl = Duration::from_secs(1); // the shortest a task gets
+    config.tasks = config
+        .tasks
+        .clone()
+        .idle_timeout(ttl)
+        .max_lifetime(Some(ttl));
+    config.task_poll_interval = Duration::from_millis(100);
+    // Swept rarely: the expired record is (most likely) still stored.
+    config.task_lease = Duration::from_secs(60);
+    let served = start_with(config, store.clone()).await;
+    let client = declaring(&served.url);
+    let id = create(&client, "stoppable", json!({})).await;
+    assert_eq!(get(&client, &id).await["ttlMs"], 1_000);
+    eventually("the task to expire", || async {
+        task_call(&client, "tasks/get", json!({"taskId": id}))
+            .await
+            .response()
+            .get("error")
+            .is_some()
+    })
+    .await;
+    let before = stored(&store, &id).await;
+    for method in ["tasks/get", "tasks/update", "tasks/cancel", "tasks/get"] {
+        let params = json!({"taskId": id, "inputResponses": {"name": {"action": "accept"}}});
+        let answer = task_call(&client, method, params).await;
+        assert_eq!(answer.code(), -32602, "{method}: {answer:?}");
+        assert_eq!(
+            answer.response()["error"]["message"],
+            "Failed to retrieve task: Task not found"
+        );
+        let now = stored(&store, &id).await;
+        // Unchanged, unless the sweep removed it meanwhile.
+        assert!(now.is_none() || now == before, "{method} wrote {now:?}");
+    }
+    // Its worker saw it go and stopped.
+    eventually("the worker to stop", || async {
+        served.server.tasks_running() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_answer_over_the_state_limit_is_refused_naming_its_size_and_changes_nothing() {
+    let store = Arc::new(MemoryStore::default());
+    let mut config = ServerConfig::default();
+    let limit = 16 * 1024;
+    config.tasks = config.tasks.clone().max_state_bytes(limit);
+    let served = start_with(config, store.clone()).await;
+    let client = declaring(&served.url);
+    let id = create(&client, "ask", json!({})).await;
+    let before = until(&client, &id, "input_required").await;
+    let record = stored(&store, &id).await.unwrap();
+    let big = "x".repeat(limit + 1);
+
+    let answer = task_call(
+        &client,
+        "tasks/update",
+        json!({"taskId": id, "inputResponses": {
+            "name": {"action": "accept", "content": {"name": big}}
+        }}),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.code(), -32602, "{answer:?}");
+    let error = &answer.response()["error"];
+    let size = error["data"]["size"].as_u64().unwrap();
+    assert!(size > limit as u64, "{error}");
+    assert_eq!(error["data"]["limit"], limit);
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&size.to_string()) && message.contains(&limit.to_string()),
+        "{message}"
+    );
+    assert_eq!(
+        get(&client, &id).await,
+        before,
+        "a refusal changed the task"
+    );
+    assert_eq!(stored(&store, &id).await.unwrap(), record);
+
+    // As large under a key never asked: ignored, acknowledged, no write.
+    let ack = task_call(
+        &client,
+        "tasks/update",
+        json!({"taskId": id, "inputResponses": {"other": {"text": big}}}),
+    )
+    .await;
+    assert_eq!(ack.result()["resultType"], "complete");
+    assert_eq!(stored(&store, &id).await.unwrap(), record);
+
+    // The task goes on: an answer within the limit is taken.
+    task_call(
+        &client,
+        "tasks/update",
+        json!({"taskId": id, "inputResponses": {
+            "name": {"action": "accept", "content": {"name": "Ada"}}
+        }}),
+    )
+    .await
+    .result();
+    let done = until(&client, &id, "completed").await;
+    assert_eq!(done["result"]["content"][0]["text"], "Hello Ada");
 }

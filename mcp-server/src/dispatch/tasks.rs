@@ -814,7 +814,19 @@ impl Dispatcher {
                 let (view, accepted) = tasks
                     .answer(id, principal, responses)
                     .await
-                    .map_err(|e| store_error(&e))?;
+                    .map_err(|e| match e {
+                        // The client's answers are too large to keep:
+                        // refused, the task unchanged.
+                        session_core::Error::StateTooLarge { size, limit } => ErrorObject::new(
+                            code::INVALID_PARAMS,
+                            format!(
+                                "Invalid params: inputResponses would make the task's state \
+                                 {size} bytes, over the limit of {limit} bytes; nothing was recorded"
+                            ),
+                        )
+                        .with_data(json!({"size": size, "limit": limit})),
+                        e => store_error(&e),
+                    })?;
                 if !accepted.is_empty() {
                     // Announced before the worker wakes, so that listeners
                     // hear the changes in order.
