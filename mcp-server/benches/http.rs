@@ -757,7 +757,6 @@ fn interleave_modern(subject: &Subject, peer: &Subject, per_round: u64, notes: &
 /// own counter (every call a durable compare-and-swap of a handle), beside
 /// one append + `fdatasync` per write in the same directory.
 fn bench_handle_counter(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes) {
-    use std::io::Write as _;
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let subject = Subject {
@@ -777,18 +776,7 @@ fn bench_handle_counter(c: &mut Criterion, program: &std::path::Path, notes: &mu
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    let frame = vec![b'x'; 320];
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.path().join("baseline.log"))
-        .unwrap();
-    group.bench_function("fsync-per-write", |b| {
-        b.iter(|| {
-            file.write_all(&frame).unwrap();
-            file.sync_data().unwrap();
-        })
-    });
+    fsync_baseline(&mut group, dir.path());
     // The same calls with handles in memory: what durability costs on top.
     let memory = Subject {
         name: "mcp-server (memory)",
@@ -888,13 +876,34 @@ fn task_op<'a>(
     Box::pin(caller.task_to_completion())
 }
 
+/// The durability baseline, `fsync-per-write` in `group`: one append of a
+/// 320-byte frame and one `fdatasync` per write, in `dir` (the directory of
+/// the store it is compared with).
+fn fsync_baseline(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    dir: &Path,
+) {
+    use std::io::Write as _;
+    let frame = vec![b'x'; 320];
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("baseline.log"))
+        .unwrap();
+    group.bench_function("fsync-per-write", |b| {
+        b.iter(|| {
+            file.write_all(&frame).unwrap();
+            file.sync_data().unwrap();
+        })
+    });
+}
+
 /// Durable tasks (issue 13): tasks started and run to completion per
 /// second by 64 clients, and `tasks/get` latency, on the memory, file and
 /// Redis stores; beside one append + `fdatasync` per write in the file
 /// store's directory; and resident bytes per finished task kept until its
 /// TTL, on the memory store.
 fn bench_tasks(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes) {
-    use std::io::Write as _;
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start();
@@ -910,18 +919,7 @@ fn bench_tasks(c: &mut Criterion, program: &std::path::Path, notes: &mut Notes) 
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(6));
-    let frame = vec![b'x'; 320];
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.path().join("baseline.log"))
-        .unwrap();
-    group.bench_function("fsync-per-write", |b| {
-        b.iter(|| {
-            file.write_all(&frame).unwrap();
-            file.sync_data().unwrap();
-        })
-    });
+    fsync_baseline(&mut group, dir.path());
     for (name, store) in &stores {
         let subject = Subject {
             name: "mcp-server",

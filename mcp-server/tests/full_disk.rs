@@ -8,65 +8,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Client, Modern, Process};
 use serde_json::{Value, json};
-
-/// A tmpfs of a few MiB, unmounted when dropped (also when the test fails).
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(SmallDisk { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
-
-/// Fills the file system of `dir` until a write fails for lack of space.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("ballast");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0x5au8; 4096];
-    while file.write_all(&chunk).is_ok() {}
-    let _ = file.sync_all();
-    path
-}
+use session_store::testkit::disk::{SmallDisk, fill};
 
 /// A POST's status, `Retry-After` and JSON body.
 async fn send(request: reqwest::RequestBuilder) -> (u16, Option<String>, Value) {
@@ -100,12 +47,8 @@ fn start(dir: &Path) -> Process {
 
 #[tokio::test]
 async fn a_full_disk_refuses_writes_serves_reads_and_recovers_without_a_restart() {
-    let disk = match SmallDisk::mount("4m") {
-        Ok(disk) => disk,
-        Err(reason) => {
-            println!("skipped: cannot mount a small filesystem here ({reason})");
-            return;
-        }
+    let Some(disk) = SmallDisk::or_skip("4m") else {
+        return;
     };
     let server = start(disk.path());
     let mut legacy = Client::new(&server.url);

@@ -7,10 +7,7 @@
 //! Where mounting is not allowed the test says so and passes without
 //! checking anything.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,86 +15,12 @@ use session_core::{
     Cas, EventId, EventStore, ExpiryPolicy, NewSession, SessionId, SessionRecord, SessionStore,
     StreamId, Timestamp, WriteOutcome,
 };
+use session_store::testkit::disk::{SmallDisk, fill};
 use session_store::{FileEventStore, FileEventStoreOptions, FileStore, FileStoreOptions};
-
-/// A tmpfs of a few MiB, unmounted when dropped (also when a test fails).
-struct SmallDisk {
-    /// The mount point; removed after the unmount.
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `size` (`2m`), or says why it cannot.
-    fn mount(size: &str) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size}"))
-            .arg("tmpfs")
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
-        }
-        Ok(SmallDisk { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            // Busy (a file still open after a failed assertion): detach it.
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
 
 /// The disk for a test, or `None` after printing why the test is skipped.
 fn small_disk() -> Option<SmallDisk> {
-    match SmallDisk::mount("2m") {
-        Ok(disk) => Some(disk),
-        Err(reason) => {
-            println!("skipped: cannot mount a small filesystem here ({reason})");
-            None
-        }
-    }
-}
-
-/// Fills the file system of `dir` with a file until a write fails for lack
-/// of space; removing the file frees the space again.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("ballast");
-    let mut file = File::create(&path).unwrap();
-    let chunk = vec![0xa5u8; 4096];
-    loop {
-        match file.write_all(&chunk) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("filling the disk failed otherwise: {e}"),
-        }
-    }
-    // What a partial write may have left of the last chunk is kept: the
-    // disk stays full.
-    path
+    SmallDisk::or_skip("2m")
 }
 
 /// Frees what [`fill`] took.

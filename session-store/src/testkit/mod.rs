@@ -21,6 +21,7 @@
 //! [`ManualClock`](session_core::ManualClock).
 
 pub mod cases;
+pub mod disk;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod scenarios;
