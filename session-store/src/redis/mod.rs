@@ -1,5 +1,6 @@
 //! [`RedisStore`]: sessions in Redis (or Valkey), shared by many processes.
 
+mod errors;
 mod events;
 mod keys;
 
@@ -7,12 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, ErrorKind, Script, Value};
+use redis::{AsyncCommands, Script, Value};
 use session_core::{
     Cas, Error, Page, Result, SessionId, SessionRecord, SessionStatus, SessionStore, Timestamp,
-    WriteOutcome, terminal_error,
+    terminal_error,
 };
 
+use errors::{Sent, ready, redis_error, redis_write_error};
 pub use events::RedisEventStore;
 use keys::Keys;
 
@@ -292,105 +294,6 @@ fn decode(id: &SessionId, stored: &[u8]) -> Result<SessionRecord> {
 struct ListCursor {
     scan: u64,
     pending: Vec<String>,
-}
-
-/// A failed call that wrote nothing: a read, or a write whose data was not
-/// sent.
-fn redis_error(what: &str, e: redis::RedisError) -> Error {
-    Error::backend(format!("redis: {what}"), e)
-}
-
-/// How a write (a command or a script) was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    /// One command: an error reply means Redis did not run it.
-    Command,
-    /// A Lua script: Redis does not undo a script's writes when it fails,
-    /// so only the errors it gives before running one mean nothing changed.
-    Script,
-}
-
-/// A failed write, with what it did as far as the client can tell: nothing
-/// ([`WriteOutcome::NotApplied`]) when it was never sent (no connection
-/// could be made) or Redis refused it; otherwise, a reply that did not come
-/// in time, a connection lost after sending, or a reply that did not read
-/// back, it may have been applied ([`WriteOutcome::Unknown`]).
-fn redis_write_error(what: &str, e: redis::RedisError, sent: Sent) -> Error {
-    let outcome = write_outcome(&e, sent);
-    Error::backend(format!("redis: {what}"), e).with_outcome(outcome)
-}
-
-/// What a write that failed with `e` did; see [`redis_write_error`].
-///
-/// The client does not say whether a command had left when the connection
-/// failed, so only a refused connection counts as "never sent". A timeout
-/// counts as unknown even when it was a connection that took too long: the
-/// two look alike.
-fn write_outcome(e: &redis::RedisError, sent: Sent) -> WriteOutcome {
-    if e.is_connection_refusal() {
-        return WriteOutcome::NotApplied;
-    }
-    match e.kind() {
-        // Refused on this side, or when connecting: nothing was sent.
-        ErrorKind::AuthenticationFailed
-        | ErrorKind::InvalidClientConfig
-        | ErrorKind::Client
-        | ErrorKind::ClusterConnectionNotFound
-        | ErrorKind::RESP3NotSupported => WriteOutcome::NotApplied,
-        ErrorKind::Server(_) | ErrorKind::Extension => match sent {
-            Sent::Command => WriteOutcome::NotApplied,
-            // Errors Redis answers before it runs a script.
-            Sent::Script
-                if matches!(
-                    e.code(),
-                    Some(
-                        "NOSCRIPT"
-                            | "READONLY"
-                            | "LOADING"
-                            | "MASTERDOWN"
-                            | "CLUSTERDOWN"
-                            | "MOVED"
-                            | "ASK"
-                            | "TRYAGAIN"
-                            | "CROSSSLOT"
-                            | "NOPERM"
-                            | "OOM"
-                            | "BUSY"
-                            | "NOREPLICAS"
-                            | "MISCONF"
-                    )
-                ) =>
-            {
-                WriteOutcome::NotApplied
-            }
-            Sent::Script => WriteOutcome::Unknown,
-        },
-        // A timeout, a lost connection, a reply that did not parse: the
-        // command may have run.
-        _ => WriteOutcome::Unknown,
-    }
-}
-
-/// The longest [`readiness`](SessionStore::readiness) waits for `PING`.
-const READINESS_BOUND: Duration = Duration::from_secs(1);
-
-/// `PING` on `connection`, bounded by `READINESS_BOUND` (or the reply
-/// timeout, if shorter): `Ok` when Redis answers, the reason otherwise.
-async fn ready(connection: &ConnectionManager, response_timeout: Duration) -> Result<()> {
-    let bound = READINESS_BOUND.min(response_timeout);
-    let mut con = connection.clone();
-    let cmd = redis::cmd("PING");
-    let ping = cmd.query_async::<String>(&mut con);
-    match tokio::time::timeout(bound, ping).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::backend(
-            format!("redis is unreachable (PING failed: {e})"),
-            e,
-        )),
-        Err(_) => Err(Error::backend_msg(format!(
-            "redis is unreachable (no answer to PING within {bound:?})"
-        ))),
-    }
 }
 
 /// Compare-and-swap on one record key.
@@ -854,86 +757,4 @@ impl SessionStore for RedisStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use redis::{RedisError, ServerErrorKind};
-    use std::io;
-
-    fn io_error(kind: io::ErrorKind) -> RedisError {
-        RedisError::from(io::Error::from(kind))
-    }
-
-    #[test]
-    fn a_write_is_unknown_unless_it_was_never_sent_or_redis_refused_it() {
-        use WriteOutcome::{NotApplied, Unknown};
-        let refused_by = |kind| RedisError::from((ErrorKind::Server(kind), "refused"));
-        let cases = [
-            // No connection: never sent.
-            (
-                io_error(io::ErrorKind::ConnectionRefused),
-                Sent::Command,
-                NotApplied,
-            ),
-            (
-                io_error(io::ErrorKind::ConnectionRefused),
-                Sent::Script,
-                NotApplied,
-            ),
-            // No reply in time, or the connection went after sending.
-            (io_error(io::ErrorKind::TimedOut), Sent::Command, Unknown),
-            (io_error(io::ErrorKind::BrokenPipe), Sent::Command, Unknown),
-            (
-                io_error(io::ErrorKind::ConnectionReset),
-                Sent::Script,
-                Unknown,
-            ),
-            (
-                io_error(io::ErrorKind::UnexpectedEof),
-                Sent::Command,
-                Unknown,
-            ),
-            // A reply came back that did not read: the command ran.
-            (
-                RedisError::from((ErrorKind::Parse, "bad reply")),
-                Sent::Command,
-                Unknown,
-            ),
-            // Refused before anything was sent.
-            (
-                RedisError::from((ErrorKind::AuthenticationFailed, "no")),
-                Sent::Command,
-                NotApplied,
-            ),
-            // An error reply: a command did not run; a script may have
-            // written before it failed, unless Redis refused to run it.
-            (
-                refused_by(ServerErrorKind::ResponseError),
-                Sent::Command,
-                NotApplied,
-            ),
-            (
-                refused_by(ServerErrorKind::ResponseError),
-                Sent::Script,
-                Unknown,
-            ),
-            (
-                refused_by(ServerErrorKind::ReadOnly),
-                Sent::Script,
-                NotApplied,
-            ),
-            (
-                refused_by(ServerErrorKind::BusyLoading),
-                Sent::Script,
-                NotApplied,
-            ),
-        ];
-        for (error, sent, expected) in cases {
-            let shown = error.to_string();
-            let mapped = redis_write_error("write", error, sent);
-            assert_eq!(mapped.outcome(), Some(expected), "{shown} ({sent:?})");
-            assert!(mapped.is_unavailable());
-        }
-        let read = redis_error("GET", io_error(io::ErrorKind::TimedOut));
-        assert_eq!(read.outcome(), Some(NotApplied), "a read changes nothing");
-    }
-}
+mod tests;

@@ -16,7 +16,8 @@
 //! Everything a client can observe goes through the task store: status,
 //! input requests, answers, result, error, cancellation. What stays in the
 //! process is plumbing: the worker, its cancellation token, and a wake-up
-//! for answers that arrive here.
+//! for answers that arrive here. A running task's lease, and what happens
+//! when its worker is lost, are in [`lease`].
 //!
 //! # Work that outlives its worker
 //!
@@ -74,6 +75,11 @@ use crate::context::{ContextParts, INPUT_REQUIRED, ModernParts, Outbox};
 use crate::error::Rejection;
 use crate::registry::BoxFuture;
 
+mod lease;
+
+pub(crate) use lease::LeaseHook;
+use lease::{Lease, rerun_spec};
+
 /// The extension's identifier.
 pub(crate) const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
@@ -129,69 +135,6 @@ fn ended() -> ErrorObject {
     ErrorObject::new(code::REQUEST_CANCELLED, "the task was cancelled")
 }
 
-/// The prefix of lease records in the task store.
-const LEASE_PREFIX: &str = "lease_";
-
-/// The lease record of task `task_id`.
-fn lease_id(task_id: &str) -> Option<SessionId> {
-    let bits = task_id.strip_prefix("task_")?;
-    SessionId::parse(&format!("{LEASE_PREFIX}{bits}")).ok()
-}
-
-/// The fields of a lease record's state.
-mod lease {
-    pub(super) const TASK: &str = "task";
-    pub(super) const TOOL: &str = "tool";
-    pub(super) const ARGUMENTS: &str = "arguments";
-    pub(super) const CAPABILITIES: &str = "capabilities";
-    pub(super) const HOLDER: &str = "holder";
-}
-
-/// The error of a task whose worker was lost.
-fn worker_lost() -> ErrorObject {
-    ErrorObject::new(
-        code::INTERNAL_ERROR,
-        "Internal error: the task's worker was lost (its process stopped before the task ended)",
-    )
-}
-
-/// A lease this process holds for a running task.
-#[derive(Debug, Clone)]
-pub(crate) struct Lease {
-    id: SessionId,
-    holder: String,
-}
-
-/// What a task's run needs to be run again: kept in its lease.
-fn rerun_spec(task_id: &str, tool: &str, arguments: Value, capabilities: Value) -> SessionState {
-    let mut spec = SessionState::new();
-    spec.insert(lease::TASK.into(), task_id.into());
-    spec.insert(lease::TOOL.into(), tool.into());
-    spec.insert(lease::ARGUMENTS.into(), arguments);
-    spec.insert(lease::CAPABILITIES.into(), capabilities);
-    spec
-}
-
-/// Runs the lapse of a lease (its worker lost) on the replica that swept
-/// it: the task store's expiry hook.
-#[derive(Debug)]
-pub(crate) struct LeaseHook(pub(crate) std::sync::Weak<Dispatcher>);
-
-impl SessionHook for LeaseHook {
-    fn on_expired(&self, record: &SessionRecord) {
-        if !record.id().as_str().starts_with(LEASE_PREFIX) {
-            return;
-        }
-        let (Some(dispatcher), Ok(runtime)) =
-            (self.0.upgrade(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let record = record.clone();
-        runtime.spawn(async move { dispatcher.lapsed(record).await });
-    }
-}
-
 /// What the tasks of this process share.
 pub(crate) struct TaskRuntime {
     pub(crate) tasks: Arc<Tasks>,
@@ -231,58 +174,6 @@ impl TaskRuntime {
             poll,
             lease,
             running: Mutex::default(),
-        }
-    }
-
-    /// Takes the lease of task `task_id` (owned by `owner`, living `ttl`;
-    /// the task may not exist yet) for a run described by `spec`.
-    ///
-    /// A renewed lease lives at most one lease past the task's TTL (it
-    /// ends with its task, whose worker then stops and gives it up); an
-    /// unrenewed one lapses after the lease.
-    async fn take_lease(
-        &self,
-        task_id: &str,
-        owner: Option<&str>,
-        ttl: Duration,
-        mut spec: SessionState,
-    ) -> Result<Lease, session_core::Error> {
-        let id = lease_id(task_id).ok_or(session_core::Error::NotFound)?;
-        let holder = SessionId::generate().as_str().to_string();
-        spec.insert(lease::HOLDER.into(), holder.clone().into());
-        let mut new = NewSession::new()
-            .state(spec)
-            .idle_timeout(self.lease)
-            .max_lifetime(ttl + self.lease);
-        if let Some(owner) = owner {
-            new = new.owner(owner);
-        }
-        self.tasks.manager().create_with(new, || id.clone()).await?;
-        Ok(Lease { id, holder })
-    }
-
-    /// Renews `lease`; whether it is still this run's (a store that fails
-    /// is no verdict).
-    async fn renew(&self, lease: &Lease) -> bool {
-        match self.tasks.manager().touch(&lease.id).await {
-            Ok(record) => holds(&record, lease),
-            Err(e) if e.is_gone() => false,
-            Err(e) => {
-                tracing::warn!(lease = %lease.id, "cannot renew a task's lease: {e}");
-                true
-            }
-        }
-    }
-
-    /// Gives `lease` up, if it is still this run's.
-    async fn release(&self, lease: &Lease) {
-        let manager = self.tasks.manager();
-        if let Ok(Some(record)) = manager.store().load(&lease.id).await
-            && holds(&record, lease)
-            && let Err(e) = manager.close_from(record).await
-            && !e.is_gone()
-        {
-            tracing::debug!(lease = %lease.id, "cannot give a task's lease up: {e}");
         }
     }
 
@@ -579,11 +470,6 @@ impl TaskLink {
 }
 
 /// `params` of `tasks/get`, `tasks/update`, `tasks/cancel`.
-/// Whether `record` is the lease `lease` (not another run's).
-fn holds(record: &SessionRecord, lease: &Lease) -> bool {
-    record.state().get(lease::HOLDER).and_then(Value::as_str) == Some(lease.holder.as_str())
-}
-
 #[derive(Debug, Deserialize)]
 struct TaskParams {
     #[serde(rename = "taskId")]
@@ -670,107 +556,6 @@ impl Dispatcher {
         created["resultType"] = json!("task");
         created["_meta"] = json!({ SERVER_INFO_KEY: self.info });
         Ok(to_raw(&created))
-    }
-
-    /// A task's lease lapsed (its worker was lost), and this replica swept
-    /// it: the task, unless terminal, is failed, or run again here if its
-    /// tool is declared safe to re-run.
-    pub(crate) async fn lapsed(self: Arc<Self>, record: SessionRecord) {
-        let runtime = &self.task_runtime;
-        let state = record.state();
-        let Some(id) = state.get(lease::TASK).and_then(Value::as_str) else {
-            return;
-        };
-        let owner = record.owner();
-        let view = match runtime.tasks.get(id, owner).await {
-            Ok(view) if !view.status().is_terminal() => view,
-            Ok(_) => return,
-            Err(e) if e.is_gone() || !e.is_unavailable() => return,
-            Err(e) => {
-                // The lease is gone and the hook runs once: try a little
-                // longer before the task is left to its TTL.
-                tracing::warn!(task = %id, "a task's worker was lost; the store fails: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                match runtime.tasks.get(id, owner).await {
-                    Ok(view) if !view.status().is_terminal() => view,
-                    _ => return,
-                }
-            }
-        };
-        // A worker here that lost its lease stops (it renews no more).
-        if let Some(worker) = runtime.running.lock().get(id) {
-            worker.cancel.cancel();
-        }
-        let tool = state.get(lease::TOOL).and_then(Value::as_str);
-        if let Some(tool) = tool
-            && self.registry.rerun_safe.contains(tool)
-        {
-            match self.rerun(&view, tool, state.clone()).await {
-                Ok(()) => {
-                    tracing::info!(task = %id, tool, "a task's worker was lost: running it again");
-                    return;
-                }
-                Err(e) => tracing::warn!(task = %id, "cannot run a lost task again: {e}"),
-            }
-        }
-        tracing::warn!(task = %id, "a task's worker was lost: the task fails");
-        if let Ok(view) = runtime.tasks.fail(id, owner, worker_lost()).await {
-            runtime.announce(&view).await;
-        }
-    }
-
-    /// Runs task `view`'s tool again from the start, here, under a new
-    /// lease.
-    async fn rerun(
-        &self,
-        view: &TaskView,
-        name: &str,
-        mut spec: SessionState,
-    ) -> Result<(), session_core::Error> {
-        let tool = self
-            .registry
-            .tools
-            .get(name)
-            .cloned()
-            .ok_or(session_core::Error::NotFound)?;
-        let runtime = self.task_runtime.clone();
-        spec.remove(lease::HOLDER);
-        let arguments = spec
-            .get(lease::ARGUMENTS)
-            .filter(|a| !a.is_null())
-            .map(to_raw);
-        let capabilities = spec
-            .get(lease::CAPABILITIES)
-            .cloned()
-            .unwrap_or(Value::Null);
-        let lease = runtime
-            .take_lease(view.id(), view.owner(), view.ttl(), spec)
-            .await?;
-        let principal = view.owner().map(str::to_string);
-        let link = Arc::new(TaskLink::new(runtime.clone(), principal.clone()));
-        link.detached.store(true, Ordering::Release);
-        link.id.send_replace(Some(view.id().to_string()));
-        let (outbox, _) = tokio::sync::mpsc::channel(1);
-        let ctx = RequestContext::new(ContextParts {
-            request_id: RequestId::from(view.id()),
-            session: None,
-            progress_token: None,
-            cancel: link.cancel.clone(),
-            outbox: Outbox(outbox),
-            log_level: None,
-            pending: self.pending.clone(),
-            principal,
-            handles: self.handles.clone(),
-            modern: Some(Box::new(ModernParts {
-                capabilities,
-                inputs: Map::new(),
-                asked: Mutex::default(),
-            })),
-            task: Some(link.clone()),
-        });
-        let work = std::panic::AssertUnwindSafe(tool(ctx, arguments)).catch_unwind();
-        runtime.spawn(view.id().to_string(), link, lease, work);
-        Ok(())
     }
 
     /// `tasks/get`, `tasks/update`, `tasks/cancel` (modern era).
