@@ -215,9 +215,9 @@ fn valid_prefix(prefix: &str) -> bool {
 /// Redis is unreachable.
 ///
 /// **What a failed write did** ([`Error::outcome`]): nothing
-/// ([`WriteOutcome::NotApplied`]) when no connection could be made (Redis
+/// ([`WriteOutcome::NotApplied`](session_core::WriteOutcome::NotApplied)) when no connection could be made (Redis
 /// refused it) or Redis answered with an error; possibly applied
-/// ([`WriteOutcome::Unknown`]) after a timeout (waiting for the reply, or
+/// ([`WriteOutcome::Unknown`](session_core::WriteOutcome::Unknown)) after a timeout (waiting for the reply, or
 /// for a connection: the client does not tell them apart), a connection lost
 /// once the command may have left, a reply that did not read back, or an
 /// error a Lua script raised while running (Redis keeps the writes a failed
