@@ -74,6 +74,22 @@ pub enum Error {
     /// The call needs something the server did not offer.
     #[error("the server does not support {0}")]
     Unsupported(String),
+    /// The task a request became was cancelled (by this client, another
+    /// one, or the server) before it ended.
+    #[error("task {task_id} was cancelled")]
+    TaskCancelled {
+        /// The task.
+        task_id: String,
+    },
+    /// The server asked for input (`input_required`) that the client's
+    /// request handler refused or failed to give.
+    #[error("the handler of the server's {method} failed: {error}")]
+    Input {
+        /// The kind of input asked (`elicitation/create`, …).
+        method: String,
+        /// The handler's error.
+        error: ErrorObject,
+    },
     /// The client was closed or disconnected.
     #[error("the client is closed")]
     Closed,

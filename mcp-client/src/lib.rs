@@ -46,16 +46,20 @@
 
 mod client;
 mod error;
+mod modern;
 mod options;
+mod task;
 mod router;
 mod transport;
 
 #[doc(inline)]
 pub use self::{
     client::{Client, ServerDetails},
+    modern::TASKS_EXTENSION,
+    task::Task,
     error::{Error, Result},
     options::{
-        ClientEvent, ClientOptions, EventHandler, ProgressHandler, ReinitPolicy, RequestHandler,
-        RequestOptions,
+        ClientEvent, ClientOptions, EventHandler, ProgressHandler, ProtocolMode, ReinitPolicy,
+        RequestHandler, RequestOptions,
     },
 };

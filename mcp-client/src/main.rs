@@ -4,11 +4,14 @@
 //! mcp-client --url http://127.0.0.1:8080/mcp call counter --args '{"by":1}'
 //! mcp-client --url http://127.0.0.1:8080/mcp --session-id ID state
 //! mcp-client --stdio "mcp-server --stdio" tools
+//! mcp-client --url http://127.0.0.1:8080/mcp --protocol 2026-07-28 call slow --args '{"steps":3,"delay_ms":500}'
+//! mcp-client --url http://127.0.0.1:8080/mcp task get task_9c1e…
 //! ```
 //!
-//! Prints results as JSON on stdout and the session id on stderr (also when
-//! the command fails after connecting, so the session can be continued or
-//! closed). Exits non-zero with a message on stderr on failure, and when a
+//! Prints results as JSON on stdout; on stderr the protocol revision
+//! (`protocol: …`), the session id in the legacy era (`session: …`, also
+//! when the command fails after connecting, so the session can be continued
+//! or closed) and the id of a task the server made of a call (`task: …`). Exits non-zero with a message on stderr on failure, and when a
 //! tool reports an error (`isError: true`: the result is still printed on
 //! stdout). Arguments are checked before connecting: bad JSON starts no
 //! session.
@@ -17,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mcp_client::{Client, ClientEvent, ClientOptions};
+use mcp_client::{Client, ClientEvent, ClientOptions, ProtocolMode, RequestOptions};
 use serde_json::{Map, Value, json};
 use tracing_subscriber::EnvFilter;
 
@@ -39,9 +42,14 @@ struct Args {
     /// latest this client speaks).
     #[arg(long, requires = "session_id")]
     protocol_version: Option<String>,
-    /// Request timeout (e.g. 30s, 2m).
+    /// Request timeout (e.g. 30s, 2m); for a call that became a task, the
+    /// bound on the whole task.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     timeout: Duration,
+    /// Which protocol era to speak: auto (probe with server/discover, fall
+    /// back to a legacy session), legacy, or 2026-07-28.
+    #[arg(long, default_value = "auto", value_parser = parse_protocol)]
+    protocol: ProtocolMode,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +75,35 @@ enum Command {
     },
     /// End the session.
     Close,
+    /// A task (2026-07-28 era), from any process: `task get ID`, `task
+    /// wait ID`, `task cancel ID`.
+    Task {
+        #[command(subcommand)]
+        action: TaskAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TaskAction {
+    /// Show the task as it is now.
+    Get {
+        /// The task's id.
+        id: String,
+    },
+    /// Wait for the task's end and print its result.
+    Wait {
+        /// The task's id.
+        id: String,
+    },
+    /// Ask the server to stop the task.
+    Cancel {
+        /// The task's id.
+        id: String,
+    },
+}
+
+fn parse_protocol(text: &str) -> Result<ProtocolMode, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +132,7 @@ enum Plan {
     GetState,
     SetState(Map<String, Value>),
     Close,
+    Task(TaskAction),
 }
 
 impl Plan {
@@ -112,6 +150,7 @@ impl Plan {
                 action: Some(StateAction::Set { json }),
             } => Plan::SetState(parse_object(&json, "the state")?),
             Command::Close => Plan::Close,
+            Command::Task { action } => Plan::Task(action),
         })
     }
 }
@@ -162,6 +201,17 @@ async fn execute(client: &Client, plan: Plan) -> Result<(Value, bool), String> {
             client.clone().close().await.map_err(text)?;
             Ok((json!({"closed": session}), false))
         }
+        Plan::Task(TaskAction::Get { id }) => Ok((client.task(&id).get().await.map_err(text)?, false)),
+        Plan::Task(TaskAction::Wait { id }) => {
+            let options = RequestOptions::default().timeout(client.request_timeout());
+            let result = client.task(&id).result(options).await.map_err(text)?;
+            let failed = result["isError"] == json!(true);
+            Ok((result, failed))
+        }
+        Plan::Task(TaskAction::Cancel { id }) => {
+            client.task(&id).cancel().await.map_err(text)?;
+            Ok((json!({"cancelled": id}), false))
+        }
     }
 }
 
@@ -174,14 +224,15 @@ async fn run(args: Args) -> Outcome {
         .client_info("mcp-client-cli", env!("CARGO_PKG_VERSION"))
         .request_timeout(args.timeout)
         .listen(false)
-        .on_event(|event| {
-            if let ClientEvent::SessionReplaced { old, new } = event {
-                eprintln!(
-                    "mcp-client: session {} is gone; continuing in new session {}",
-                    old.as_deref().unwrap_or("-"),
-                    new.as_deref().unwrap_or("-")
-                );
-            }
+        .protocol(args.protocol.clone())
+        .on_event(|event| match event {
+            ClientEvent::SessionReplaced { old, new } => eprintln!(
+                "mcp-client: session {} is gone; continuing in new session {}",
+                old.as_deref().unwrap_or("-"),
+                new.as_deref().unwrap_or("-")
+            ),
+            ClientEvent::TaskCreated { task_id, .. } => eprintln!("task: {task_id}"),
+            _ => {}
         });
     let connected = match (&args.url, &args.stdio, &args.session_id) {
         (Some(url), _, Some(session)) => match &args.protocol_version {
@@ -196,6 +247,9 @@ async fn run(args: Args) -> Outcome {
         Ok(client) => client,
         Err(e) => return Outcome::failed(e.to_string()),
     };
+    if let Some(version) = client.protocol_version() {
+        eprintln!("protocol: {version}");
+    }
     let executed = execute(&client, plan).await;
     // Printed whatever happened: the session (perhaps a new one) is left for
     // the next invocation.

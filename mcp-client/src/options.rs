@@ -30,6 +30,44 @@ pub enum ReinitPolicy {
     Surface,
 }
 
+/// Which protocol era the client speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ProtocolMode {
+    /// Probe with `server/discover` (revision 2026-07-28) and fall back to
+    /// an `initialize` handshake when the server answers like a legacy one:
+    /// an HTTP 4xx or a JSON-RPC error other than the modern ones, or a
+    /// connection it closes. A `-32022` naming only legacy revisions falls
+    /// back too. The verdict is kept per server URL for the life of the
+    /// process (default).
+    #[default]
+    Auto,
+    /// Always the legacy era: `initialize`, then a session.
+    Legacy,
+    /// Only this modern revision (e.g. `2026-07-28`); a server that does
+    /// not speak it is an error.
+    Pinned(String),
+}
+
+impl std::str::FromStr for ProtocolMode {
+    type Err = String;
+
+    /// `auto`, `legacy`, or a modern revision this client speaks.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(ProtocolMode::Auto),
+            "legacy" => Ok(ProtocolMode::Legacy),
+            v if session_core::wire::MODERN_PROTOCOL_VERSIONS.contains(&v) => {
+                Ok(ProtocolMode::Pinned(v.to_string()))
+            }
+            other => Err(format!(
+                "{other:?} is not auto, legacy or one of {:?}",
+                session_core::wire::MODERN_PROTOCOL_VERSIONS
+            )),
+        }
+    }
+}
+
 /// Something the client did on its own that its user may want to know.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -52,6 +90,16 @@ pub enum ClientEvent {
     ListenFailed {
         /// Why.
         reason: String,
+    },
+    /// The server made a task of a request (2026-07-28 era, tasks
+    /// extension); the client polls it until it ends. Keep the id to
+    /// resume with [`Client::task`](crate::Client::task) from another
+    /// process.
+    TaskCreated {
+        /// The task's id.
+        task_id: String,
+        /// The request that became the task.
+        method: String,
     },
     /// A notification from the server.
     Notification {
@@ -106,8 +154,17 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Hears what the client does on its own.
     pub on_event: Option<EventHandler>,
-    /// Answers server requests.
+    /// Answers server requests: in the legacy era the ones the server
+    /// sends, in the 2026-07-28 era the input requests of `input_required`
+    /// results (elicitation, sampling, roots).
     pub on_request: Option<RequestHandler>,
+    /// Which era to speak (auto: probe, then fall back).
+    pub protocol: ProtocolMode,
+    /// Declare the tasks extension in the 2026-07-28 era, so that long
+    /// work may come back as a task the client polls (yes).
+    pub tasks: bool,
+    /// Rounds of `input_required` a request may take before it fails (8).
+    pub max_input_rounds: u32,
 }
 
 impl Default for ClientOptions {
@@ -128,6 +185,9 @@ impl Default for ClientOptions {
             max_backoff: Duration::from_secs(10),
             on_event: None,
             on_request: None,
+            protocol: ProtocolMode::Auto,
+            tasks: true,
+            max_input_rounds: 8,
         }
     }
 }
@@ -141,6 +201,9 @@ impl fmt::Debug for ClientOptions {
             .field("reinit", &self.reinit)
             .field("listen", &self.listen)
             .field("max_reconnects", &self.max_reconnects)
+            .field("protocol", &self.protocol)
+            .field("tasks", &self.tasks)
+            .field("max_input_rounds", &self.max_input_rounds)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +240,24 @@ impl ClientOptions {
     /// Whether to open the GET stream.
     pub fn listen(mut self, listen: bool) -> Self {
         self.listen = listen;
+        self
+    }
+
+    /// Sets which era to speak.
+    pub fn protocol(mut self, mode: ProtocolMode) -> Self {
+        self.protocol = mode;
+        self
+    }
+
+    /// Whether to declare the tasks extension (2026-07-28 era).
+    pub fn tasks(mut self, declare: bool) -> Self {
+        self.tasks = declare;
+        self
+    }
+
+    /// Sets how many rounds of `input_required` a request may take.
+    pub fn max_input_rounds(mut self, rounds: u32) -> Self {
+        self.max_input_rounds = rounds;
         self
     }
 

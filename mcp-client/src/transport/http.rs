@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::value::RawValue;
-use session_core::wire::{Message, RequestId};
+use session_core::wire::{ErrorObject, MODERN_PROTOCOL_VERSIONS, Message, RequestId, Response};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +42,13 @@ struct Context {
 }
 
 impl Context {
+    /// Whether the message goes out in the 2026-07-28 era.
+    fn is_modern(&self) -> bool {
+        self.version
+            .as_deref()
+            .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.contains(&v))
+    }
+
     fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         // Both were checked when they were stored; a value that still does
@@ -54,6 +61,12 @@ impl Context {
         }
         headers
     }
+}
+
+/// The JSON-RPC error of an error answer's body, if it holds one.
+fn rpc_error(body: &[u8]) -> Option<ErrorObject> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    serde_json::from_value(value.get("error")?.clone()).ok()
 }
 
 /// How one SSE response ended.
@@ -390,6 +403,7 @@ impl Shared {
     async fn post(
         self: Arc<Self>,
         message: Message,
+        headers: HeaderMap,
         request_id: Option<RequestId>,
         initialize: bool,
         context: Context,
@@ -401,6 +415,7 @@ impl Shared {
             .http
             .post(self.url.clone())
             .headers(context.headers())
+            .headers(headers)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(message.to_json())
@@ -412,6 +427,25 @@ impl Shared {
             return Ok(());
         }
         if !status.is_success() {
+            if context.is_modern()
+                && let Some(id) = &request_id
+            {
+                // The 2026-07-28 era answers its errors (an unsupported
+                // revision, a header mismatch, an unknown method) with a
+                // 4xx and the JSON-RPC error: that error is the answer.
+                let body = response.bytes().await.unwrap_or_default();
+                if let Some(error) = rpc_error(&body) {
+                    self.router.deliver(Message::Response(Response {
+                        id: Some(id.clone()),
+                        outcome: Err(error),
+                    }));
+                    return Ok(());
+                }
+                return Err(Error::Http {
+                    status: status.as_u16(),
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                });
+            }
             return Err(Self::refusal(response, context.session).await);
         }
         if initialize && let Some(value) = response.headers().get(SESSION_ID) {
@@ -462,7 +496,7 @@ impl Shared {
 
 #[async_trait]
 impl Transport for HttpTransport {
-    fn send(&self, message: Message) -> Sending {
+    fn send(&self, message: Message, headers: HeaderMap) -> Sending {
         let (request_id, initialize) = match &message {
             Message::Request(r) => (Some(r.id.clone()), r.method == "initialize"),
             _ => (None, false),
@@ -476,7 +510,7 @@ impl Transport for HttpTransport {
         Box::pin(
             self.shared
                 .clone()
-                .post(message, request_id, initialize, context),
+                .post(message, headers, request_id, initialize, context),
         )
     }
 

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
+use reqwest::header::HeaderMap;
 use session_core::wire::Message;
 
 use crate::Result;
@@ -32,7 +33,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// called, not when the future first runs: the client core calls it
     /// under its recovery gate, so a message never goes out half-way through
     /// a new handshake. Dropping the future never sends part of a message.
-    fn send(&self, message: Message) -> Sending;
+    ///
+    /// `headers` go with the message where the transport has headers (the
+    /// 2026-07-28 era's `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*` over HTTP);
+    /// stdio has none and ignores them.
+    fn send(&self, message: Message, headers: HeaderMap) -> Sending;
 
     /// The session the transport carries, if the server issued one.
     fn session_id(&self) -> Option<String>;

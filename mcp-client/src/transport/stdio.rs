@@ -170,7 +170,7 @@ async fn shut_down(writer: Option<JoinHandle<()>>, mut child: Child) -> Result<(
 
 #[async_trait]
 impl Transport for StdioTransport {
-    fn send(&self, message: Message) -> Sending {
+    fn send(&self, message: Message, _headers: reqwest::header::HeaderMap) -> Sending {
         let lines = self.lines.lock().clone();
         Box::pin(async move {
             let Some(lines) = lines else {

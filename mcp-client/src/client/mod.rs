@@ -1,12 +1,15 @@
 //! The client: handshake, requests with timeouts and cancellation, and the
-//! session it keeps alive by itself.
+//! session it keeps alive by itself; the 2026-07-28 era in [`era`].
 
-use std::collections::HashSet;
+mod era;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -14,23 +17,28 @@ use session_core::RawJson;
 use session_core::wire::{
     CallToolResult, GetPromptResult, Implementation, InitializeParams, InitializeResult,
     LATEST_PROTOCOL_VERSION, ListPromptsResult, ListResourcesResult, ListToolsResult, Message,
-    Notification, Prompt, ReadResourceResult, Request, RequestId, Resource,
-    SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, Tool, is_supported,
-    to_raw,
+    MODERN_PROTOCOL_VERSIONS, Notification, Prompt, ReadResourceResult, Request, RequestId,
+    Resource, SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, Tool,
+    code, is_supported, to_raw,
 };
 use tokio::sync::Notify;
 
-use crate::options::{ClientEvent, ClientOptions, ReinitPolicy, RequestOptions};
+use crate::modern::{
+    self, Envelope, INPUT_KINDS, META_SERVER_INFO, ParamHeader, Reply, TASKS_EXTENSION,
+};
+use crate::options::{ClientEvent, ClientOptions, ProtocolMode, ReinitPolicy, RequestOptions};
 use crate::router::{Failure, Router};
 use crate::transport::Transport;
 use crate::transport::http::HttpTransport;
 use crate::transport::stdio::StdioTransport;
 use crate::{Error, Result};
 
-/// What the server said in `initialize`.
+/// What the server said in `initialize` (legacy era) or `server/discover`
+/// (2026-07-28 era).
 #[derive(Debug, Clone)]
 pub struct ServerDetails {
-    /// The negotiated protocol revision.
+    /// The negotiated protocol revision (the one requests carry in the
+    /// 2026-07-28 era).
     pub protocol_version: String,
     /// The server's capabilities.
     pub capabilities: Value,
@@ -67,6 +75,21 @@ struct Inner {
     gate: tokio::sync::RwLock<()>,
     /// A new handshake failed: the next request tries again first.
     broken: AtomicBool,
+    /// The 2026-07-28 era's revision, once the client speaks it (no
+    /// session then).
+    modern: RwLock<Option<String>>,
+    /// The `Mcp-Param-*` headers of each tool, from `tools/list`.
+    tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
+    /// Where the era verdict is kept (the server URL), if anywhere.
+    era_key: Option<String>,
+}
+
+/// The era each server URL was found to speak, for the life of the
+/// process: `Some(version)` modern, `None` legacy.
+fn era_cache() -> &'static Mutex<HashMap<String, Option<String>>> {
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Option<String>>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(Mutex::default)
 }
 
 impl Inner {
@@ -79,7 +102,12 @@ impl Inner {
     /// Sends `notifications/cancelled` for `id` in the background, bounded
     /// by the request timeout.
     fn cancel_later(&self, id: &RequestId, reason: &str) {
-        let sending = self.transport.send(cancelled(id, reason));
+        // In the 2026-07-28 era over HTTP, dropping the response stream is
+        // the cancellation; there is no notification to send.
+        if self.modern.read().is_some() && self.era_key.is_some() {
+            return;
+        }
+        let sending = self.transport.send(cancelled(id, reason), HeaderMap::new());
         let bound = self.options.request_timeout;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -142,6 +170,9 @@ enum Attempt<R> {
     /// `delivered`: the request reached the server (the 404 came while
     /// resuming its response stream), so it may have run.
     SessionGone { session: String, delivered: bool },
+    /// The request reached the server and its response stream broke
+    /// before the response (the 2026-07-28 era re-issues it).
+    Broken(Error),
 }
 
 impl Client {
@@ -159,8 +190,8 @@ impl Client {
     pub async fn connect_http(url: &str, options: ClientOptions) -> Result<Client> {
         let router = Arc::new(Router::new(options.clone()));
         let transport = HttpTransport::new(url, None, router.clone(), &options)?;
-        let client = Client::with(Arc::new(transport), router, options);
-        client.handshake().await?;
+        let client = Client::with(Arc::new(transport), router, options, Some(url.to_string()));
+        client.start().await?;
         Ok(client)
     }
 
@@ -210,7 +241,7 @@ impl Client {
         let router = Arc::new(Router::new(options.clone()));
         let transport =
             HttpTransport::new(url, Some(session_id.to_string()), router.clone(), &options)?;
-        let client = Client::with(Arc::new(transport), router, options);
+        let client = Client::with(Arc::new(transport), router, options, None);
         *client.inner.protocol_version.write() = Some(protocol_version.to_string());
         client
             .inner
@@ -230,12 +261,17 @@ impl Client {
     pub async fn connect_stdio(command: &str, options: ClientOptions) -> Result<Client> {
         let router = Arc::new(Router::new(options.clone()));
         let transport = StdioTransport::spawn(command, router.clone())?;
-        let client = Client::with(Arc::new(transport), router, options);
-        client.handshake().await?;
+        let client = Client::with(Arc::new(transport), router, options, None);
+        client.start().await?;
         Ok(client)
     }
 
-    fn with(transport: Arc<dyn Transport>, router: Arc<Router>, options: ClientOptions) -> Client {
+    fn with(
+        transport: Arc<dyn Transport>,
+        router: Arc<Router>,
+        options: ClientOptions,
+        era_key: Option<String>,
+    ) -> Client {
         router.set_transport(Arc::downgrade(&transport));
         let inner = Arc::new(Inner {
             transport,
@@ -246,6 +282,9 @@ impl Client {
             next_id: AtomicI64::new(0),
             gate: tokio::sync::RwLock::new(()),
             broken: AtomicBool::new(false),
+            modern: RwLock::new(None),
+            tool_headers: RwLock::new(HashMap::new()),
+            era_key,
         });
         // The GET stream found the session gone: recover as a request would.
         let weak = Arc::downgrade(&inner);
@@ -299,8 +338,12 @@ impl Client {
         };
         let request = RequestOptions::default().timeout(budget);
         let result: InitializeResult =
-            match self.attempt("initialize", &params, &request, false).await {
+            match self
+                .attempt("initialize", &params, &request, false, HeaderMap::new())
+                .await
+            {
                 Attempt::Answered(result) => result?,
+                Attempt::Broken(error) => return Err(error),
                 Attempt::SessionGone { session, .. } => {
                     return Err(Error::SessionNotFound { session });
                 }
@@ -324,10 +367,10 @@ impl Client {
             .transport
             .established(&result.protocol_version, false)
             .await;
-        let initialized = self.inner.transport.send(notification(
-            "notifications/initialized",
-            &Value::Object(Map::new()),
-        ));
+        let initialized = self.inner.transport.send(
+            notification("notifications/initialized", &Value::Object(Map::new())),
+            HeaderMap::new(),
+        );
         let left = budget.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, initialized).await {
             Ok(sent) => sent?,
@@ -376,7 +419,9 @@ impl Client {
         let sent = tokio::time::timeout(bound, async {
             let sending = {
                 let _open = self.inner.gate.read().await;
-                self.inner.transport.send(notification(method, &params))
+                self.inner
+                    .transport
+                    .send(notification(method, &params), HeaderMap::new())
             };
             sending.await
         });
@@ -407,11 +452,23 @@ impl Client {
         P: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        if self.inner.modern.read().is_some() {
+            let params = serde_json::to_value(params).map_err(|e| {
+                Error::Protocol(format!("cannot encode the parameters of {method}: {e}"))
+            })?;
+            let value = self.modern_value(method, params, &options).await?;
+            return serde_json::from_value(value)
+                .map_err(|e| Error::Protocol(format!("a malformed result of {method}: {e}")));
+        }
         if self.inner.broken.load(Ordering::Acquire) {
             self.reinitialize(self.session_id()).await?;
         }
-        let (session, delivered) = match self.attempt(method, params, &options, true).await {
+        let (session, delivered) = match self
+            .attempt(method, params, &options, true, HeaderMap::new())
+            .await
+        {
             Attempt::Answered(result) => return result,
+            Attempt::Broken(error) => return Err(error),
             Attempt::SessionGone { session, delivered } => (session, delivered),
         };
         let policy = self.inner.options.reinit;
@@ -422,20 +479,26 @@ impl Client {
         if policy != ReinitPolicy::RetryOnce || delivered {
             return Err(Error::SessionNotFound { session });
         }
-        match self.attempt(method, params, &options, true).await {
+        match self
+            .attempt(method, params, &options, true, HeaderMap::new())
+            .await
+        {
             Attempt::Answered(result) => result,
+            Attempt::Broken(error) => Err(error),
             Attempt::SessionGone { session, .. } => Err(Error::SessionNotFound { session }),
         }
     }
 
     /// One try at a request. `gated`: wait for a new handshake in progress
-    /// (every request but the handshake's own).
+    /// (every request but the handshake's own). `headers` go with it over
+    /// HTTP.
     async fn attempt<P, R>(
         &self,
         method: &str,
         params: &P,
         options: &RequestOptions,
         gated: bool,
+        headers: HeaderMap,
     ) -> Attempt<R>
     where
         P: Serialize + ?Sized,
@@ -477,9 +540,9 @@ impl Client {
         let send = async {
             let sending = if gated {
                 let _open = inner.gate.read().await;
-                inner.transport.send(message)
+                inner.transport.send(message, headers)
             } else {
-                inner.transport.send(message)
+                inner.transport.send(message, headers)
             };
             pending.sent.store(true, Ordering::Release);
             sending.await
@@ -548,6 +611,9 @@ impl Client {
                     delivered: true,
                 };
             }
+            Ok(Err(Failure::Local(error @ Error::Transport { .. }))) => {
+                return Attempt::Broken(error);
+            }
             Ok(Err(Failure::Local(error))) => return Attempt::Answered(Err(error)),
             Err(_) => return Attempt::Answered(Err(Error::Closed)),
         };
@@ -609,11 +675,21 @@ impl Client {
     ///
     /// As [`request`](Self::request); [`Error::Protocol`] if the server
     /// repeats a cursor.
+    ///
+    /// In the 2026-07-28 era over HTTP, a tool whose `x-mcp-header`
+    /// annotations break the rules is left out (with a warning in the log),
+    /// and the others' annotations are kept to mirror their parameters into
+    /// `Mcp-Param-*` headers on `tools/call`.
     pub async fn list_tools(&self) -> Result<Vec<Tool>> {
-        self.all_pages("tools/list", |page: ListToolsResult| {
-            (page.tools, page.next_cursor)
-        })
-        .await
+        let tools = self
+            .all_pages("tools/list", |page: ListToolsResult| {
+                (page.tools, page.next_cursor)
+            })
+            .await?;
+        if self.inner.modern.read().is_none() {
+            return Ok(tools);
+        }
+        Ok(self.keep_param_headers(tools))
     }
 
     /// Calls a tool.
