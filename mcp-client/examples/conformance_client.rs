@@ -1,18 +1,29 @@
 //! The client under test for the official conformance suite's client
 //! scenarios (`@modelcontextprotocol/conformance client --command ...`),
 //! built on this library. The suite appends the server URL as the last
-//! argument and names the scenario in `MCP_CONFORMANCE_SCENARIO`.
+//! argument, names the scenario in `MCP_CONFORMANCE_SCENARIO` and (from
+//! 0.2.0) the revision in `MCP_CONFORMANCE_PROTOCOL_VERSION`: a modern
+//! revision pins the client to it; anything else leaves it in `auto`, which
+//! probes with `server/discover` and falls back to a legacy session.
 //!
 //! Run by `cargo xtask interop`.
 
 use std::process::ExitCode;
 
-use mcp_client::{Client, ClientOptions};
+use mcp_client::{Client, ClientOptions, ProtocolMode};
 use serde_json::json;
 
 async fn run(url: &str, scenario: &str) -> Result<(), mcp_client::Error> {
+    let protocol = std::env::var("MCP_CONFORMANCE_PROTOCOL_VERSION")
+        .ok()
+        .and_then(|v| match v.parse() {
+            Ok(ProtocolMode::Pinned(v)) => Some(ProtocolMode::Pinned(v)),
+            _ => None,
+        })
+        .unwrap_or_default();
     let options = ClientOptions::default()
         .client_info("mcp-client-conformance", env!("CARGO_PKG_VERSION"))
+        .protocol(protocol)
         .listen(false);
     let client = Client::connect_http(url, options).await?;
     let tools = client.list_tools().await?;

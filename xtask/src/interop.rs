@@ -211,16 +211,31 @@ fn client_against_peers(dir: &Path, node: &Path) -> Result<()> {
         ("0.1.16", "@modelcontextprotocol/conformance"),
         ("0.2.0-alpha.12", "conformance-next"),
     ] {
-        for scenario in ["initialize", "tools_call", "sse-retry"] {
-            eprintln!("== conformance suite {label}: client scenario {scenario}");
+        // The legacy scenarios run at 2025-11-25 (the suites' default for
+        // them): the client probes in `auto` and falls back.
+        let mut runs: Vec<(&str, Option<&str>)> = ["initialize", "tools_call", "sse-retry"]
+            .into_iter()
+            .map(|s| (s, None))
+            .collect();
+        if package == "conformance-next" {
+            runs.push(("tools_call", Some("2026-07-28")));
+            runs.push(("request-metadata", Some("2026-07-28")));
+        }
+        for (scenario, version) in runs {
+            let at = version.unwrap_or("its default revision");
+            eprintln!("== conformance suite {label}: client scenario {scenario} at {at}");
             let cli = dir.join("node_modules").join(package).join("dist/index.js");
+            let mut command = Command::new(node);
+            command
+                .arg(&cli)
+                .args(["client", "--scenario", scenario])
+                .current_dir(dir);
+            if let Some(version) = version {
+                command.args(["--spec-version", version]);
+            }
             run_checked(
-                Command::new(node)
-                    .arg(&cli)
-                    .args(["client", "--scenario", scenario, "--command"])
-                    .arg(&conformance_client)
-                    .current_dir(dir),
-                &format!("conformance {label} client scenario {scenario}"),
+                command.arg("--command").arg(&conformance_client),
+                &format!("conformance {label} client scenario {scenario} at {at}"),
             )?;
         }
     }

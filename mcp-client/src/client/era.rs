@@ -26,6 +26,16 @@ fn sounds_legacy(e: &Error) -> bool {
     }
 }
 
+/// Whether a `server/discover` result names a modern revision this client
+/// speaks.
+fn speaks_modern(result: &Value) -> bool {
+    result["supportedVersions"].as_array().is_some_and(|versions| {
+        versions
+            .iter()
+            .any(|v| v.as_str().is_some_and(|v| MODERN_PROTOCOL_VERSIONS.contains(&v)))
+    })
+}
+
 impl Client {
     /// Sets the era up as the client's [`ProtocolMode`] says.
     pub(super) async fn start(&self) -> Result<()> {
@@ -68,38 +78,34 @@ impl Client {
     }
 
     /// `server/discover` in revision `version`: the era is modern when it
-    /// answers. A `-32022` naming another modern revision this client
-    /// speaks is tried once; with `fall_back`, an answer that sounds legacy
-    /// (or a `-32022` naming only legacy revisions) starts an `initialize`
-    /// handshake instead.
+    /// answers with a discover result naming a modern revision this client
+    /// speaks. A `-32022` naming one is tried once more in it (the same one
+    /// too: a server may refuse a first request whatever it carried); with
+    /// `fall_back`, an answer that sounds legacy (or a `-32022` naming only
+    /// legacy revisions, or a result that is not a discover result) starts
+    /// an `initialize` handshake instead.
     async fn discover(&self, version: &str, fall_back: bool) -> Result<()> {
         let mut version = version.to_string();
         let mut retried = false;
         let budget = RequestOptions::default().timeout(self.inner.options.connect_timeout);
         loop {
             self.set_modern(&version).await;
-            let answer = match self.exchange("server/discover", &json!({}), &budget).await {
-                Ok(Reply::Complete(result)) => Ok(result),
-                Ok(_) => Err(Error::Protocol(
-                    "server/discover answered with a result that is not complete".into(),
-                )),
-                Err(e) => Err(e),
-            };
-            let error = match answer {
-                Ok(result) => {
+            let error = match self.exchange_once("server/discover", &json!({}), &budget).await {
+                Ok(Reply::Complete(result)) if speaks_modern(&result) => {
                     self.learn(&version, result);
                     self.remember(Some(&version));
                     return Ok(());
                 }
+                Ok(_) => Error::Protocol(
+                    "server/discover answered with something that is not a discover result                      naming a revision this client speaks"
+                        .into(),
+                ),
                 Err(e) => e,
             };
             if let Some(refusal) = unsupported_version(&error) {
                 let supported = modern::supported_versions(refusal);
-                let other = supported
-                    .iter()
-                    .find(|v| MODERN_PROTOCOL_VERSIONS.contains(&v.as_str()) && **v != version);
-                if let (Some(other), false, true) = (other, retried, fall_back) {
-                    version = other.clone();
+                if !retried && let Some(next) = self.next_version(&supported, &version) {
+                    version = next;
                     retried = true;
                     continue;
                 }
@@ -119,6 +125,23 @@ impl Client {
             self.forget_modern();
             return Err(error);
         }
+    }
+
+    /// The modern revision to retry in after a `-32022` that lists
+    /// `supported`: the current one if listed, else the newest listed this
+    /// client speaks (a pinned client: only its own).
+    fn next_version(&self, supported: &[String], current: &str) -> Option<String> {
+        let allowed = |v: &str| match &self.inner.options.protocol {
+            ProtocolMode::Pinned(pinned) => v == pinned,
+            _ => MODERN_PROTOCOL_VERSIONS.contains(&v),
+        };
+        if supported.iter().any(|v| v == current) && allowed(current) {
+            return Some(current.to_string());
+        }
+        MODERN_PROTOCOL_VERSIONS
+            .iter()
+            .find(|v| allowed(v) && supported.iter().any(|s| s == *v))
+            .map(|v| v.to_string())
     }
 
     /// Leaves the modern era (before a handshake or after a failed probe).
@@ -199,18 +222,45 @@ impl Client {
         kept
     }
 
-    /// One modern request, with the retries the era asks for: once with
-    /// another revision after `-32022`; once after refreshing the tools'
-    /// headers on a `-32020` to `tools/call`; and, when its response stream
-    /// broke, again as a new request (new id) up to `max_reconnects` times
-    /// with backoff.
+    /// One modern request, with the retries the era asks for: once more
+    /// after a `-32022` that lists a revision this client may speak; once
+    /// after refreshing the tools' headers on a `-32020` to `tools/call`;
+    /// and, when its response stream broke, again as a new request (new id)
+    /// up to `max_reconnects` times with backoff.
     pub(crate) async fn exchange(
         &self,
         method: &str,
         params: &Value,
         options: &RequestOptions,
     ) -> Result<Reply> {
-        let (mut version_retried, mut headers_retried) = (false, false);
+        let mut version_retried = false;
+        loop {
+            let error = match self.exchange_once(method, params, options).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            let current = self.inner.modern.read().clone().unwrap_or_default();
+            if let Some(refusal) = unsupported_version(&error)
+                && !version_retried
+                && let Some(next) =
+                    self.next_version(&modern::supported_versions(refusal), &current)
+            {
+                version_retried = true;
+                self.set_modern(&next).await;
+                continue;
+            }
+            return Err(error);
+        }
+    }
+
+    /// [`exchange`](Self::exchange) without the `-32022` retry.
+    async fn exchange_once(
+        &self,
+        method: &str,
+        params: &Value,
+        options: &RequestOptions,
+    ) -> Result<Reply> {
+        let mut headers_retried = false;
         let mut reissued = 0;
         let mut delays = backon::BackoffBuilder::build(
             backon::ExponentialBuilder::default()
@@ -255,18 +305,6 @@ impl Client {
                     return Err(Error::SessionNotFound { session });
                 }
             };
-            if let Some(refusal) = unsupported_version(&error)
-                && !version_retried
-                && self.inner.options.protocol == ProtocolMode::Auto
-                && method != "server/discover"
-                && let Some(other) = modern::supported_versions(refusal)
-                    .into_iter()
-                    .find(|v| MODERN_PROTOCOL_VERSIONS.contains(&v.as_str()) && *v != version)
-            {
-                version_retried = true;
-                self.set_modern(&other).await;
-                continue;
-            }
             if let Error::Rpc { error: refusal, .. } = &error
                 && refusal.code == code::HEADER_MISMATCH
                 && method == "tools/call"
