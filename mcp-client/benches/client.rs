@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use mcp_client::{Client, ClientOptions};
+use mcp_client::{Client, ClientOptions, ProtocolMode};
 use serde_json::{Value, json};
 
 const CALLERS: usize = 64;
@@ -130,7 +130,9 @@ fn main() {
     let client = rt
         .block_on(Client::connect_http(
             &server.url,
-            ClientOptions::default().listen(false),
+            ClientOptions::default()
+                .protocol(ProtocolMode::Legacy)
+                .listen(false),
         ))
         .expect("connect");
     let call = |client: &Client| {

@@ -48,18 +48,18 @@ mod client;
 mod error;
 mod modern;
 mod options;
-mod task;
 mod router;
+mod task;
 mod transport;
 
 #[doc(inline)]
 pub use self::{
     client::{Client, ServerDetails},
-    modern::TASKS_EXTENSION,
-    task::Task,
     error::{Error, Result},
+    modern::TASKS_EXTENSION,
     options::{
         ClientEvent, ClientOptions, EventHandler, ProgressHandler, ProtocolMode, ReinitPolicy,
         RequestHandler, RequestOptions,
     },
+    task::Task,
 };

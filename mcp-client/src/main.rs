@@ -201,7 +201,9 @@ async fn execute(client: &Client, plan: Plan) -> Result<(Value, bool), String> {
             client.clone().close().await.map_err(text)?;
             Ok((json!({"closed": session}), false))
         }
-        Plan::Task(TaskAction::Get { id }) => Ok((client.task(&id).get().await.map_err(text)?, false)),
+        Plan::Task(TaskAction::Get { id }) => {
+            Ok((client.task(&id).get().await.map_err(text)?, false))
+        }
         Plan::Task(TaskAction::Wait { id }) => {
             let options = RequestOptions::default().timeout(client.request_timeout());
             let result = client.task(&id).result(options).await.map_err(text)?;

@@ -30,7 +30,9 @@ pub(crate) const INPUT_KINDS: [&str; 3] =
 pub(crate) fn is_modern_error(code: i64) -> bool {
     matches!(
         code,
-        code::HEADER_MISMATCH | code::MISSING_CLIENT_CAPABILITY | code::UNSUPPORTED_PROTOCOL_VERSION
+        code::HEADER_MISMATCH
+            | code::MISSING_CLIENT_CAPABILITY
+            | code::UNSUPPORTED_PROTOCOL_VERSION
     )
 }
 
@@ -64,9 +66,10 @@ impl Envelope {
         if !params.is_object() {
             *params = Value::Object(Map::new());
         }
-        let meta = params
-            .as_object_mut()
-            .map(|p| p.entry("_meta").or_insert_with(|| Value::Object(Map::new())));
+        let meta = params.as_object_mut().map(|p| {
+            p.entry("_meta")
+                .or_insert_with(|| Value::Object(Map::new()))
+        });
         if let Some(meta) = meta {
             if !meta.is_object() {
                 *meta = Value::Object(Map::new());
@@ -195,7 +198,11 @@ fn is_tchar(b: u8) -> bool {
 /// `Mcp-Method`, `Mcp-Name` for the methods that name something (a task's
 /// id for `tasks/*`, as the tasks extension says), and the tool's
 /// `Mcp-Param-*` headers.
-pub(crate) fn request_headers(method: &str, params: &Value, params_of_tool: &[ParamHeader]) -> HeaderMap {
+pub(crate) fn request_headers(
+    method: &str,
+    params: &Value,
+    params_of_tool: &[ParamHeader],
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(HeaderName::from_static("mcp-method"), header_value(method));
     let name = match method {
@@ -302,7 +309,10 @@ mod tests {
     fn header_values_are_plain_or_base64_sentinels() {
         assert_eq!(header_value("us-west1"), "us-west1");
         assert_eq!(header_value("a b"), "a b");
-        assert_eq!(header_value("Hello, 世界"), "=?base64?SGVsbG8sIOS4lueVjA==?=");
+        assert_eq!(
+            header_value("Hello, 世界"),
+            "=?base64?SGVsbG8sIOS4lueVjA==?="
+        );
         assert_eq!(header_value(" padded "), "=?base64?IHBhZGRlZCA=?=");
         assert_eq!(header_value("line1\nline2"), "=?base64?bGluZTEKbGluZTI=?=");
         assert_eq!(
@@ -364,13 +374,19 @@ mod tests {
 
     #[test]
     fn results_are_read_by_result_type() {
-        assert!(matches!(classify("m", json!({"x": 1})), Ok(Reply::Complete(_))));
+        assert!(matches!(
+            classify("m", json!({"x": 1})),
+            Ok(Reply::Complete(_))
+        ));
         assert!(matches!(
             classify("m", json!({"resultType": "complete"})),
             Ok(Reply::Complete(_))
         ));
         assert!(matches!(
-            classify("m", json!({"resultType": "input_required", "requestState": "s"})),
+            classify(
+                "m",
+                json!({"resultType": "input_required", "requestState": "s"})
+            ),
             Ok(Reply::InputRequired { .. })
         ));
         assert!(matches!(

@@ -233,7 +233,12 @@ impl Router {
                 id: Some(request.id),
                 outcome: outcome.map(|v| to_raw(&v)),
             };
-            match tokio::time::timeout(bound, transport.send(Message::Response(response), Default::default())).await {
+            match tokio::time::timeout(
+                bound,
+                transport.send(Message::Response(response), Default::default()),
+            )
+            .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!("cannot answer a server request: {e}"),
                 Err(_) => tracing::warn!("answering a server request timed out after {bound:?}"),

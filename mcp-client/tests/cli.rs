@@ -12,8 +12,12 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-client");
 
-/// Runs the CLI off the async runtime's threads.
-async fn cli(args: Vec<String>) -> Output {
+/// Runs the CLI off the async runtime's threads, in the legacy era unless
+/// `args` name a `--protocol` (these tests are about sessions).
+async fn cli(mut args: Vec<String>) -> Output {
+    if !args.iter().any(|a| a == "--protocol") {
+        args.splice(0..0, ["--protocol".to_string(), "legacy".to_string()]);
+    }
     tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
         .await
         .unwrap()

@@ -16,7 +16,9 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use common::{Store, serve, start, start_with};
 use futures_util::StreamExt;
-use mcp_client::{Client, ClientEvent, ClientOptions, Error, ReinitPolicy, RequestOptions};
+use mcp_client::{
+    Client, ClientEvent, ClientOptions, Error, ProtocolMode, ReinitPolicy, RequestOptions,
+};
 use mcp_server::{McpServer, McpServerBuilder, RequestContext, ServerConfig, demo, tool};
 use serde_json::{Map, Value, json};
 use session_core::wire::{
@@ -35,7 +37,9 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn quiet() -> ClientOptions {
-    ClientOptions::default().listen(false)
+    ClientOptions::default()
+        .protocol(ProtocolMode::Legacy)
+        .listen(false)
 }
 
 /// How a `hold` handler ended.
@@ -483,9 +487,12 @@ async fn works_with_a_server_that_issues_no_session_id_and_tolerates_405_on_dele
         }
     })
     .await;
-    let client = Client::connect_http(&url, ClientOptions::default())
-        .await
-        .unwrap();
+    let client = Client::connect_http(
+        &url,
+        ClientOptions::default().protocol(ProtocolMode::Legacy),
+    )
+    .await
+    .unwrap();
     assert_eq!(client.session_id(), None);
     assert_eq!(client.server().unwrap().protocol_version, "2025-06-18");
     client.ping().await.unwrap();
@@ -515,8 +522,9 @@ async fn the_get_stream_gives_up_after_bounded_retries_with_a_clear_event() {
     .await;
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let mut options =
-        ClientOptions::default().on_event(move |e| sink.lock().unwrap().push(e.clone()));
+    let mut options = ClientOptions::default()
+        .protocol(ProtocolMode::Legacy)
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()));
     options.max_reconnects = 3;
     options.min_backoff = Duration::from_millis(5);
     options.max_backoff = Duration::from_millis(20);
@@ -604,7 +612,9 @@ async fn the_get_stream_reconnects_after_the_servers_retry_with_last_event_id() 
     let sink = events.clone();
     let client = Client::connect_http(
         &url,
-        ClientOptions::default().on_event(move |e| sink.lock().unwrap().push(e.clone())),
+        ClientOptions::default()
+            .protocol(ProtocolMode::Legacy)
+            .on_event(move |e| sink.lock().unwrap().push(e.clone())),
     )
     .await
     .unwrap();
@@ -1009,9 +1019,12 @@ async fn lists_follow_next_cursor_and_a_repeated_cursor_is_an_error() {
 #[tokio::test]
 async fn a_dropped_client_leaves_its_session_to_be_resumed() {
     let server = start(&Store::Memory, ServerConfig::default()).await;
-    let client = Client::connect_http(&server.url, ClientOptions::default())
-        .await
-        .unwrap();
+    let client = Client::connect_http(
+        &server.url,
+        ClientOptions::default().protocol(ProtocolMode::Legacy),
+    )
+    .await
+    .unwrap();
     let counted = client.call_tool("counter", json!({"by": 3})).await.unwrap();
     assert_eq!(counted.structured_content, Some(json!({"counter": 3})));
     let id = client.session_id().unwrap();

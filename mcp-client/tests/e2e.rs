@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Store, start};
-use mcp_client::{Client, ClientEvent, ClientOptions, Error, ReinitPolicy};
+use mcp_client::{Client, ClientEvent, ClientOptions, Error, ProtocolMode, ReinitPolicy};
 use mcp_server::ServerConfig;
 use serde_json::{Map, Value, json};
 
 fn options() -> ClientOptions {
     ClientOptions::default()
+        .protocol(ProtocolMode::Legacy)
         .client_info("test-client", "1.0")
         .connect_timeout(Duration::from_secs(5))
 }

@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mcp_client::{Client, ClientOptions, Error, RequestOptions};
+use mcp_client::{Client, ClientOptions, Error, ProtocolMode, RequestOptions};
 use mcp_server::{McpServer, demo, tool};
 use serde_json::{Map, Value, json};
 use session_core::wire::{CallToolResult, ErrorObject};
@@ -90,6 +90,7 @@ fn server_command(marker: Option<&std::path::Path>) -> String {
 
 fn options() -> ClientOptions {
     ClientOptions::default()
+        .protocol(ProtocolMode::Legacy)
         .client_info("stdio-test", "1.0")
         .connect_timeout(Duration::from_secs(10))
 }

@@ -29,11 +29,14 @@ fn sounds_legacy(e: &Error) -> bool {
 /// Whether a `server/discover` result names a modern revision this client
 /// speaks.
 fn speaks_modern(result: &Value) -> bool {
-    result["supportedVersions"].as_array().is_some_and(|versions| {
-        versions
-            .iter()
-            .any(|v| v.as_str().is_some_and(|v| MODERN_PROTOCOL_VERSIONS.contains(&v)))
-    })
+    result["supportedVersions"]
+        .as_array()
+        .is_some_and(|versions| {
+            versions.iter().any(|v| {
+                v.as_str()
+                    .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.contains(&v))
+            })
+        })
 }
 
 impl Client {
@@ -338,9 +341,7 @@ impl Client {
                     return self.follow_task(method, created, options).await;
                 }
                 Reply::Task(_) => {
-                    return Err(Error::Protocol(format!(
-                        "{method} answered with a task"
-                    )));
+                    return Err(Error::Protocol(format!("{method} answered with a task")));
                 }
                 Reply::InputRequired { requests, state } => {
                     let responses = self.answer_inputs(&requests).await?;

@@ -16,10 +16,10 @@ use serde_json::{Map, Value, json};
 use session_core::RawJson;
 use session_core::wire::{
     CallToolResult, GetPromptResult, Implementation, InitializeParams, InitializeResult,
-    LATEST_PROTOCOL_VERSION, ListPromptsResult, ListResourcesResult, ListToolsResult, Message,
-    MODERN_PROTOCOL_VERSIONS, Notification, Prompt, ReadResourceResult, Request, RequestId,
-    Resource, SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult, Tool,
-    code, is_supported, to_raw,
+    LATEST_PROTOCOL_VERSION, ListPromptsResult, ListResourcesResult, ListToolsResult,
+    MODERN_PROTOCOL_VERSIONS, Message, Notification, Prompt, ReadResourceResult, Request,
+    RequestId, Resource, SESSION_STATE_CAPABILITY, SUPPORTED_PROTOCOL_VERSIONS, SessionStateResult,
+    Tool, code, is_supported, to_raw,
 };
 use tokio::sync::Notify;
 
@@ -337,17 +337,16 @@ impl Client {
                 .map(RawJson::from),
         };
         let request = RequestOptions::default().timeout(budget);
-        let result: InitializeResult =
-            match self
-                .attempt("initialize", &params, &request, false, HeaderMap::new())
-                .await
-            {
-                Attempt::Answered(result) => result?,
-                Attempt::Broken(error) => return Err(error),
-                Attempt::SessionGone { session, .. } => {
-                    return Err(Error::SessionNotFound { session });
-                }
-            };
+        let result: InitializeResult = match self
+            .attempt("initialize", &params, &request, false, HeaderMap::new())
+            .await
+        {
+            Attempt::Answered(result) => result?,
+            Attempt::Broken(error) => return Err(error),
+            Attempt::SessionGone { session, .. } => {
+                return Err(Error::SessionNotFound { session });
+            }
+        };
         if !is_supported(&result.protocol_version) {
             let left = budget.saturating_sub(started.elapsed());
             let _ = tokio::time::timeout(left, self.inner.transport.close(true)).await;
