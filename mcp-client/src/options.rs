@@ -219,6 +219,15 @@ impl ClientOptions {
         self
     }
 
+    /// Sets the capabilities the client declares (`elicitation`,
+    /// `sampling`, `roots`, …): in `initialize` in the legacy era, on every
+    /// request in the 2026-07-28 era. Declare only what the request handler
+    /// answers.
+    pub fn capabilities(mut self, capabilities: Value) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
     /// Sets the default request timeout.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
