@@ -88,12 +88,12 @@ impl Envelope {
 /// `=?base64?…?=` of its UTF-8 (also for a plain value that looks like that
 /// sentinel, so it cannot be misread).
 pub(crate) fn header_value(value: &str) -> HeaderValue {
-    let plain = value
+    let printable = value
         .bytes()
-        .all(|b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
-        && !value.starts_with([' ', '\t'])
-        && !value.ends_with([' ', '\t'])
-        && !(value.starts_with("=?base64?") && value.ends_with("?="));
+        .all(|b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b));
+    let padded = value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']);
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
+    let plain = printable && !padded && !sentinel;
     let text = if plain {
         value.to_string()
     } else {

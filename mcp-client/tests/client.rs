@@ -1347,3 +1347,220 @@ async fn requests_after_close_fail_at_once() {
     assert!(started.elapsed() < Duration::from_secs(1));
     server.stop().await;
 }
+
+/// A `server/discover` result naming 2026-07-28.
+fn discovered() -> Value {
+    json!({"resultType": "complete", "supportedVersions": ["2026-07-28"],
+           "capabilities": {"tools": {}},
+           "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "fake", "version": "1"}}})
+}
+
+#[tokio::test]
+async fn modern_requests_carry_their_envelope_and_headers_and_bad_answers_are_typed_errors() {
+    let posts = Arc::new(AtomicU32::new(0));
+    let counted = posts.clone();
+    let url = fake_full(move |message, headers| {
+        let id = &message["id"];
+        let params = &message["params"];
+        let meta = &params["_meta"];
+        // Every request: the envelope, and the headers mirroring it.
+        assert_eq!(
+            meta["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientInfo"]["name"],
+            "mcp-client"
+        );
+        assert!(meta["io.modelcontextprotocol/clientCapabilities"]["extensions"]
+            ["io.modelcontextprotocol/tasks"]
+            .is_object());
+        assert_eq!(headers["mcp-protocol-version"], "2026-07-28");
+        assert_eq!(headers["mcp-method"], message["method"].as_str().unwrap());
+        let name = params["name"].as_str().unwrap_or_default();
+        if message["method"] == "tools/call" {
+            assert_eq!(headers["mcp-name"], name);
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        match (message["method"].as_str().unwrap(), name) {
+            ("server/discover", _) => result_for(id, discovered()),
+            ("tools/list", _) => result_for(
+                id,
+                json!({"tools": [
+                    {"name": "region", "inputSchema": {"type": "object", "properties": {
+                        "where": {"type": "string", "x-mcp-header": "Where"}}}},
+                    {"name": "invalid", "inputSchema": {"type": "object", "properties": {
+                        "n": {"type": "number", "x-mcp-header": "N"}}}}]}),
+            ),
+            ("tools/call", "region") => {
+                assert_eq!(headers["mcp-param-where"], "=?base64?w7xiZXI=?=");
+                result_for(id, json!({"content": [{"type": "text", "text": "ok"}]}))
+            }
+            ("tools/call", "bad_type") => result_for(id, json!({"resultType": 5})),
+            ("tools/call", "unknown_type") => result_for(id, json!({"resultType": "later"})),
+            ("tools/call", "empty_input") => {
+                result_for(id, json!({"resultType": "input_required"}))
+            }
+            ("tools/call", "odd_kind") => result_for(
+                id,
+                json!({"resultType": "input_required", "requestState": "s",
+                       "inputRequests": {"k": {"method": "files/delete", "params": {}}}}),
+            ),
+            ("tools/call", "forever") => {
+                // The state is echoed on every retry.
+                if params["inputResponses"].is_object() {
+                    assert_eq!(params["requestState"], "again");
+                }
+                result_for(
+                    id,
+                    json!({"resultType": "input_required", "requestState": "again",
+                           "inputRequests": {"k": {"method": "roots/list", "params": {}}}}),
+                )
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    })
+    .await;
+    let client = Client::connect_http(
+        &url,
+        ClientOptions::default()
+            .capabilities(json!({"roots": {}}))
+            .max_input_rounds(3)
+            .on_request(|_, _| async { Ok(json!({"roots": []})) }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.protocol_version().as_deref(), Some("2026-07-28"));
+    assert_eq!(client.server().unwrap().server_info.name, "fake");
+    // The tool whose annotation breaks the rules is left out.
+    let tools = client.list_tools().await.unwrap();
+    assert_eq!(tools.len(), 1);
+    assert_eq!(tools[0].name, "region");
+    client
+        .call_tool("region", json!({"where": "über"}))
+        .await
+        .unwrap();
+    for name in ["bad_type", "unknown_type", "empty_input", "odd_kind"] {
+        let outcome = client.call_tool(name, json!({})).await;
+        assert!(
+            matches!(outcome, Err(Error::Protocol(_))),
+            "{name}: {outcome:?}"
+        );
+    }
+    let before = posts.load(Ordering::SeqCst);
+    let outcome = client.call_tool("forever", json!({})).await;
+    assert!(
+        matches!(&outcome, Err(Error::Protocol(m)) if m.contains("3 rounds")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        posts.load(Ordering::SeqCst) - before,
+        4,
+        "the first try and 3 rounds"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_modern_response_stream_is_reissued_with_a_new_id() {
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    let url = fake_full(move |message, _| {
+        let id = &message["id"];
+        match message["method"].as_str().unwrap_or_default() {
+            "server/discover" => result_for(id, discovered()),
+            "tools/call" => {
+                let mut ids = seen.lock().unwrap();
+                ids.push(id.clone());
+                if ids.len() <= 2 {
+                    // The connection drops: before the answer's head, then
+                    // after a progress notification.
+                    let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                                          "params": {"progressToken": 1, "progress": 1}});
+                    let delay = Duration::from_millis(if ids.len() == 1 { 0 } else { 100 });
+                    let events: Vec<std::io::Result<String>> = if ids.len() == 1 {
+                        vec![Err(std::io::Error::other("dropped"))]
+                    } else {
+                        vec![Ok(data(&progress)), Err(std::io::Error::other("dropped"))]
+                    };
+                    let stream = futures_util::stream::iter(events).then(move |event| async move {
+                        if event.is_err() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        event
+                    });
+                    (
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(stream),
+                    )
+                        .into_response()
+                } else {
+                    result_for(id, json!({"content": [{"type": "text", "text": "second"}]}))
+                }
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    })
+    .await;
+    let mut options = ClientOptions::default();
+    options.min_backoff = Duration::from_millis(5);
+    let client = Client::connect_http(&url, options).await.unwrap();
+    let result = client.call_tool("t", json!({})).await.unwrap();
+    assert_eq!(result, CallToolResult::text("second"));
+    let ids = ids.lock().unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "a new request id each time: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_a_legacy_session_when_the_probe_sounds_legacy() {
+    let probes = Arc::new(AtomicU32::new(0));
+    let counted = probes.clone();
+    let url = fake_full(move |message, headers| {
+        let id = &message["id"];
+        match message["method"].as_str().unwrap_or_default() {
+            "server/discover" => {
+                counted.fetch_add(1, Ordering::SeqCst);
+                (
+                    StatusCode::BAD_REQUEST,
+                    [("content-type", "application/json")],
+                    json!({"jsonrpc": "2.0", "id": null,
+                           "error": {"code": -32000, "message": "Bad Request: no session"}})
+                    .to_string(),
+                )
+                    .into_response()
+            }
+            "initialize" => {
+                let mut answer = result_for(id, init_result("2025-11-25"));
+                answer
+                    .headers_mut()
+                    .insert("mcp-session-id", "s-1".parse().unwrap());
+                answer
+            }
+            "ping" => {
+                assert_eq!(headers["mcp-session-id"], "s-1");
+                result_for(id, json!({}))
+            }
+            _ => StatusCode::ACCEPTED.into_response(),
+        }
+    })
+    .await;
+    let options = || ClientOptions::default().listen(false);
+    let client = Client::connect_http(&url, options()).await.unwrap();
+    assert_eq!(client.protocol_version().as_deref(), Some("2025-11-25"));
+    assert_eq!(client.session_id().as_deref(), Some("s-1"));
+    client.ping().await.unwrap();
+    // The verdict is kept for the URL: the next client does not probe.
+    let again = Client::connect_http(&url, options()).await.unwrap();
+    assert_eq!(again.session_id().as_deref(), Some("s-1"));
+    assert_eq!(probes.load(Ordering::SeqCst), 1);
+    // Pinned to 2026-07-28, the same server is an error.
+    let pinned = Client::connect_http(
+        &url,
+        options().protocol(ProtocolMode::Pinned("2026-07-28".into())),
+    )
+    .await;
+    assert!(matches!(pinned, Err(Error::Rpc { .. })), "{pinned:?}");
+}

@@ -332,8 +332,7 @@ async fn a_task_is_followed_to_its_end_and_resumed_by_another_client() {
             starter.call_tool("slow", json!({"steps": 4, "delay_ms": 100})),
         )
         .await;
-        let id = id.lock().unwrap().clone().expect("a task id");
-        id
+        id.lock().unwrap().clone().expect("a task id")
     };
     let other = Client::connect_http(&server.url, options()).await.unwrap();
     let view = other.task(&started).get().await.unwrap();

@@ -155,6 +155,22 @@ fn cancelled(id: &RequestId, reason: &str) -> Message {
     })
 }
 
+/// Whether a failed send lost a request that may have reached the server:
+/// the connection broke after it was made (not a refused connection, not a
+/// request that could not be built).
+fn lost_in_flight(e: &Error) -> bool {
+    let Error::Transport {
+        source: Some(source),
+        ..
+    } = e
+    else {
+        return false;
+    };
+    source
+        .downcast_ref::<reqwest::Error>()
+        .is_some_and(|e| e.is_request() && !e.is_connect() && !e.is_builder() && !e.is_timeout())
+}
+
 fn notification(method: &str, params: &Value) -> Message {
     Message::Notification(Notification {
         method: method.into(),
@@ -575,6 +591,7 @@ impl Client {
                             Error::SessionNotFound { session } => {
                                 Attempt::SessionGone { session, delivered: false }
                             }
+                            e if lost_in_flight(&e) => Attempt::Broken(e),
                             e => Attempt::Answered(Err(e)),
                         };
                     }
