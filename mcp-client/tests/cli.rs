@@ -200,3 +200,80 @@ async fn the_session_is_printed_when_a_command_fails_after_connecting() {
     assert_eq!(session_of(&again), session);
     server.stop().await;
 }
+
+fn line_of<'a>(stderr: &'a str, prefix: &str) -> Option<&'a str> {
+    stderr.lines().find_map(|l| l.strip_prefix(prefix))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_modern_era_prints_its_protocol_and_tasks_are_taken_up_from_other_processes() {
+    let server = start(&Store::Memory, ServerConfig::default()).await;
+    let url = server.url.clone();
+    let run = |extra: &[&str]| {
+        let mut v = vec![
+            "--protocol".to_string(),
+            "auto".into(),
+            "--url".into(),
+            url.clone(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        cli(v)
+    };
+    let echoed = run(&["call", "echo", "--args", r#"{"text":"hi"}"#]).await;
+    let stderr = String::from_utf8_lossy(&echoed.stderr).to_string();
+    assert_eq!(json_of(&echoed)["content"][0]["text"], "hi");
+    assert_eq!(
+        line_of(&stderr, "protocol: "),
+        Some("2026-07-28"),
+        "{stderr}"
+    );
+    assert_eq!(line_of(&stderr, "session: "), None, "no session: {stderr}");
+
+    // A call the server makes a task of: its id on stderr, its result on
+    // stdout once it ends.
+    let slow = run(&["call", "slow", "--args", r#"{"steps":2,"delay_ms":10}"#]).await;
+    let stderr = String::from_utf8_lossy(&slow.stderr).to_string();
+    assert_eq!(json_of(&slow)["content"][0]["text"], "completed 2 steps");
+    let finished = line_of(&stderr, "task: ").expect(&stderr).to_string();
+    // Another process reads it.
+    let got = run(&["task", "get", &finished]).await;
+    assert_eq!(json_of(&got)["status"], "completed");
+
+    // A task left running by a process that timed out is cancelled by it;
+    // another one is cancelled from a third process.
+    let timed_out = run(&[
+        "--timeout",
+        "300ms",
+        "call",
+        "slow",
+        "--args",
+        r#"{"steps":100,"delay_ms":50}"#,
+    ])
+    .await;
+    assert!(!timed_out.status.success());
+    let stderr = String::from_utf8_lossy(&timed_out.stderr).to_string();
+    assert!(stderr.contains("timed out"), "{stderr}");
+    let abandoned = line_of(&stderr, "task: ").expect(&stderr).to_string();
+    let got = run(&["task", "get", &abandoned]).await;
+    assert_eq!(json_of(&got)["status"], "cancelled");
+    let cancelled = run(&["task", "cancel", &abandoned]).await;
+    assert_eq!(json_of(&cancelled)["cancelled"], abandoned.as_str());
+    let unknown = run(&["task", "get", "task_00000000000000000000000000000000"]).await;
+    assert!(!unknown.status.success());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_protocol_is_refused_before_connecting() {
+    let output = cli(vec![
+        "--protocol".into(),
+        "2099-01-01".into(),
+        "--url".into(),
+        "http://127.0.0.1:1/mcp".into(),
+        "ping".into(),
+    ])
+    .await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2099-01-01"), "{stderr}");
+}
