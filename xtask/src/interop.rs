@@ -299,6 +299,84 @@ fn client_against_peers(dir: &Path, node: &Path) -> Result<()> {
         );
     }
 
+    eprintln!("== mcp-client in auto against the TypeScript SDK 2.4 server: the 2026-07-28 era");
+    std::fs::copy(
+        root().join("interop/ts2_server.mjs"),
+        dir.join("ts2_server.mjs"),
+    )?;
+    let port = free_port()?;
+    let _ts2 = Guard(
+        Command::new(node)
+            .arg(dir.join("ts2_server.mjs"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the TypeScript SDK 2.4 server")?,
+    );
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let counted = client.ok(&["--url", &url, "call", "counter", "--args", r#"{"by":2}"#])?;
+    if !counted.stderr.contains("protocol: 2026-07-28") || counted.stderr.contains("session: ") {
+        bail!(
+            "auto did not land in 2026-07-28 with the TypeScript SDK 2.4 server: {}",
+            counted.stderr
+        );
+    }
+    // The pretty-printed result holds `"counter_id": "…"`.
+    let id = counted
+        .stdout
+        .split("\"counter_id\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .context("no counter_id from the TypeScript SDK 2.4 server")?;
+    let again = client.ok(&[
+        "--url",
+        &url,
+        "--protocol",
+        "2026-07-28",
+        "call",
+        "counter",
+        "--args",
+        &format!(r#"{{"by":1,"counter_id":"{id}"}}"#),
+    ])?;
+    if !again.stdout.contains("\"counter\": 3") {
+        bail!("the handle did not carry the count: {}", again.stdout);
+    }
+
+    eprintln!("== mcp-client in auto against our own server: the 2026-07-28 era, a task");
+    let port = free_port()?;
+    let _ours = Guard(
+        Command::new(root().join("target/debug/mcp-server"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--store",
+                "memory",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start mcp-server")?,
+    );
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let slow = client.ok(&[
+        "--url",
+        &url,
+        "call",
+        "slow",
+        "--args",
+        r#"{"steps":2,"delay_ms":20}"#,
+    ])?;
+    if !slow.stderr.contains("protocol: 2026-07-28") || !slow.stderr.contains("task: task_") {
+        bail!(
+            "auto against our server did not run a 2026-07-28 task: {}",
+            slow.stderr
+        );
+    }
+
     eprintln!("== mcp-client against a Python SDK server with a 1 s session idle timeout");
     let port = free_port()?;
     let _py = Guard(
