@@ -1,4 +1,15 @@
-//! An MCP client that creates, resumes and recovers sessions by itself.
+//! An MCP client that creates, resumes and recovers sessions by itself, and
+//! speaks the sessionless 2026-07-28 era too.
+//!
+//! **Eras** ([`ProtocolMode`]): by default the client probes a server with
+//! `server/discover` (revision 2026-07-28) and falls back to an
+//! `initialize` handshake when the server answers like a legacy one. In the
+//! 2026-07-28 era every request carries its `_meta` envelope and, over
+//! HTTP, the `Mcp-Method`/`Mcp-Name`/`Mcp-Param-*` headers; results are read
+//! by `resultType`: `input_required` rounds go to the request handler,
+//! a `task` is polled to its end ([`Task`], [`Client::task`] from any
+//! process), and change notifications come on a `subscriptions/listen`
+//! stream.
 //!
 //! This crate provides:
 //! - [`Client`]: the handshake (offering revision 2025-11-25, accepting

@@ -143,7 +143,11 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// What to do when the session is gone (retry once in a new session).
     pub reinit: ReinitPolicy,
-    /// Open the GET stream for server-initiated messages (yes).
+    /// Listen for server-initiated messages (yes): the GET stream of a
+    /// legacy session; in the 2026-07-28 era a `subscriptions/listen`
+    /// stream for the list changes the server announces, reopened with
+    /// capped, jittered backoff. Either way they reach
+    /// [`ClientEvent::Notification`].
     pub listen: bool,
     /// Reconnection attempts of a broken stream before giving up (8).
     pub max_reconnects: u32,

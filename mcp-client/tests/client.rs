@@ -1564,3 +1564,54 @@ async fn auto_falls_back_to_a_legacy_session_when_the_probe_sounds_legacy() {
     .await;
     assert!(matches!(pinned, Err(Error::Rpc { .. })), "{pinned:?}");
 }
+
+#[tokio::test]
+async fn the_listen_stream_is_opened_for_announced_list_changes_and_reopened_when_it_ends() {
+    let listens = Arc::new(Mutex::new(Vec::new()));
+    let seen = listens.clone();
+    let url = fake_full(move |message, headers| {
+        let id = &message["id"];
+        match message["method"].as_str().unwrap_or_default() {
+            "server/discover" => {
+                let mut result = discovered();
+                result["capabilities"] = json!({"tools": {"listChanged": true}});
+                result_for(id, result)
+            }
+            "subscriptions/listen" => {
+                assert_eq!(headers["mcp-method"], "subscriptions/listen");
+                assert_eq!(message["params"]["notifications"]["toolsListChanged"], true);
+                seen.lock().unwrap().push(id.clone());
+                let changed = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+                                     "params": {}});
+                // One change, then the server ends the stream.
+                sse(vec![(Duration::ZERO, data(&changed))])
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    })
+    .await;
+    let heard = Arc::new(AtomicU32::new(0));
+    let count = heard.clone();
+    let mut options = ClientOptions::default().on_event(move |e| {
+        if matches!(e, ClientEvent::Notification { method, .. } if method == "notifications/tools/list_changed")
+        {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    options.min_backoff = Duration::from_millis(5);
+    options.max_backoff = Duration::from_millis(20);
+    let client = Client::connect_http(&url, options).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heard.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the stream was not reopened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ids = listens.lock().unwrap().clone();
+    assert!(ids.len() >= 3);
+    assert_ne!(ids[0], ids[1], "each reconnection is a new request");
+    // Closed: no more listening.
+    client.disconnect().await;
+    let after = listens.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(listens.lock().unwrap().len(), after);
+}

@@ -396,3 +396,36 @@ async fn a_task_that_never_finishes_is_cancelled_at_the_total_timeout() {
     assert!(steps.load(Ordering::SeqCst) <= stopped + 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_changes_arrive_on_the_listen_stream() {
+    let server = start(&Store::Memory, ServerConfig::default(), Arc::default()).await;
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    let mut listening = options().on_event(move |e| {
+        if let ClientEvent::Notification { method, .. } = e {
+            sink.lock().unwrap().push(method.clone());
+        }
+    });
+    listening.min_backoff = Duration::from_millis(10);
+    let client = Client::connect_http(&server.url, listening).await.unwrap();
+    // The stream is open once the server counts a listener.
+    let heard_change = || {
+        heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m == "notifications/tools/list_changed")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !heard_change() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no list change heard"
+        );
+        server.server.notify_tools_list_changed().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.disconnect().await;
+    server.stop().await;
+}

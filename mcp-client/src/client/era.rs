@@ -39,6 +39,22 @@ fn speaks_modern(result: &Value) -> bool {
         })
 }
 
+/// The change notifications to listen for: the list changes the server's
+/// capabilities say it announces.
+fn listen_filter(capabilities: &Value) -> Map<String, Value> {
+    let mut filter = Map::new();
+    for (capability, key) in [
+        ("tools", "toolsListChanged"),
+        ("prompts", "promptsListChanged"),
+        ("resources", "resourcesListChanged"),
+    ] {
+        if capabilities[capability]["listChanged"] == json!(true) {
+            filter.insert(key.into(), true.into());
+        }
+    }
+    filter
+}
+
 impl Client {
     /// Sets the era up as the client's [`ProtocolMode`] says.
     pub(super) async fn start(&self) -> Result<()> {
@@ -95,8 +111,12 @@ impl Client {
             self.set_modern(&version).await;
             let error = match self.exchange_once("server/discover", &json!({}), &budget).await {
                 Ok(Reply::Complete(result)) if speaks_modern(&result) => {
+                    let filter = listen_filter(&result["capabilities"]);
                     self.learn(&version, result);
                     self.remember(Some(&version));
+                    if self.inner.options.listen && !filter.is_empty() {
+                        self.listen(filter).await;
+                    }
                     return Ok(());
                 }
                 Ok(_) => Error::Protocol(
@@ -145,6 +165,18 @@ impl Client {
             .iter()
             .find(|v| allowed(v) && supported.iter().any(|s| s == *v))
             .map(|v| v.to_string())
+    }
+
+    /// Opens the `subscriptions/listen` stream for the change notifications
+    /// in `filter`; they reach [`ClientEvent::Notification`].
+    async fn listen(&self, filter: Map<String, Value>) {
+        let Some(version) = self.inner.modern.read().clone() else {
+            return;
+        };
+        let mut params = json!({"notifications": filter});
+        self.envelope(&version).wrap(&mut params);
+        let headers = modern::request_headers("subscriptions/listen", &params, &[]);
+        self.inner.transport.listen_modern(params, headers).await;
     }
 
     /// Leaves the modern era (before a handshake or after a failed probe).

@@ -398,6 +398,80 @@ impl Shared {
 }
 
 impl Shared {
+    /// The `subscriptions/listen` stream (2026-07-28 era): POSTs the request
+    /// (a new id each time), hands the notifications it carries to the
+    /// router, and when the stream ends or breaks sends it again after a
+    /// capped, jittered backoff (started over after a stream that worked),
+    /// until stopped or out of attempts. A JSON-RPC refusal (the server
+    /// does not offer it) ends it.
+    async fn listen_modern(self: Arc<Self>, params: serde_json::Value, headers: HeaderMap) {
+        let mut delays = self.backoff();
+        let mut failures = 0u32;
+        let mut round = 0u64;
+        loop {
+            if self.stopped.is_cancelled() {
+                return;
+            }
+            round += 1;
+            let body = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": format!("listen-{round}"),
+                "method": "subscriptions/listen",
+                "params": params,
+            });
+            let sent = self
+                .http
+                .post(self.url.clone())
+                .headers(self.context().headers())
+                .headers(headers.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "application/json, text/event-stream")
+                .body(body.to_string())
+                .send();
+            let response = tokio::select! {
+                response = sent => response,
+                () = self.stopped.cancelled() => return,
+            };
+            match response {
+                Ok(response) if response.status().is_success() => {
+                    let (mut last_id, mut retry) = (None, None);
+                    let ended = self.read_events(response, &mut last_id, &mut retry).await;
+                    if matches!(ended, Ended::Stopped) {
+                        return;
+                    }
+                    failures = 0;
+                    delays = self.backoff();
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.bytes().await.unwrap_or_default();
+                    if let Some(error) = rpc_error(&body) {
+                        self.emit(ClientEvent::ListenFailed {
+                            reason: format!("subscriptions/listen refused: {error}"),
+                        });
+                        return;
+                    }
+                    failures += 1;
+                    tracing::debug!(%status, "subscriptions/listen refused");
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::debug!("subscriptions/listen failed: {e}");
+                }
+            }
+            let Some(delay) = delays.next().filter(|_| failures <= self.max_reconnects) else {
+                self.emit(ClientEvent::ListenFailed {
+                    reason: format!("gave up after {failures} failed reconnection attempts"),
+                });
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.stopped.cancelled() => return,
+            }
+        }
+    }
+
     /// POSTs one message in `context` and hands what comes back to the
     /// router.
     async fn post(
@@ -533,6 +607,13 @@ impl Transport for HttpTransport {
             if let Some(old) = self.listener.lock().replace(task) {
                 old.abort();
             }
+        }
+    }
+
+    async fn listen_modern(&self, params: serde_json::Value, headers: HeaderMap) {
+        let task = tokio::spawn(self.shared.clone().listen_modern(params, headers));
+        if let Some(old) = self.listener.lock().replace(task) {
+            old.abort();
         }
     }
 

@@ -49,6 +49,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// starts listening for server-initiated messages if asked to.
     async fn established(&self, protocol_version: &str, listen: bool);
 
+    /// Keeps a `subscriptions/listen` stream open (2026-07-28 era): `params`
+    /// are the request's, envelope included; each (re)connection sends it
+    /// as a new request. Transports without such streams ignore it.
+    async fn listen_modern(&self, _params: serde_json::Value, _headers: HeaderMap) {}
+
     /// Ends the session (DELETE) and stops. `terminate: false` only stops,
     /// leaving the session for another client to resume.
     async fn close(&self, terminate: bool) -> Result<()>;
