@@ -6,14 +6,17 @@
 //
 // Tools: `echo {text}`; `counter {by?, counter_id?}` with durable handles in
 // an in-memory Map (the same contract as our server's modern path);
-// `slow {steps, delay_ms}` with progress notifications.
+// `slow {steps, delay_ms}` with progress notifications; `greet`, which asks
+// the user's name through an `input_required` result (multi round-trip).
 //
 // Usage: node ts2_server.mjs PORT   (0 picks a free port)
 // Prints `listening on http://127.0.0.1:PORT/mcp` on stdout once ready.
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { localhostHostValidation, localhostOriginValidation, toNodeHandler } from '@modelcontextprotocol/node';
-import { createMcpHandler, fromJsonSchema, McpServer } from '@modelcontextprotocol/server';
+import {
+  acceptedContent, createMcpHandler, fromJsonSchema, inputRequired, McpServer,
+} from '@modelcontextprotocol/server';
 
 const counters = new Map(); // counter_id -> count
 const text = (t) => ({ content: [{ type: 'text', text: t }] });
@@ -26,6 +29,10 @@ const echoInput = fromJsonSchema({
 const counterInput = fromJsonSchema({
   type: 'object', properties: { by: { type: 'integer' }, counter_id: { type: 'string' } },
 });
+const nameSchema = fromJsonSchema({
+  type: 'object', properties: { name: { type: 'string' } }, required: ['name'],
+});
+const noInput = fromJsonSchema({ type: 'object', properties: {} });
 const slowInput = fromJsonSchema({
   type: 'object',
   properties: { steps: { type: 'integer' }, delay_ms: { type: 'integer' } },
@@ -60,6 +67,16 @@ function factory() {
         }
       }
       return text(`completed ${steps} steps`);
+    });
+  server.registerTool('greet', { description: "Greets the user, whose name it asks.", inputSchema: noInput },
+    async (_args, ctx) => {
+      const answer = acceptedContent(ctx.mcpReq.inputResponses, 'name', nameSchema);
+      if (answer?.name === undefined) {
+        return inputRequired({
+          inputRequests: { name: inputRequired.elicit({ message: 'Your name?', requestedSchema: nameSchema }) },
+        });
+      }
+      return text(`Hello, ${answer.name}!`);
     });
   return server;
 }

@@ -204,6 +204,8 @@ fn client_against_peers(dir: &Path, node: &Path) -> Result<()> {
         "mcp-client",
         "--example",
         "conformance_client",
+        "--example",
+        "modern_peer",
     ])?;
     let debug = root().join("target/debug");
     let conformance_client = debug.join("examples/conformance_client");
@@ -344,6 +346,39 @@ fn client_against_peers(dir: &Path, node: &Path) -> Result<()> {
     if !again.stdout.contains("\"counter\": 3") {
         bail!("the handle did not carry the count: {}", again.stdout);
     }
+
+    // The library: echo, and an input_required round answered by the
+    // request handler.
+    run_checked(
+        Command::new(debug.join("examples/modern_peer")).arg(&url),
+        "mcp-client (modern_peer) against the TypeScript SDK 2.4 server",
+    )?;
+
+    eprintln!("== mcp-client in auto against the Python SDK 2.3 server: the 2026-07-28 era");
+    let port = free_port()?;
+    let _py2 = Guard(
+        Command::new(dir.join("py2/bin/python"))
+            .arg(root().join("interop/py2_server.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the Python SDK 2.3 server")?,
+    );
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let added = client.ok(&["--url", &url, "call", "add", "--args", r#"{"a":2,"b":3}"#])?;
+    if !added.stderr.contains("protocol: 2026-07-28") || !added.stdout.contains('5') {
+        bail!(
+            "auto did not land in 2026-07-28 with the Python SDK 2.3 server: {} {}",
+            added.stdout,
+            added.stderr
+        );
+    }
+    run_checked(
+        Command::new(debug.join("examples/modern_peer")).arg(&url),
+        "mcp-client (modern_peer) against the Python SDK 2.3 server",
+    )?;
 
     eprintln!("== mcp-client in auto against our own server: the 2026-07-28 era, a task");
     let port = free_port()?;
