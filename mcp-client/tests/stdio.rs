@@ -255,6 +255,30 @@ macro_rules! tests {
     };
 }
 
+/// In `auto` over stdio the client lands in 2026-07-28 (the server answers
+/// `server/discover`), calls a tool and follows a task, with no session.
+async fn auto_lands_in_2026_07_28_over_stdio() {
+    let options = ClientOptions::default()
+        .client_info("stdio-test", "1.0")
+        .connect_timeout(Duration::from_secs(10));
+    let client = Client::connect_stdio(&server_command(None), options)
+        .await
+        .unwrap();
+    assert_eq!(client.protocol_version().as_deref(), Some("2026-07-28"));
+    assert_eq!(client.session_id(), None);
+    let echoed = client
+        .call_tool("echo", json!({"text": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(echoed, CallToolResult::text("x"));
+    let slow = client
+        .call_tool("slow", json!({"steps": 2, "delay_ms": 5}))
+        .await
+        .unwrap();
+    assert_eq!(slow, CallToolResult::text("completed 2 steps"));
+    client.close().await.unwrap();
+}
+
 /// Runs the tests the arguments select, each on a runtime of its own.
 fn run_tests(args: &[String]) -> ExitCode {
     let all = tests![
@@ -262,6 +286,7 @@ fn run_tests(args: &[String]) -> ExitCode {
         a_stdio_server_that_exits_fails_requests_with_a_transport_error,
         dropping_a_stdio_client_lets_the_server_exit_by_itself,
         the_cli_speaks_stdio,
+        auto_lands_in_2026_07_28_over_stdio,
     ];
     let (mut filters, mut skips, mut exact, mut list) = (Vec::new(), Vec::new(), false, false);
     let mut args = args.iter();
