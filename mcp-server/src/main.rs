@@ -20,10 +20,15 @@ use tracing_subscriber::EnvFilter;
 /// An MCP server whose sessions survive restarts, expire on time and never
 /// leak. Serves the demo tools `echo`, `counter` and `slow`.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Every option can also be set by the environment variable shown beside it \
+                  (MCP_SERVER_ and the option's name); the command line wins."
+)]
 struct Args {
     /// Address to listen on (HTTP).
-    #[arg(long, default_value_t = DEFAULT_LISTEN)]
+    #[arg(long, default_value_t = DEFAULT_LISTEN, env = "MCP_SERVER_LISTEN")]
     listen: SocketAddr,
     /// Where sessions live: `memory`, `file:DIR` (durable, one process), or
     /// `redis://HOST:PORT/DB[?prefix=NAME]` (shared by replicas; keys under
@@ -31,62 +36,79 @@ struct Args {
     /// the user's data directory; with --stdio, memory (a stdio server has
     /// one client, whose session ends with the process, and several may run
     /// at once).
-    #[arg(long)]
+    #[arg(long, env = "MCP_SERVER_STORE")]
     store: Option<String>,
     /// Sessions idle for this long expire (e.g. 30m, 90s, 1h).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m", env = "MCP_SERVER_IDLE_TIMEOUT")]
     idle_timeout: Duration,
     /// Handles (such as the demo counter's `counter_id`) unused for this long
     /// expire.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h", env = "MCP_SERVER_HANDLE_IDLE_TIMEOUT")]
     handle_idle_timeout: Duration,
     /// A running task's worker renews its lease every third of this; when
     /// the process dies, a live replica (or this one, restarted) fails the
     /// task (or runs a --rerun-safe tool again) within this plus a third.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s", env = "MCP_SERVER_TASK_LEASE")]
     task_lease: Duration,
     /// A tool safe to run again from the start when its task's worker is
     /// lost (repeatable; e.g. `slow`). Other tools' tasks fail then.
-    #[arg(long = "rerun-safe")]
+    #[arg(
+        long = "rerun-safe",
+        env = "MCP_SERVER_RERUN_SAFE",
+        value_delimiter = ','
+    )]
     rerun_safe: Vec<String>,
     /// Sessions must complete the handshake within this long.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s", env = "MCP_SERVER_HANDSHAKE_TIMEOUT")]
     handshake_timeout: Duration,
     /// Cap on live sessions; beyond it `initialize` gets 503. 0: no cap.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, env = "MCP_SERVER_MAX_SESSIONS")]
     max_sessions: usize,
     /// Always answer requests with one JSON body (never SSE).
-    #[arg(long)]
+    #[arg(long, env = "MCP_SERVER_JSON_RESPONSE")]
     json_response: bool,
     /// Serve MCP on stdin/stdout instead of HTTP.
-    #[arg(long)]
+    #[arg(long, env = "MCP_SERVER_STDIO")]
     stdio: bool,
     /// An Origin to allow besides loopback ones (repeatable; `*` for any).
-    #[arg(long = "allowed-origin")]
+    #[arg(
+        long = "allowed-origin",
+        env = "MCP_SERVER_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
     allowed_origins: Vec<String>,
     /// A Host name to allow besides loopback ones (repeatable; `*` for any).
-    #[arg(long = "allowed-host")]
+    #[arg(
+        long = "allowed-host",
+        env = "MCP_SERVER_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
     allowed_hosts: Vec<String>,
     /// A connection must send a whole request head within this long (of
     /// opening, or of starting the head), or it is closed.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s", env = "MCP_SERVER_HEADER_TIMEOUT")]
     header_timeout: Duration,
     /// A keep-alive connection with no request in progress is closed after
     /// this long (SSE streams keep their own rules).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", env = "MCP_SERVER_IDLE_CONNECTION_TIMEOUT")]
     idle_connection_timeout: Duration,
     /// Cap on open connections. Default: just below the process's open-file
     /// limit (raised to its hard limit at start), keeping a reserve for the
     /// stores. At the cap the oldest idle connection makes room for a new
     /// one; a new one is refused only when every connection is busy.
-    #[arg(long)]
+    #[arg(long, env = "MCP_SERVER_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
     /// Path of the liveness probe (200 while serving HTTP); `none` serves none.
-    #[arg(long, default_value = "/healthz")]
+    #[arg(long, default_value = "/healthz", env = "MCP_SERVER_HEALTH_PATH")]
     health_path: String,
+    /// Serve HTTP on a non-loopback address although this server
+    /// authenticates nobody: every session id, handle and task id is then a
+    /// bearer token for whoever reaches the port.
+    #[arg(long, env = "MCP_SERVER_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
     /// Path of the readiness probe (200 when the stores accept writes, 503
     /// with the reason otherwise); `none` serves none.
-    #[arg(long, default_value = "/readyz")]
+    #[arg(long, default_value = "/readyz", env = "MCP_SERVER_READY_PATH")]
     ready_path: String,
 }
 
@@ -295,6 +317,15 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    if !args.stdio && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
+        return Err(format!(
+            "refusing to listen on {}: this server authenticates nobody, so on a shared \
+             network every session id, handle and task id would be a bearer token for \
+             whoever reaches the port. Listen on a loopback address, or pass \
+             --allow-unauthenticated (MCP_SERVER_ALLOW_UNAUTHENTICATED=true) to accept that",
+            args.listen
+        ));
+    }
     let stores = open_store(args.store.as_deref(), args.stdio, args.idle_timeout).await?;
     let store_name = stores.name;
     let config = ServerConfig::default()

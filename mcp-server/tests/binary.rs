@@ -276,3 +276,59 @@ async fn a_counter_handle_survives_kill_9_and_restart_on_the_file_store() {
     assert_ne!(fresh["structuredContent"]["counter_id"], json!(id));
     assert_ne!(fresh["structuredContent"]["counter_id"], json!(other));
 }
+
+#[test]
+fn a_non_loopback_address_is_refused_without_authentication_unless_allowed() {
+    let refused = Command::new(BIN)
+        .args(["--listen", "0.0.0.0:0", "--store", "memory"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0")
+            && stderr.contains("--allow-unauthenticated"),
+        "{stderr}"
+    );
+    // Allowed (here through the environment), the server goes on to bind:
+    // an address of no interface here (TEST-NET-1) shows it got past the
+    // check without opening a port anyone could reach.
+    let allowed = Command::new(BIN)
+        .args(["--listen", "192.0.2.1:0", "--store", "memory"])
+        .env("MCP_SERVER_ALLOW_UNAUTHENTICATED", "true")
+        .output()
+        .unwrap();
+    assert!(!allowed.status.success());
+    let stderr = String::from_utf8_lossy(&allowed.stderr);
+    assert!(stderr.contains("cannot listen on 192.0.2.1:0"), "{stderr}");
+}
+
+#[tokio::test]
+async fn every_option_can_come_from_the_environment() {
+    let mut command = Command::new(BIN);
+    command
+        .env("MCP_SERVER_LISTEN", "127.0.0.1:0")
+        .env("MCP_SERVER_STORE", "memory")
+        .env("MCP_SERVER_HEALTH_PATH", "/alive");
+    let server = common::start_command(command);
+    let alive = reqwest::get(server.url.replace("/mcp", "/alive"))
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), 200);
+    // The command line wins over the environment.
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for variable in [
+        "MCP_SERVER_LISTEN",
+        "MCP_SERVER_STORE",
+        "MCP_SERVER_TASK_LEASE",
+    ] {
+        assert!(help.contains(variable), "--help names {variable}");
+    }
+    let both = Command::new(BIN)
+        .args(["--store", "nonsense"])
+        .env("MCP_SERVER_STORE", "memory")
+        .output()
+        .unwrap();
+    assert!(!both.status.success(), "the command line's bad store wins");
+}
