@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Result, SessionId};
+use crate::{GroupCommitStats, Result, SessionId};
 
 /// Names one SSE stream of a session: `[0-9A-Za-z]{1,32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,5 +187,13 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// [`Error::Backend`](crate::Error::Backend) saying why appends would fail.
     async fn readiness(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The store's group-commit statistics since it opened, as
+    /// [`SessionStore::group_commit_stats`](crate::SessionStore::group_commit_stats):
+    /// cheap, synchronous, no I/O. `None`, the default, for a store without
+    /// group commit (memory, Redis).
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        None
     }
 }

@@ -14,6 +14,9 @@
 //!   what expired);
 //! - [`EventStore`]: the contract for keeping SSE events so a broken stream
 //!   can be resumed with `Last-Event-ID`;
+//! - [`GroupCommitStats`]: what a store with group commit reports to a
+//!   metrics exporter (batch sizes, sync durations), with the histogram
+//!   bounds both agree on;
 //! - [`Handles`]: server-minted, principal-bound state handles (SEP-2567),
 //!   kept like sessions in a store of their own;
 //! - [`SessionManager`]: the rules (cap, expiry, lossless concurrent updates,
@@ -62,6 +65,7 @@ mod handle;
 mod id;
 mod manager;
 mod record;
+mod stats;
 mod status;
 mod store;
 mod task;
@@ -77,6 +81,10 @@ pub use self::{
     id::{InvalidSessionId, MAX_SESSION_ID_LEN, SessionId},
     manager::{ManagerConfig, SessionHook, SessionManager},
     record::{NewSession, RawJson, RecordWrite, SessionMeta, SessionRecord, SessionState},
+    stats::{
+        BATCH_SIZE_BUCKETS, GroupCommitStats, SYNC_SECONDS_BUCKETS, bucket_counts, bucket_index,
+        cumulative_buckets,
+    },
     status::SessionStatus,
     store::{Cas, Page, SessionStore, terminal_error},
     task::{MIN_TASK_TTL, TaskError, TaskStatus, TaskView, Tasks},

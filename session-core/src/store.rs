@@ -83,7 +83,7 @@
 
 use async_trait::async_trait;
 
-use crate::{Error, Result, SessionId, SessionRecord, SessionStatus, Timestamp};
+use crate::{Error, GroupCommitStats, Result, SessionId, SessionRecord, SessionStatus, Timestamp};
 
 /// The outcome of [`SessionStore::compare_and_swap`].
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +216,14 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`Error::Backend`] saying why writes would fail.
     async fn readiness(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The store's group-commit statistics since it opened (batches, their
+    /// sizes, `fdatasync` durations, failures), for a metrics exporter to
+    /// read at scrape time: cheap, synchronous, no I/O. `None`, the default,
+    /// for a store without group commit (memory, Redis).
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        None
     }
 }
 

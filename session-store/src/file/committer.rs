@@ -25,6 +25,7 @@ use super::dir;
 use super::frame::{self, FileKind, FrameKind};
 use super::index::{Durable, Index, Shard};
 use super::recovery::{self, RecoveryReport};
+use crate::commit_stats::CommitStats;
 
 /// A write accepted into the queue.
 #[derive(Debug)]
@@ -210,6 +211,8 @@ pub(crate) struct Committer {
     pub(crate) log_bytes: u64,
     pub(crate) last_batch: u64,
     pub(crate) compaction: Option<JoinHandle<()>>,
+    /// What each batch is counted in: shared with the store handle.
+    pub(crate) stats: Arc<CommitStats>,
 }
 
 impl Committer {
@@ -235,8 +238,16 @@ impl Committer {
             }
             frame::encode_commit(&mut buf, batch, ops.len());
             let started = Instant::now();
-            match self.log.write_all(&buf).and_then(|()| self.log.sync_data()) {
+            let mut synced = Duration::ZERO;
+            let written = self.log.write_all(&buf).and_then(|()| {
+                let syncing = Instant::now();
+                let sync = self.log.sync_data();
+                synced = syncing.elapsed();
+                sync
+            });
+            match written {
                 Ok(()) => {
+                    self.stats.committed(ops.len(), synced);
                     // Wait for at most one sync (and at most `MAX_LINGER`)
                     // for as many writes as this batch carried: a writer that
                     // misses the batch waits a whole sync anyway.
@@ -247,6 +258,7 @@ impl Committer {
                     self.maybe_compact();
                 }
                 Err(e) => {
+                    self.stats.failed();
                     let log = dir::SESSIONS.log_path(&self.settings.dir, self.log_seq);
                     let reason: Arc<str> =
                         Arc::from(format!("cannot write {}: {e}", log.display()));
@@ -433,9 +445,15 @@ mod tests {
     fn start(
         dir: &std::path::Path,
         backoff: Duration,
-    ) -> (Arc<Index>, Arc<Queue>, std::thread::JoinHandle<()>) {
+    ) -> (
+        Arc<Index>,
+        Arc<Queue>,
+        Arc<CommitStats>,
+        std::thread::JoinHandle<()>,
+    ) {
         let index = Arc::new(Index::new());
         let queue = Arc::new(Queue::default());
+        let stats = Arc::new(CommitStats::default());
         let committer = Committer {
             settings: Settings {
                 dir: dir.to_path_buf(),
@@ -449,9 +467,10 @@ mod tests {
             log_bytes: frame::FILE_HEADER_LEN as u64,
             last_batch: 0,
             compaction: None,
+            stats: stats.clone(),
         };
         let thread = std::thread::spawn(move || committer.run());
-        (index, queue, thread)
+        (index, queue, stats, thread)
     }
 
     fn record() -> SessionRecord {
@@ -482,7 +501,7 @@ mod tests {
     fn after_a_failed_write_the_store_refuses_writes_and_forgets_the_pending_one() {
         let dir = tempfile::tempdir().unwrap();
         // No reopening during this test.
-        let (index, queue, thread) = start(dir.path(), Duration::from_secs(3600));
+        let (index, queue, stats, thread) = start(dir.path(), Duration::from_secs(3600));
         let record = record();
         let done = put(&index, &queue, &record).unwrap();
         let failed = done.blocking_recv().unwrap().unwrap_err();
@@ -512,6 +531,9 @@ mod tests {
         );
         assert_eq!(refused.outcome(), Some(WriteOutcome::NotApplied));
         assert!(queue.failure().is_some());
+        let counted = stats.snapshot();
+        assert_eq!(counted.failed_batches, 1);
+        assert_eq!((counted.batches, counted.writes), (0, 0), "{counted:?}");
         // Stopping does not wait for the next attempt to reopen.
         queue.stop();
         thread.join().unwrap();
@@ -520,7 +542,7 @@ mod tests {
     #[test]
     fn after_a_failed_write_the_directory_is_reopened_and_writes_go_on() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, queue, thread) = start(dir.path(), Duration::from_millis(5));
+        let (index, queue, stats, thread) = start(dir.path(), Duration::from_millis(5));
         let lost = record();
         let done = put(&index, &queue, &lost).unwrap();
         assert!(done.blocking_recv().unwrap().is_err());
@@ -533,6 +555,12 @@ mod tests {
         let done = put(&index, &queue, &kept).unwrap();
         done.blocking_recv().unwrap().unwrap();
         assert!(matches!(index.durable(kept.id()), Some(Durable::Record(r)) if r == kept));
+        let counted = stats.snapshot();
+        assert_eq!(
+            (counted.failed_batches, counted.batches, counted.writes),
+            (1, 1, 1),
+            "the failed batch and the one after the reopening: {counted:?}"
+        );
         queue.stop();
         thread.join().unwrap();
 

@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use session_core::{Cas, Page, Result, SessionId, SessionRecord, SessionStore, Timestamp};
+use session_core::{
+    Cas, GroupCommitStats, Page, Result, SessionId, SessionRecord, SessionStore, Timestamp,
+};
 use tokio::sync::oneshot;
 
 use crate::Error;
+use crate::commit_stats::CommitStats;
 use committer::{Committer, Queue, Settings, Write as LogWrite};
 use index::{Durable, Index, Latest};
 
@@ -193,6 +196,9 @@ pub struct FileStore {
     queue: Arc<Queue>,
     max_record_bytes: usize,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// Counted by the commit thread, read by
+    /// [`group_commit_stats`](SessionStore::group_commit_stats).
+    stats: Arc<CommitStats>,
     report: RecoveryReport,
     dir: PathBuf,
     /// Held for the store's lifetime; closing it releases the lock.
@@ -236,6 +242,7 @@ impl FileStore {
         let index = Arc::new(Index::with_capacity(recovered.entries.len()));
         index.load(recovered.entries);
         let queue = Arc::new(Queue::default());
+        let stats = Arc::new(CommitStats::default());
         let committer = Committer {
             settings: Settings {
                 dir: dir.clone(),
@@ -252,6 +259,7 @@ impl FileStore {
             log_bytes,
             last_batch: recovered.last_batch,
             compaction: None,
+            stats: stats.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("file-store-commit".into())
@@ -262,6 +270,7 @@ impl FileStore {
             queue,
             max_record_bytes: options.max_record_bytes.min(frame::MAX_PAYLOAD),
             committer: Mutex::new(Some(handle)),
+            stats,
             report: recovered.report,
             dir,
             _lock: lock,
@@ -449,6 +458,16 @@ impl SessionStore for FileStore {
             Some(reason) => Err(committer::refused(&reason)),
             None => Ok(()),
         }
+    }
+
+    /// Counted by the commit thread for every batch of the log since
+    /// [`open`](FileStore::open): its writes (records stored or deleted; the
+    /// batch's commit frame is not one), the time its `fdatasync` took (the
+    /// `write` before it is not timed), and failed batches. A write that has
+    /// been acknowledged is already counted. Syncs of snapshots and of a
+    /// reopened directory are not batches and are not counted.
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        Some(self.stats.snapshot())
     }
 }
 

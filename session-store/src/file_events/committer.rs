@@ -25,6 +25,7 @@ use super::files;
 use super::format::{self, FileKind, FrameKind};
 use super::recovery::{self, EventRecoveryReport};
 use super::state::{Retained, State};
+use crate::commit_stats::CommitStats;
 
 /// What an operation writes.
 #[derive(Debug)]
@@ -184,6 +185,8 @@ pub(super) struct Committer {
     /// directory, doubled after each failed attempt up to the second value.
     pub(super) reopen_backoff: (Duration, Duration),
     pub(super) compaction: Option<JoinHandle<()>>,
+    /// What each batch is counted in: shared with the store handle.
+    pub(super) stats: Arc<CommitStats>,
 }
 
 impl Committer {
@@ -192,6 +195,8 @@ impl Committer {
         let mut buf = Vec::with_capacity(64 << 10);
         while let Some(ops) = self.queue.take() {
             buf.clear();
+            // Events and removals; barriers write nothing.
+            let mut writes = 0;
             for op in &ops {
                 let session = op.session.as_str();
                 match &op.work {
@@ -203,6 +208,7 @@ impl Committer {
                         crc,
                         ..
                     } => {
+                        writes += 1;
                         if let Some(base) = start {
                             let name = stream.as_str();
                             format::encode_frame(
@@ -226,23 +232,35 @@ impl Committer {
                         );
                     }
                     Work::Remove => {
+                        writes += 1;
                         format::encode_frame(&mut buf, FrameKind::Remove, session, "", 0, &[], 0);
                     }
                     Work::Barrier => {}
                 }
             }
+            // A batch of barriers alone is neither written nor counted.
+            let mut synced = None;
             let written = if buf.is_empty() {
                 Ok(())
             } else {
-                self.log.write_all(&buf).and_then(|()| self.log.sync_data())
+                self.log.write_all(&buf).and_then(|()| {
+                    let syncing = Instant::now();
+                    let sync = self.log.sync_data();
+                    synced = Some(syncing.elapsed());
+                    sync
+                })
             };
             match written {
                 Ok(()) => {
+                    if let Some(took) = synced {
+                        self.stats.committed(writes, took);
+                    }
                     self.log_bytes += buf.len() as u64;
                     self.publish(ops);
                     self.maybe_compact();
                 }
                 Err(e) => {
+                    self.stats.failed();
                     let log = files::EVENTS.log_path(&self.dir, self.log_number);
                     let reason: Arc<str> =
                         Arc::from(format!("cannot write {}: {e}", log.display()));
@@ -475,7 +493,10 @@ mod tests {
 
     /// A commit thread on a log it cannot write (opened read-only: every
     /// batch fails as on a full or broken disk), reopening after `backoff`.
-    fn start(dir: &Path, backoff: Duration) -> (Arc<State>, Arc<Queue>, JoinHandle<()>) {
+    fn start(
+        dir: &Path,
+        backoff: Duration,
+    ) -> (Arc<State>, Arc<Queue>, Arc<CommitStats>, JoinHandle<()>) {
         let path = files::EVENTS.log_path(dir, 1);
         std::fs::write(&path, format::file_header(FileKind::Log)).unwrap();
         let state = Arc::new(State::new(Limits {
@@ -483,6 +504,7 @@ mod tests {
             streams_per_session: 8,
         }));
         let queue = Arc::new(Queue::default());
+        let stats = Arc::new(CommitStats::default());
         let committer = Committer {
             dir: dir.to_path_buf(),
             state: state.clone(),
@@ -493,8 +515,10 @@ mod tests {
             compact_min_bytes: u64::MAX,
             reopen_backoff: (backoff, backoff),
             compaction: None,
+            stats: stats.clone(),
         };
-        (state, queue, std::thread::spawn(move || committer.run()))
+        let thread = std::thread::spawn(move || committer.run());
+        (state, queue, stats, thread)
     }
 
     /// Appends as `FileEventStore::append` does; the receiver of its outcome.
@@ -527,7 +551,7 @@ mod tests {
     #[test]
     fn a_failed_append_is_unknown_then_appends_are_refused_until_the_directory_is_reopened() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, queue, thread) = start(dir.path(), Duration::from_millis(5));
+        let (state, queue, stats, thread) = start(dir.path(), Duration::from_millis(5));
         let session = SessionId::generate();
         let done = append(&state, &queue, &session, "lost").unwrap();
         let failed = done.blocking_recv().unwrap().unwrap_err();
@@ -555,6 +579,12 @@ mod tests {
             ["kept"],
             "only what the disk holds, then the new event"
         );
+        let counted = stats.snapshot();
+        assert_eq!(
+            (counted.failed_batches, counted.batches, counted.writes),
+            (1, 1, 1),
+            "the failed batch and the one after the reopening: {counted:?}"
+        );
         queue.stop();
         thread.join().unwrap();
     }
@@ -562,7 +592,7 @@ mod tests {
     #[test]
     fn while_refusing_appends_nothing_is_queued_and_stopping_does_not_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, queue, thread) = start(dir.path(), Duration::from_secs(3600));
+        let (state, queue, stats, thread) = start(dir.path(), Duration::from_secs(3600));
         let session = SessionId::generate();
         let done = append(&state, &queue, &session, "lost").unwrap();
         assert!(done.blocking_recv().unwrap().is_err());
@@ -572,6 +602,11 @@ mod tests {
         assert!(
             message.contains("refuses appends after an I/O error") && message.contains("retrying"),
             "{message}"
+        );
+        assert_eq!(
+            stats.snapshot().failed_batches,
+            1,
+            "a refused append is no batch"
         );
         queue.stop();
         thread.join().unwrap();

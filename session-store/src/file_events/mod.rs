@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use session_core::{EventId, EventStore, Result, SessionId, StoredEvent, StreamId};
+use session_core::{
+    EventId, EventStore, GroupCommitStats, Result, SessionId, StoredEvent, StreamId,
+};
 use tokio::sync::oneshot;
 
 use crate::Error;
+use crate::commit_stats::CommitStats;
 use committer::{Committer, Op, Queue, Work};
 use state::{Limits, State};
 
@@ -185,6 +188,9 @@ pub struct FileEventStore {
     state: Arc<State>,
     queue: Arc<Queue>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// Counted by the commit thread, read by
+    /// [`group_commit_stats`](EventStore::group_commit_stats).
+    stats: Arc<CommitStats>,
     report: EventRecoveryReport,
     dir: PathBuf,
     /// Removals queued and not yet durable: while there are none, removing
@@ -246,6 +252,7 @@ impl FileEventStore {
         let (log, log_number, log_bytes) =
             open_log(&dir, recovered.log, recovered.snapshot.unwrap_or(1))?;
         let queue = Arc::new(Queue::default());
+        let stats = Arc::new(CommitStats::default());
         let committer = Committer {
             dir: dir.clone(),
             state: state.clone(),
@@ -259,6 +266,7 @@ impl FileEventStore {
                 options.reopen_backoff_max.max(options.reopen_backoff_min),
             ),
             compaction: None,
+            stats: stats.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("event-store-commit".into())
@@ -268,6 +276,7 @@ impl FileEventStore {
             state,
             queue,
             committer: Mutex::new(Some(handle)),
+            stats,
             report: recovered.report,
             dir,
             removals: std::sync::atomic::AtomicUsize::new(0),
@@ -398,6 +407,18 @@ impl EventStore for FileEventStore {
     /// has reopened its directory), with the reason.
     async fn readiness(&self) -> Result<()> {
         self.queue.check_failed()
+    }
+
+    /// Counted by the commit thread for every batch of the log since
+    /// [`open`](FileEventStore::open): its writes (events appended and
+    /// sessions removed; the frame that starts a new stream is not one), the
+    /// time its `fdatasync` took (the `write` before it is not timed), and
+    /// failed batches. A batch that only waited for earlier ones (removing a
+    /// session while another removal is on its way) writes nothing and is not
+    /// counted. An acknowledged append is already counted; syncs of
+    /// snapshots and of a reopened directory are not batches.
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        Some(self.stats.snapshot())
     }
 }
 
