@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub read_cache: CacheHint,
     /// Caching hints on `server/discover` (1 h, public).
     pub discover_cache: CacheHint,
+    /// Whether to keep Prometheus metrics (yes): requests, store
+    /// operations, sessions, tasks, connections. Off, nothing is recorded
+    /// and no metrics path is served.
+    pub metrics: bool,
 }
 
 /// A caching hint on a 2026-07-28 result: how long the client may treat it
@@ -115,6 +119,7 @@ impl Default for ServerConfig {
             list_cache: CacheHint::new(Duration::from_secs(300), CacheScope::Public),
             read_cache: CacheHint::new(Duration::ZERO, CacheScope::Private),
             discover_cache: CacheHint::new(Duration::from_secs(3600), CacheScope::Public),
+            metrics: true,
         }
     }
 }
@@ -228,6 +233,11 @@ pub struct HttpConfig {
     /// Readiness probe path (`/readyz`): 200 when the stores accept writes,
     /// 503 with the reason otherwise. `None` serves none.
     pub ready_path: Option<String>,
+    /// Metrics path (`/metrics`): the server's metrics in the Prometheus
+    /// text format, when [`ServerConfig::metrics`] is on. `None` serves them
+    /// not here (see [`McpServer::serve_metrics`](crate::McpServer::serve_metrics)
+    /// for a port of their own).
+    pub metrics_path: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -247,6 +257,7 @@ impl Default for HttpConfig {
             max_connections: None,
             health_path: Some("/healthz".into()),
             ready_path: Some("/readyz".into()),
+            metrics_path: Some("/metrics".into()),
         }
     }
 }

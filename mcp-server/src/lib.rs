@@ -80,6 +80,8 @@ mod http;
 mod hub;
 mod input;
 mod limits;
+mod metered;
+mod metrics;
 mod registry;
 mod server;
 mod stdio;
@@ -92,6 +94,7 @@ pub use self::{
     http::Principal,
     input::{INPUT_TIMEOUT, InputRequest},
     limits::raise_open_file_limit,
+    metrics::Metrics,
     registry::{HandlerResult, TaskSupport},
     server::{McpServer, McpServerBuilder, tool},
 };

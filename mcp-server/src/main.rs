@@ -106,6 +106,14 @@ struct Args {
     /// bearer token for whoever reaches the port.
     #[arg(long, env = "MCP_SERVER_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
+    /// Path of the Prometheus metrics on the MCP port; `none` serves them
+    /// not there. With `none` and no --metrics-listen, no metrics are kept.
+    #[arg(long, default_value = "/metrics", env = "MCP_SERVER_METRICS_PATH")]
+    metrics_path: String,
+    /// Serve the metrics (at /metrics) on this address too, a port of
+    /// their own.
+    #[arg(long, env = "MCP_SERVER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Path of the readiness probe (200 when the stores accept writes, 503
     /// with the reason otherwise); `none` serves none.
     #[arg(long, default_value = "/readyz", env = "MCP_SERVER_READY_PATH")]
@@ -334,6 +342,9 @@ async fn run(args: Args) -> Result<(), String> {
         .handshake_timeout(args.handshake_timeout)
         .max_sessions((args.max_sessions > 0).then_some(args.max_sessions))
         .task_lease(args.task_lease);
+    let metrics_path = probe_path(args.metrics_path)?;
+    let mut config = config;
+    config.metrics = metrics_path.is_some() || args.metrics_listen.is_some();
     let mut builder = McpServer::builder()
         .store(stores.sessions)
         .handle_store(stores.handles)
@@ -358,6 +369,7 @@ async fn run(args: Args) -> Result<(), String> {
     http.max_connections = args.max_connections;
     http.health_path = probe_path(args.health_path)?;
     http.ready_path = probe_path(args.ready_path)?;
+    http.metrics_path = metrics_path;
     if args.json_response {
         http.response_mode = ResponseMode::Json;
     }
@@ -377,6 +389,22 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(metrics_addr) = args.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {metrics_addr} for the metrics: {e}"))?;
+        let bound = metrics_listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("serving metrics on http://{bound}/metrics");
+        let metrics_server = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics_server
+                .serve_metrics(metrics_listener, shutdown_signal())
+                .await
+            {
+                tracing::error!("the metrics listener stopped: {e}");
+            }
+        });
+    }
     tracing::info!(store = %store_name, "listening on http://{addr}{}", http.path);
     server
         .serve_http(listener, http, shutdown_signal())

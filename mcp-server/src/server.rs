@@ -413,21 +413,37 @@ impl McpServerBuilder {
 
     /// Builds the server.
     pub fn build(self) -> McpServer {
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>);
-        let handle_store = self
-            .handle_store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>);
-        let task_store = self
-            .task_store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>);
-        let events = self.events.unwrap_or_else(|| {
+        let metrics = self.config.metrics.then(|| Arc::new(crate::Metrics::new()));
+        // With metrics on, every store operation is timed.
+        let metered = |store: Arc<dyn SessionStore>, name: &'static str| match &metrics {
+            Some(metrics) => crate::metered::MeteredStore::wrap(store, name, metrics.clone()),
+            None => store,
+        };
+        let store = metered(
+            self.store
+                .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>),
+            "sessions",
+        );
+        let handle_store = metered(
+            self.handle_store
+                .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>),
+            "handles",
+        );
+        let task_store = metered(
+            self.task_store
+                .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>),
+            "tasks",
+        );
+        let events: Arc<dyn EventStore> = self.events.unwrap_or_else(|| {
             Arc::new(MemoryEventStore::new(
                 self.config.events_per_stream,
                 self.config.streams_per_session,
             ))
         });
+        let events = match &metrics {
+            Some(metrics) => crate::metered::MeteredEvents::wrap(events, metrics.clone()),
+            None => events,
+        };
         let clock = Arc::new(SystemClock);
         let manager = Arc::new(SessionManager::new(
             store,
@@ -455,6 +471,7 @@ impl McpServerBuilder {
             tasks,
             hub: Hub::new(events),
             config: self.config,
+            metrics,
         });
         manager.add_hook(Arc::new(Release(Arc::downgrade(&dispatcher))));
         dispatcher

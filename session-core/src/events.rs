@@ -196,4 +196,10 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     fn group_commit_stats(&self) -> Option<GroupCommitStats> {
         None
     }
+
+    /// A short name of the backend (`memory`, `file`, `redis`), for metrics
+    /// and logs; `custom` by default.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }

@@ -225,6 +225,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn group_commit_stats(&self) -> Option<GroupCommitStats> {
         None
     }
+
+    /// A short name of the backend (`memory`, `file`, `redis`), for metrics
+    /// and logs; `custom` by default.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// The error for a write attempted on a record with terminal `status`:

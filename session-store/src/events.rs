@@ -70,6 +70,10 @@ impl MemoryEventStore {
 
 #[async_trait]
 impl EventStore for MemoryEventStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     async fn append(
         &self,
         session: &SessionId,

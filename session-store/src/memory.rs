@@ -124,6 +124,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     async fn insert(&self, record: &SessionRecord) -> Result<()> {
         let mut shard = self.shard(record.id()).write();
         if shard.records.contains_key(record.id()) {

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::context::{ContextParts, Outbox, RequestContext, SessionHandle, untouched};
 use crate::error::{Rejection, session_error_object};
+use crate::metrics::SessionEvent;
 
 /// A stdio session lasts as long as its process, however quiet.
 const STDIO_IDLE_TIMEOUT: std::time::Duration =
@@ -124,8 +125,14 @@ impl Dispatcher {
                 let error = session_error_object(&e);
                 return Outcome::Reply(Response::error(Some(request.id), error));
             }
-            Err(e) => return Outcome::rejected(Rejection::from_session(&e), Some(&request.id)),
+            Err(e) => {
+                if matches!(e, session_core::Error::LimitReached { .. }) {
+                    self.count_sessions(SessionEvent::Rejected, 1);
+                }
+                return Outcome::rejected(Rejection::from_session(&e), Some(&request.id));
+            }
         };
+        self.count_sessions(SessionEvent::Created, 1);
         let result = self
             .initialize_results
             .iter()
@@ -508,7 +515,10 @@ impl Dispatcher {
         }
         match self.manager.sweep().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "swept expired sessions"),
+            Ok(n) => {
+                self.count_sessions(SessionEvent::Expired, n as u64);
+                tracing::info!(expired = n, "swept expired sessions");
+            }
             Err(e) => tracing::warn!("sweeping expired sessions failed: {e}"),
         }
         match self.handles.sweep().await {

@@ -39,6 +39,7 @@ use crate::ServerConfig;
 use crate::context::{Outbox, Pending, untouched};
 use crate::error::Rejection;
 use crate::hub::Hub;
+pub(crate) use crate::metrics::SessionEvent;
 use crate::registry::Registry;
 
 pub(crate) use listen::{Change, Listeners};
@@ -208,6 +209,8 @@ pub(crate) struct Dispatcher {
     next_scope: std::sync::atomic::AtomicU64,
     /// The last readiness verdict; locked while a probe runs.
     ready: tokio::sync::Mutex<Verdict>,
+    /// The server's metrics, unless they are off.
+    metrics: Option<Arc<crate::Metrics>>,
 }
 
 /// What [`Dispatcher::new`] is built from.
@@ -221,6 +224,7 @@ pub(crate) struct Parts {
     pub(crate) tasks: Arc<Tasks>,
     pub(crate) hub: Hub,
     pub(crate) config: ServerConfig,
+    pub(crate) metrics: Option<Arc<crate::Metrics>>,
 }
 
 impl Dispatcher {
@@ -234,6 +238,7 @@ impl Dispatcher {
             tasks,
             hub,
             config,
+            metrics,
         } = parts;
         let listeners = Arc::new(Listeners::default());
         let task_runtime = Arc::new(tasks::TaskRuntime::new(
@@ -242,6 +247,7 @@ impl Dispatcher {
             hub.events().clone(),
             config.task_poll_interval,
             config.task_lease,
+            metrics.clone(),
         ));
         let mut dispatcher = Dispatcher {
             modern: modern::Prepared::default(),
@@ -264,6 +270,7 @@ impl Dispatcher {
             shutdown: CancellationToken::new(),
             next_scope: std::sync::atomic::AtomicU64::new(1),
             ready: tokio::sync::Mutex::new(None),
+            metrics,
         };
         dispatcher.initialize_results = dispatcher.initialize_results();
         dispatcher.modern = modern::Prepared::new(&dispatcher);
@@ -412,13 +419,22 @@ impl Dispatcher {
     pub(crate) async fn end_session(&self, session: SessionRecord) -> Result<(), Rejection> {
         Box::pin(self.manager.close_from(session))
             .await
-            .map(|_| ())
+            .map(|_| self.count_sessions(SessionEvent::Closed, 1))
             .map_err(|e| Rejection::from_session(&e))
     }
 
     /// Ends a legacy session known only by id (stdin closing).
     pub(crate) async fn end_session_by_id(&self, id: &SessionId) {
-        let _ = self.manager.close(id).await;
+        if self.manager.close(id).await.is_ok() {
+            self.count_sessions(SessionEvent::Closed, 1);
+        }
+    }
+
+    /// Counts `n` sessions to which `event` happened, if metrics are on.
+    pub(crate) fn count_sessions(&self, event: SessionEvent, n: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.sessions(event, n);
+        }
     }
 
     /// A fresh scope for modern requests of one connection.
@@ -486,6 +502,43 @@ impl Dispatcher {
 
     pub(crate) fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The server's metrics, unless they are off.
+    pub(crate) fn metrics(&self) -> Option<&Arc<crate::Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// The metrics in the Prometheus text format, with what is read at
+    /// scrape time: the live sessions, handles and tasks (each store's
+    /// count, bounded to a second: a count that takes longer is left as it
+    /// was) and the file stores' group-commit statistics. `None` when
+    /// metrics are off.
+    pub(crate) async fn scrape(&self) -> Option<String> {
+        let metrics = self.metrics.as_ref()?;
+        let stores = [
+            ("sessions", self.manager.store()),
+            ("handles", self.handles.manager().store()),
+            ("tasks", self.tasks.manager().store()),
+        ];
+        let bound = std::time::Duration::from_secs(1);
+        for (kind, store) in stores {
+            match tokio::time::timeout(bound, store.count()).await {
+                Ok(Ok(count)) => metrics.set_live(kind, count),
+                Ok(Err(e)) => tracing::debug!(store = kind, "cannot count for the metrics: {e}"),
+                Err(_) => {
+                    tracing::debug!(store = kind, "counting for the metrics took over {bound:?}")
+                }
+            }
+        }
+        let mut commits: Vec<(&'static str, session_core::GroupCommitStats)> = stores
+            .iter()
+            .filter_map(|(kind, store)| store.group_commit_stats().map(|s| (*kind, s)))
+            .collect();
+        if let Some(stats) = self.hub.events().group_commit_stats() {
+            commits.push(("events", stats));
+        }
+        Some(metrics.render(&commits))
     }
 
     pub(crate) fn listeners(&self) -> &Listeners {

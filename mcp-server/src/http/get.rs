@@ -91,6 +91,7 @@ pub(super) async fn get(
         None,
         app.config.keep_alive,
         limit,
+        app.open_stream(),
     ))
 }
 

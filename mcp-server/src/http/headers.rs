@@ -10,6 +10,8 @@ use crate::error::Rejection;
 
 /// `MCP-Session-Id`.
 pub(crate) const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+/// The `MCP-Protocol-Version` header.
+pub(crate) const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";

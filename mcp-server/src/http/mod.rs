@@ -60,6 +60,41 @@ struct App {
     check_path: bool,
 }
 
+impl App {
+    /// An SSE stream's place in the open-streams gauge.
+    fn open_stream(&self) -> sse::OpenStream {
+        sse::OpenStream::new(self.dispatcher.metrics().map(|m| m.sse_streams()))
+    }
+
+    /// Counts a request answered with `response`, if metrics are on
+    /// (`started` is when its head arrived).
+    fn record(
+        &self,
+        era: &'static str,
+        method: &'static str,
+        response: &Response,
+        started: Option<std::time::Instant>,
+    ) {
+        if let (Some(metrics), Some(started)) = (self.dispatcher.metrics(), started) {
+            metrics.request(era, method, response.status().as_u16(), started.elapsed());
+        }
+    }
+}
+
+/// The era a request's `MCP-Protocol-Version` names, as a metrics label.
+fn era_label(version: Option<&HeaderValue>) -> &'static str {
+    match version.map(HeaderValue::as_bytes) {
+        Some(v)
+            if session_core::wire::MODERN_PROTOCOL_VERSIONS
+                .iter()
+                .any(|m| m.as_bytes() == v) =>
+        {
+            "modern"
+        }
+        _ => "legacy",
+    }
+}
+
 impl sse::HubRef for Dispatcher {
     fn hub(&self) -> &Hub {
         Dispatcher::hub(self)
@@ -67,8 +102,45 @@ impl sse::HubRef for Dispatcher {
 }
 
 impl McpServer {
+    /// The server's metrics in the Prometheus text format (OpenMetrics),
+    /// what `HttpConfig::metrics_path` serves; `None` when metrics are off
+    /// ([`ServerConfig::metrics`](crate::ServerConfig::metrics)).
+    pub async fn metrics_text(&self) -> Option<String> {
+        self.dispatcher.scrape().await
+    }
+
+    /// Serves the metrics alone at `GET /metrics` on `listener` (a port of
+    /// their own, e.g. for a scraper inside the cluster only) until
+    /// `shutdown` completes. Every other path is 404.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if serving fails.
+    pub async fn serve_metrics(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let server = self.clone();
+        let router = Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let server = server.clone();
+                async move { probe::metrics_text(server.metrics_text().await) }
+            }),
+        );
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| Error::Io {
+                action: "serve the metrics".into(),
+                source,
+            })
+    }
+
     /// An axum router serving the MCP endpoint at `config.path`, and the
-    /// probes at `config.health_path` and `config.ready_path`. `listen` is
+    /// probes at `config.health_path` and `config.ready_path` (and the
+    /// metrics at `config.metrics_path`). `listen` is
     /// the address the router will be served on: when it is loopback, the
     /// `Host` header is checked against loopback names (DNS rebinding
     /// defence).
@@ -220,33 +292,53 @@ impl Endpoint {
             // A probe (served even while shutting down), or 404.
             return probe::answer(app, &request);
         }
+        let started = app.dispatcher.metrics().map(|_| std::time::Instant::now());
+        // An answer given at once, counted.
+        let at_once = |app: &App, method: &'static str, response: Response, era: &'static str| {
+            app.record(era, method, &response, started);
+            now(response)
+        };
+        let era = || era_label(request.headers().get(headers::PROTOCOL_VERSION));
         if app.dispatcher.is_shutting_down() {
-            return now(reject(&Rejection::Unavailable(
+            let refused = reject(&Rejection::Unavailable(
                 "the server is shutting down".into(),
-            )));
+            ));
+            return at_once(app, "unread", refused, era());
         }
         let app = app.clone();
         match *request.method() {
-            Method::POST => match post::head(&app, request) {
-                Ok((head, principal, body)) => later(post::post(app, head, principal, body)),
-                Err(rejection) => now(reject(&rejection)),
-            },
+            Method::POST => {
+                let era = era();
+                match post::head(&app, request, started) {
+                    Ok((head, principal, body)) => later(post::post(app, head, principal, body)),
+                    Err(rejection) => at_once(&app, "unread", reject(&rejection), era),
+                }
+            }
             Method::GET => {
+                let era = era();
                 let (parts, _) = request.into_parts();
                 later(async move {
-                    get::get(&app, parts)
+                    let response = get::get(&app, parts)
                         .await
-                        .unwrap_or_else(|rejection| reject(&rejection))
+                        .unwrap_or_else(|rejection| reject(&rejection));
+                    app.record(era, "GET", &response, started);
+                    response
                 })
             }
-            Method::DELETE => match delete::head(&app, request.headers(), request.extensions()) {
-                Ok((id, principal)) => later(
-                    delete::delete(app, id, principal)
-                        .map(|answer| answer.unwrap_or_else(|rejection| reject(&rejection))),
-                ),
-                Err(rejection) => now(reject(&rejection)),
-            },
-            _ => now(reject(&Rejection::MethodNotAllowed)),
+            Method::DELETE => {
+                let era = era();
+                match delete::head(&app, request.headers(), request.extensions()) {
+                    Ok((id, principal)) => later(delete::delete(app.clone(), id, principal).map(
+                        move |answer| {
+                            let response = answer.unwrap_or_else(|rejection| reject(&rejection));
+                            app.record(era, "DELETE", &response, started);
+                            response
+                        },
+                    )),
+                    Err(rejection) => at_once(&app, "DELETE", reject(&rejection), era),
+                }
+            }
+            _ => at_once(&app, "other", reject(&Rejection::MethodNotAllowed), era()),
         }
     }
 }

@@ -38,6 +38,10 @@ pub(super) struct PostHead {
     /// The headers of a request that mirrors body fields in some: only
     /// modern clients send them, so only their requests pay for the box.
     mirrored: Option<Box<http::HeaderMap>>,
+    /// When the head arrived, if metrics are on.
+    started: Option<std::time::Instant>,
+    /// The era its `MCP-Protocol-Version` names, for the metrics.
+    era: &'static str,
 }
 
 /// What a request without mirrored headers declares.
@@ -52,6 +56,7 @@ static NOTHING_MIRRORED: Mirrored<'static> = Mirrored {
 pub(super) fn head<B: RequestBody>(
     app: &App,
     request: http::Request<B>,
+    started: Option<std::time::Instant>,
 ) -> Result<(PostHead, Option<String>, B), Rejection> {
     let (parts, body) = request.into_parts();
     let head = Head::scan(&parts.headers);
@@ -65,11 +70,14 @@ pub(super) fn head<B: RequestBody>(
     let (accept, mirrors) = (head.accept, head.mirrors());
     let session_id = head.session_id.cloned();
     let protocol_version = head.protocol_version.cloned();
+    let era = super::era_label(protocol_version.as_ref());
     let head = PostHead {
         accept,
         session_id,
         protocol_version,
         mirrored: mirrors.then(|| Box::new(parts.headers)),
+        started,
+        era,
     };
     Ok((head, principal, body))
 }
@@ -102,38 +110,53 @@ pub(super) fn post<B: RequestBody>(
     body: B,
 ) -> impl Future<Output = Response> + Send {
     async move {
-        // The body has the header timeout from the head on: a connection
-        // reading a body counts as busy, and must not stay so forever.
-        let deadline = app.config.header_timeout;
-        let body = match tokio::time::timeout(deadline, read_body(body, app.config.max_body_bytes))
-            .await
-        {
-            Ok(Ok(body)) => body,
-            Ok(Err(rejection)) => return reject(&rejection),
-            Err(_) => return reject(&Rejection::RequestTimeout(deadline)),
-        };
-        let mirrored = head.mirrored.as_deref().map(headers::mirrored);
-        let origin = Origin {
-            transport: Transport::Http,
-            principal: principal.as_deref(),
-            session: head.session_id.as_ref().map(text),
-            protocol_version: head.protocol_version.as_ref().map(text),
-            mirrored: Some(mirrored.as_ref().unwrap_or(&NOTHING_MIRRORED)),
-            scope: None,
-            acceptable: head.accept.check_post().is_ok(),
-        };
-        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            return Box::pin(batch(&app, &origin, &body)).await;
-        }
-        let message = match Message::parse(&body) {
-            Ok(message) => message,
-            Err(e) => {
-                let id = e.id.clone();
-                return reject_with_id(&parse_rejection(e), id);
+        let started = head.started;
+        let mut method = "unread";
+        let response = 'answer: {
+            // The body has the header timeout from the head on: a connection
+            // reading a body counts as busy, and must not stay so forever.
+            let deadline = app.config.header_timeout;
+            let body =
+                match tokio::time::timeout(deadline, read_body(body, app.config.max_body_bytes))
+                    .await
+                {
+                    Ok(Ok(body)) => body,
+                    Ok(Err(rejection)) => break 'answer reject(&rejection),
+                    Err(_) => break 'answer reject(&Rejection::RequestTimeout(deadline)),
+                };
+            let mirrored = head.mirrored.as_deref().map(headers::mirrored);
+            let origin = Origin {
+                transport: Transport::Http,
+                principal: principal.as_deref(),
+                session: head.session_id.as_ref().map(text),
+                protocol_version: head.protocol_version.as_ref().map(text),
+                mirrored: Some(mirrored.as_ref().unwrap_or(&NOTHING_MIRRORED)),
+                scope: None,
+                acceptable: head.accept.check_post().is_ok(),
+            };
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                method = "batch";
+                break 'answer Box::pin(batch(&app, &origin, &body)).await;
             }
+            let message = match Message::parse(&body) {
+                Ok(message) => message,
+                Err(e) => {
+                    let id = e.id.clone();
+                    break 'answer reject_with_id(&parse_rejection(e), id);
+                }
+            };
+            if started.is_some() {
+                method = match &message {
+                    Message::Request(request) => crate::metrics::method_label(&request.method),
+                    Message::Notification(note) => crate::metrics::method_label(&note.method),
+                    Message::Response(_) => "response",
+                };
+            }
+            let outcome = app.dispatcher.handle(message, &origin).await;
+            answer(&app, outcome, head.accept).await
         };
-        let outcome = app.dispatcher.handle(message, &origin).await;
-        answer(&app, outcome, head.accept).await
+        app.record(head.era, method, &response, started);
+        response
     }
 }
 
@@ -373,6 +396,7 @@ async fn sse_stream(
         priming,
         app.config.keep_alive,
         None,
+        app.open_stream(),
     ))
 }
 
@@ -432,7 +456,13 @@ async fn modern(app: &Arc<App>, running: Running, accept: Accept) -> Response {
                         return answered(modern_status(&response), response);
                     }
                     first.push(Message::Response(response));
-                    return sse::plain(first, None, app.config.keep_alive, cancel);
+                    return sse::plain(
+                        first,
+                        None,
+                        app.config.keep_alive,
+                        cancel,
+                        app.open_stream(),
+                    );
                 }
                 Some(message) = rx.recv() => {
                     if streams {
@@ -450,5 +480,11 @@ async fn modern(app: &Arc<App>, running: Running, accept: Accept) -> Response {
     if let Some(guard) = cancel_on_drop {
         guard.disarm();
     }
-    sse::plain(first, Some((handling, rx)), app.config.keep_alive, cancel)
+    sse::plain(
+        first,
+        Some((handling, rx)),
+        app.config.keep_alive,
+        cancel,
+        app.open_stream(),
+    )
 }

@@ -26,6 +26,7 @@ use crate::error::Error;
 enum Probe {
     Health,
     Ready,
+    Metrics,
 }
 
 /// The probe `path` names under `config`, if any.
@@ -34,6 +35,8 @@ fn probe(config: &HttpConfig, path: &str) -> Option<Probe> {
         Some(Probe::Health)
     } else if config.ready_path.as_deref() == Some(path) {
         Some(Probe::Ready)
+    } else if config.metrics_path.as_deref() == Some(path) {
+        Some(Probe::Metrics)
     } else {
         None
     }
@@ -45,6 +48,7 @@ pub(super) fn check_paths(config: &HttpConfig) -> Result<(), Error> {
     let probes = [
         ("health_path", config.health_path.as_deref()),
         ("ready_path", config.ready_path.as_deref()),
+        ("metrics_path", config.metrics_path.as_deref()),
     ];
     for (name, path) in probes {
         let Some(path) = path else { continue };
@@ -59,27 +63,35 @@ pub(super) fn check_paths(config: &HttpConfig) -> Result<(), Error> {
             )));
         }
     }
-    if let (Some(health), Some(ready)) = (&config.health_path, &config.ready_path)
-        && health == ready
-    {
-        return Err(Error::Config(format!(
-            "health_path and ready_path are both {health:?}"
-        )));
+    for (i, (name, path)) in probes.iter().enumerate() {
+        if let Some(path) = path
+            && let Some((other, _)) = probes[i + 1..].iter().find(|(_, p)| p == &Some(*path))
+        {
+            return Err(Error::Config(format!(
+                "{name} and {other} are both {path:?}"
+            )));
+        }
     }
     Ok(())
 }
 
 /// The probe paths that are served.
 pub(super) fn paths(config: &HttpConfig) -> impl Iterator<Item = &str> {
-    [config.health_path.as_deref(), config.ready_path.as_deref()]
-        .into_iter()
-        .flatten()
+    [
+        config.health_path.as_deref(),
+        config.ready_path.as_deref(),
+        config.metrics_path.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// Answers a request for a path other than the MCP endpoint's: a probe, or
 /// 404.
 pub(super) fn answer<B>(app: &Arc<App>, request: &http::Request<B>) -> EndpointFuture {
-    let Some(probe) = probe(&app.config, request.uri().path()) else {
+    let Some(probe) = probe(&app.config, request.uri().path())
+        .filter(|p| *p != Probe::Metrics || app.dispatcher.metrics().is_some())
+    else {
         return now(StatusCode::NOT_FOUND.into_response());
     };
     if let Err(rejection) = app.guard.check(&Head::scan(request.headers())) {
@@ -106,7 +118,26 @@ pub(super) fn answer<B>(app: &Arc<App>, request: &http::Request<B>) -> EndpointF
                 }
             })
         }
+        Probe::Metrics => {
+            let app = app.clone();
+            later(async move { metrics_text(app.dispatcher.scrape().await) })
+        }
     }
+}
+
+/// The answer of a metrics path: the text, or 404 when metrics are off.
+pub(crate) fn metrics_text(text: Option<String>) -> Response {
+    let Some(text) = text else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut response = Response::new(Body::from(text));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A probe's answer: `status`, `body` as JSON, never cached.
@@ -134,7 +165,11 @@ mod tests {
         assert!(check_paths(&with(Some("/healthz"), Some("/mcp"))).is_err());
         assert!(check_paths(&with(Some("/probe"), Some("/probe"))).is_err());
         assert!(check_paths(&with(Some("healthz"), None)).is_err());
-        let none = with(None, None);
+        assert!(check_paths(&with(Some("/metrics"), None)).is_err());
+        let none = HttpConfig {
+            metrics_path: None,
+            ..with(None, None)
+        };
         assert!(check_paths(&none).is_ok());
         assert_eq!(paths(&none).count(), 0);
     }

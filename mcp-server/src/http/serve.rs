@@ -71,7 +71,12 @@ pub(super) async fn accept_until(
         idle_connection_timeout = ?limits.idle,
         "accepting connections"
     );
-    let table = Arc::new(Table::new(limits));
+    let open = endpoint
+        .0
+        .dispatcher
+        .metrics()
+        .map(|m| m.connections().clone());
+    let table = Arc::new(Table::new(limits, open));
     let reaper = tokio::spawn(reap(Arc::downgrade(&table)));
     let mut tasks = JoinSet::new();
     let mut shutdown = pin!(shutdown);
@@ -412,6 +417,8 @@ struct Table {
     /// When the last rate-limited warning was logged (ms from `epoch`, plus
     /// one so that 0 means never).
     warned: AtomicU64,
+    /// The open-connections gauge, if metrics are on.
+    open: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 #[derive(Debug, Default)]
@@ -423,13 +430,14 @@ struct Inner {
 }
 
 impl Table {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, open: Option<prometheus_client::metrics::gauge::Gauge>) -> Self {
         Table {
             limits,
             epoch: Instant::now(),
             inner: Mutex::new(Inner::default()),
             closing: AtomicBool::new(false),
             warned: AtomicU64::new(0),
+            open,
         }
     }
 
@@ -457,6 +465,9 @@ impl Table {
         inner.conns.insert(conn.id, conn.clone());
         if conn.close.load(Ordering::Relaxed) == KEEP {
             inner.live += 1;
+        }
+        if let Some(open) = &self.open {
+            open.inc();
         }
         Some(Registration {
             table: self.clone(),
@@ -575,6 +586,9 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut inner = self.table.inner.lock();
         inner.conns.remove(&self.conn.id);
+        if let Some(open) = &self.table.open {
+            open.dec();
+        }
         if self.conn.close.load(Ordering::Relaxed) == KEEP {
             inner.live -= 1;
         }

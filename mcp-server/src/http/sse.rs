@@ -46,6 +46,29 @@ struct Events {
     /// late (another replica's, read from the store after a later local
     /// one) is still sent.
     sent: Sent,
+    _open: OpenStream,
+}
+
+/// Counts an SSE stream open in the metrics for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct OpenStream(Option<prometheus_client::metrics::gauge::Gauge>);
+
+impl OpenStream {
+    /// A stream counted in `gauge` (if metrics are on) until dropped.
+    pub(crate) fn new(gauge: Option<&prometheus_client::metrics::gauge::Gauge>) -> Self {
+        if let Some(gauge) = gauge {
+            gauge.inc();
+        }
+        OpenStream(gauge.cloned())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.0 {
+            gauge.dec();
+        }
+    }
 }
 
 /// The recently sent event numbers of one stream, bounded.
@@ -140,6 +163,7 @@ pub(crate) fn response(
     priming: Option<(EventId, Duration)>,
     keep_alive: Duration,
     limit: Option<usize>,
+    open: OpenStream,
 ) -> Response {
     connection.feed = None;
     let priming = priming.map(|(id, retry)| {
@@ -157,6 +181,7 @@ pub(crate) fn response(
         keep_alive,
         remaining: limit,
         sent: Sent::default(),
+        _open: open,
     };
     let mut response = Body::from_stream(events).into_response();
     headers(&mut response);
@@ -184,6 +209,7 @@ pub(crate) fn plain(
     running: Option<(Handling, mpsc::Receiver<Box<Message>>)>,
     keep_alive: Duration,
     cancel: Option<CancellationToken>,
+    open: OpenStream,
 ) -> Response {
     let mut ticks = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -193,6 +219,7 @@ pub(crate) fn plain(
         running,
         keep_alive: ticks,
         _cancel: cancel.map(CancellationToken::drop_guard),
+        _open: open,
     };
     let mut response = Body::from_stream(stream).into_response();
     headers(&mut response);
@@ -215,6 +242,7 @@ struct Plain {
     done: bool,
     keep_alive: Interval,
     _cancel: Option<DropGuard>,
+    _open: OpenStream,
 }
 
 impl Stream for Plain {

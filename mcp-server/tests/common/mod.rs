@@ -404,9 +404,11 @@ impl Modern {
             }
         }
         params["_meta"] = meta;
+        // `tasks/*` name their task (the tasks extension).
         let name = params
             .get("name")
             .or_else(|| params.get("uri"))
+            .or_else(|| params.get("taskId"))
             .and_then(Value::as_str)
             .map(str::to_string);
         let body = json!({"jsonrpc": "2.0", "id": self.id(), "method": method, "params": params});

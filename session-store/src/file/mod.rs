@@ -341,6 +341,10 @@ fn corrupt(id: &SessionId, detail: &str) -> session_core::Error {
 
 #[async_trait]
 impl SessionStore for FileStore {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
     async fn insert(&self, record: &SessionRecord) -> Result<()> {
         let write = self.put(record)?;
         let staged = self.stage(record.id(), |latest| match latest {

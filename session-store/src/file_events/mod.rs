@@ -309,6 +309,10 @@ async fn durable(done: oneshot::Receiver<Result<()>>) -> Result<()> {
 
 #[async_trait]
 impl EventStore for FileEventStore {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
     async fn append(
         &self,
         session: &SessionId,

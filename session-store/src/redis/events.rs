@@ -201,6 +201,10 @@ impl RedisEventStore {
 
 #[async_trait]
 impl EventStore for RedisEventStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
     async fn append(
         &self,
         session: &SessionId,

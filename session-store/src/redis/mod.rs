@@ -461,6 +461,10 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
     async fn insert(&self, record: &SessionRecord) -> Result<()> {
         let mut con = self.connection.clone();
         let value = encode(record)?;

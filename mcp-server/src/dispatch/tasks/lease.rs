@@ -178,6 +178,7 @@ impl Dispatcher {
         }
         tracing::warn!(task = %id, "a task's worker was lost: the task fails");
         if let Ok(view) = runtime.tasks.fail(id, owner, worker_lost()).await {
+            runtime.count(&view);
             runtime.announce(&view).await;
         }
     }

@@ -144,6 +144,8 @@ pub(crate) struct TaskRuntime {
     lease: Duration,
     /// Workers running here, by task id.
     running: Mutex<foldhash::HashMap<String, Worker>>,
+    /// The server's metrics, unless they are off.
+    metrics: Option<Arc<crate::Metrics>>,
 }
 
 impl std::fmt::Debug for TaskRuntime {
@@ -166,6 +168,7 @@ impl TaskRuntime {
         events: Arc<dyn EventStore>,
         poll: Duration,
         lease: Duration,
+        metrics: Option<Arc<crate::Metrics>>,
     ) -> Self {
         TaskRuntime {
             tasks,
@@ -174,6 +177,14 @@ impl TaskRuntime {
             poll,
             lease,
             running: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Counts the status `view` reached, if metrics are on.
+    fn count(&self, view: &TaskView) {
+        if let Some(metrics) = &self.metrics {
+            metrics.task_status(view.status().as_str());
         }
     }
 
@@ -312,7 +323,10 @@ impl TaskRuntime {
                 Err(error) => self.tasks.fail(id, principal, error.clone()).await,
             };
             match written {
-                Ok(view) => return self.announce(&view).await,
+                Ok(view) => {
+                    self.count(&view);
+                    return self.announce(&view).await;
+                }
                 // Cancelled (or expired) meanwhile: nothing to record.
                 Err(TaskError::Terminal { .. }) => return,
                 Err(TaskError::Record(e)) if e.is_gone() => return,
@@ -429,7 +443,10 @@ impl TaskLink {
         };
         if !unanswered.is_empty() {
             match tasks.set_input_required(&id, principal, unanswered).await {
-                Ok(view) => self.runtime.announce(&view).await,
+                Ok(view) => {
+                    self.runtime.count(&view);
+                    self.runtime.announce(&view).await;
+                }
                 Err(TaskError::Terminal { .. }) => {
                     self.cancel.cancel();
                     return Err(ended());
@@ -550,6 +567,7 @@ impl Dispatcher {
                 return Err(store_error(&e));
             }
         };
+        runtime.count(&view);
         link.id.send_replace(Some(id.clone()));
         runtime.spawn(id, link, lease, work);
         let mut created = view.to_wire();
@@ -615,6 +633,9 @@ impl Dispatcher {
                 if !accepted.is_empty() {
                     // Announced before the worker wakes, so that listeners
                     // hear the changes in order.
+                    if view.status() == TaskStatus::Working {
+                        runtime.count(&view);
+                    }
                     runtime.announce(&view).await;
                     if let Some(worker) = runtime.running.lock().get(id) {
                         worker.wake.notify_one();
@@ -628,6 +649,7 @@ impl Dispatcher {
                         if let Some(worker) = runtime.running.lock().get(id) {
                             worker.cancel.cancel();
                         }
+                        runtime.count(&view);
                         runtime.announce(&view).await;
                     }
                     // Ended first: acknowledged all the same.

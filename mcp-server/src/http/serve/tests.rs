@@ -18,11 +18,14 @@ fn the_cap_keeps_a_reserve_below_the_open_file_limit() {
 }
 
 fn table(cap: usize) -> Arc<Table> {
-    Arc::new(Table::new(Limits {
-        header: Duration::from_secs(10),
-        idle: Duration::from_secs(60),
-        cap,
-    }))
+    Arc::new(Table::new(
+        Limits {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            cap,
+        },
+        None,
+    ))
 }
 
 #[test]
@@ -64,11 +67,14 @@ fn the_sweep_closes_heads_and_idle_connections_past_their_timeouts_only() {
         epoch: Instant::now()
             .checked_sub(Duration::from_secs(600))
             .unwrap(),
-        ..Table::new(Limits {
-            header: Duration::from_millis(100),
-            idle: Duration::from_millis(300),
-            cap: 10,
-        })
+        ..Table::new(
+            Limits {
+                header: Duration::from_millis(100),
+                idle: Duration::from_millis(300),
+                cap: 10,
+            },
+            None,
+        )
     });
     let head = table.admit().unwrap();
     let idle = table.admit().unwrap();
