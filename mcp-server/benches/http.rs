@@ -30,7 +30,9 @@
 //! xtask bench`); a missing one is skipped with a note.
 //! `MCP_BENCH_ONLY=modern` runs just the modern-era figures;
 //! `MCP_BENCH_ONLY=crowd` just `tools/call` beside 10,000 idle connections;
-//! `MCP_BENCH_ONLY=tasks` just the durable tasks (issue 13).
+//! `MCP_BENCH_ONLY=tasks` just the durable tasks (issue 13);
+//! `MCP_BENCH_ONLY=metrics` just `tools/call` with and without metrics
+//! (issue 15).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -753,6 +755,62 @@ fn interleave_modern(subject: &Subject, peer: &Subject, per_round: u64, notes: &
     ));
 }
 
+/// What metrics cost on the hot path (issue 15): our server with metrics
+/// (the default) against the same binary with `--metrics-path none` (no
+/// metrics kept), modern and legacy `tools/call`, criterion figures of
+/// each, then the two in alternation.
+fn bench_metrics_cost(c: &mut Criterion, with: &Subject, notes: &mut Notes) {
+    let without = Subject {
+        name: "mcp-server (memory, metrics off)",
+        program: with.program.clone(),
+        args: [&with.args[..], &["--metrics-path".into(), "none".into()]].concat(),
+        sessions: true,
+        memory: true,
+        replicas: 0,
+    };
+    let rt = runtime();
+    for subject in [with, &without] {
+        let server = start(subject);
+        let mut group = c.benchmark_group(format!("http/{}", subject.name));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(8));
+        group.warm_up_time(Duration::from_secs(2));
+        let mut modern = rt.block_on(modern_callers(&server.addr));
+        group.bench_function("tools-call-modern", |b| {
+            b.iter_custom(|iters| rt.block_on(spread(&mut modern, iters, call_op)).0)
+        });
+        let mut legacy = rt.block_on(callers(&server.addr, true));
+        group.bench_function("tools-call-legacy", |b| {
+            b.iter_custom(|iters| rt.block_on(spread(&mut legacy, iters, call_op)).0)
+        });
+        group.finish();
+    }
+    if !measuring() {
+        return;
+    }
+    interleave_modern(with, &without, 6_400, notes);
+    bench_interleaved_calls(with, &without, notes);
+}
+
+/// Legacy `tools/call` of `subject` against `other` in alternating rounds.
+fn bench_interleaved_calls(subject: &Subject, other: &Subject, notes: &mut Notes) {
+    let rt = runtime();
+    let a_server = start(subject);
+    let b_server = start(other);
+    let (mut a, mut b) = rt.block_on(async {
+        (
+            callers(&a_server.addr, true).await,
+            callers(&b_server.addr, true).await,
+        )
+    });
+    let line = alternate(&rt, &mut a, &mut b, 6_400, call_op);
+    notes.0.push(format!(
+        "interleaved legacy tools/call: {} against {}: {line} (medians of {ROUNDS} alternating rounds)",
+        subject.name, other.name,
+    ));
+}
+
 /// Handle-backed `counter` calls on the file store, 64 callers each on its
 /// own counter (every call a durable compare-and-swap of a handle), beside
 /// one append + `fdatasync` per write in the same directory.
@@ -1228,7 +1286,8 @@ fn main() {
     let only = std::env::var("MCP_BENCH_ONLY").ok();
     for subject in &subjects {
         if only.as_deref().is_some_and(|o| {
-            !subject.name.contains(o) || matches!(o, "interleaved" | "modern" | "crowd" | "tasks")
+            !subject.name.contains(o)
+                || matches!(o, "interleaved" | "modern" | "crowd" | "tasks" | "metrics")
         }) {
             continue;
         }
@@ -1244,6 +1303,9 @@ fn main() {
     }
     if only.as_deref().is_none_or(|o| o == "tasks") {
         bench_tasks(&mut c, &ours, &mut notes);
+    }
+    if only.as_deref().is_none_or(|o| o == "metrics") {
+        bench_metrics_cost(&mut c, &subjects[0], &mut notes);
     }
     if only.as_deref().is_none_or(|o| o == "crowd") {
         bench_idle_crowd(&mut c, &ours, &mut notes);
