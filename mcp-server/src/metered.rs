@@ -2,8 +2,10 @@
 //! wrapper around any [`SessionStore`] or [`EventStore`], put in place by
 //! the builder when metrics are on.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use async_trait::async_trait;
 use session_core::{
@@ -13,12 +15,44 @@ use session_core::{
 
 use crate::metrics::{Metrics, StoreName};
 
+/// The histograms of a store's operations, each made on first use and kept
+/// (no label lookup on later operations).
+#[derive(Debug, Default)]
+struct Timers([OnceLock<Histogram>; 10]);
+
+impl Timers {
+    /// Records operation `index` (named `operation`) of `name`.
+    fn record<T>(
+        &self,
+        metrics: &Metrics,
+        name: StoreName,
+        index: usize,
+        operation: &'static str,
+        started: Instant,
+        outcome: &Result<T>,
+    ) {
+        let elapsed = started.elapsed().as_secs_f64();
+        match self.0.get(index) {
+            Some(cell) => cell
+                .get_or_init(|| metrics.store_histogram(name.store, name.backend, operation))
+                .observe(elapsed),
+            None => metrics
+                .store_histogram(name.store, name.backend, operation)
+                .observe(elapsed),
+        }
+        if outcome.is_err() {
+            metrics.store_error(name.store, name.backend, operation);
+        }
+    }
+}
+
 /// A session store (sessions, handles or tasks) whose operations are timed.
 #[derive(Debug)]
 pub(crate) struct MeteredStore {
     inner: Arc<dyn SessionStore>,
     name: StoreName,
     metrics: Arc<Metrics>,
+    timers: Timers,
 }
 
 impl MeteredStore {
@@ -33,26 +67,28 @@ impl MeteredStore {
             inner,
             name: StoreName { store, backend },
             metrics,
+            timers: Timers::default(),
         })
     }
 
-    fn record<T>(&self, operation: &'static str, started: Instant, outcome: &Result<T>) {
-        self.metrics.store_operation(
-            self.name.store,
-            self.name.backend,
-            operation,
-            started.elapsed(),
-            outcome.is_err(),
-        );
+    fn record<T>(
+        &self,
+        index: usize,
+        operation: &'static str,
+        started: Instant,
+        outcome: &Result<T>,
+    ) {
+        self.timers
+            .record(&self.metrics, self.name, index, operation, started, outcome);
     }
 }
 
-/// Times `$call` as `$operation`.
+/// Times `$call` as operation `$index`, named `$operation`.
 macro_rules! timed {
-    ($self:ident, $operation:literal, $call:expr) => {{
+    ($self:ident, $index:literal, $operation:literal, $call:expr) => {{
         let started = Instant::now();
         let outcome = $call.await;
-        $self.record($operation, started, &outcome);
+        $self.record($index, $operation, started, &outcome);
         outcome
     }};
 }
@@ -60,47 +96,49 @@ macro_rules! timed {
 #[async_trait]
 impl SessionStore for MeteredStore {
     async fn insert(&self, record: &SessionRecord) -> Result<()> {
-        timed!(self, "insert", self.inner.insert(record))
+        timed!(self, 0, "insert", self.inner.insert(record))
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
-        timed!(self, "load", self.inner.load(id))
+        timed!(self, 1, "load", self.inner.load(id))
     }
 
     async fn compare_and_swap(&self, record: &SessionRecord, expected_version: u64) -> Result<Cas> {
         timed!(
             self,
+            2,
             "compare_and_swap",
             self.inner.compare_and_swap(record, expected_version)
         )
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        timed!(self, "delete", self.inner.delete(id))
+        timed!(self, 3, "delete", self.inner.delete(id))
     }
 
     async fn count(&self) -> Result<usize> {
-        timed!(self, "count", self.inner.count())
+        timed!(self, 4, "count", self.inner.count())
     }
 
     async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        timed!(self, "list", self.inner.list(cursor, limit))
+        timed!(self, 5, "list", self.inner.list(cursor, limit))
     }
 
     async fn remove_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionRecord>> {
         timed!(
             self,
+            6,
             "remove_expired",
             self.inner.remove_expired(now, limit)
         )
     }
 
     async fn list_corrupt(&self, limit: usize) -> Result<Vec<SessionId>> {
-        timed!(self, "list_corrupt", self.inner.list_corrupt(limit))
+        timed!(self, 7, "list_corrupt", self.inner.list_corrupt(limit))
     }
 
     async fn readiness(&self) -> Result<()> {
-        timed!(self, "readiness", self.inner.readiness())
+        timed!(self, 8, "readiness", self.inner.readiness())
     }
 
     fn group_commit_stats(&self) -> Option<GroupCommitStats> {
@@ -118,6 +156,7 @@ pub(crate) struct MeteredEvents {
     inner: Arc<dyn EventStore>,
     backend: &'static str,
     metrics: Arc<Metrics>,
+    timers: Timers,
 }
 
 impl MeteredEvents {
@@ -128,17 +167,23 @@ impl MeteredEvents {
             inner,
             backend,
             metrics,
+            timers: Timers::default(),
         })
     }
 
-    fn record<T>(&self, operation: &'static str, started: Instant, outcome: &Result<T>) {
-        self.metrics.store_operation(
-            "events",
-            self.backend,
-            operation,
-            started.elapsed(),
-            outcome.is_err(),
-        );
+    fn record<T>(
+        &self,
+        index: usize,
+        operation: &'static str,
+        started: Instant,
+        outcome: &Result<T>,
+    ) {
+        let name = StoreName {
+            store: "events",
+            backend: self.backend,
+        };
+        self.timers
+            .record(&self.metrics, name, index, operation, started, outcome);
     }
 }
 
@@ -150,7 +195,7 @@ impl EventStore for MeteredEvents {
         stream: &StreamId,
         data: Arc<str>,
     ) -> Result<EventId> {
-        timed!(self, "append", self.inner.append(session, stream, data))
+        timed!(self, 0, "append", self.inner.append(session, stream, data))
     }
 
     async fn replay_after(
@@ -160,13 +205,14 @@ impl EventStore for MeteredEvents {
     ) -> Result<Option<Vec<StoredEvent>>> {
         timed!(
             self,
+            1,
             "replay_after",
             self.inner.replay_after(session, after)
         )
     }
 
     async fn latest(&self, session: &SessionId, stream: &StreamId) -> Result<Option<EventId>> {
-        timed!(self, "latest", self.inner.latest(session, stream))
+        timed!(self, 2, "latest", self.inner.latest(session, stream))
     }
 
     async fn wait_after(
@@ -180,7 +226,12 @@ impl EventStore for MeteredEvents {
     }
 
     async fn remove_session(&self, session: &SessionId) -> Result<()> {
-        timed!(self, "remove_session", self.inner.remove_session(session))
+        timed!(
+            self,
+            3,
+            "remove_session",
+            self.inner.remove_session(session)
+        )
     }
 
     fn may_hold(&self, session: &SessionId) -> bool {
@@ -188,7 +239,7 @@ impl EventStore for MeteredEvents {
     }
 
     async fn readiness(&self) -> Result<()> {
-        timed!(self, "readiness", self.inner.readiness())
+        timed!(self, 4, "readiness", self.inner.readiness())
     }
 
     fn group_commit_stats(&self) -> Option<GroupCommitStats> {

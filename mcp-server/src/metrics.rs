@@ -83,10 +83,10 @@ impl SessionEvent {
     }
 }
 
-/// Buckets of request and store durations, in seconds: 50 µs to about 13 s.
+/// Buckets of request and store durations, in seconds: 50 µs to about 1.6 s.
 fn duration_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.000_05, 2.0, 19,
+        0.000_05, 2.0, 16,
     ))
 }
 
@@ -118,6 +118,9 @@ const METHODS: &[&str] = &[
     "notifications/roots/list_changed",
 ];
 
+/// The other values of the `method` label.
+const OTHER_LABELS: &[&str] = &["GET", "DELETE", "batch", "response", "unread", "other"];
+
 /// `method` as a label: itself if it is a method of the protocol, else
 /// `other`.
 pub(crate) fn method_label(method: &str) -> &'static str {
@@ -128,10 +131,31 @@ pub(crate) fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The place of `label` among the `method` labels (protocol methods, then
+/// the others); the string returned by [`method_label`] is found by its
+/// address, without comparing text.
+fn label_index(label: &'static str) -> Option<usize> {
+    let all = || METHODS.iter().chain(OTHER_LABELS);
+    all()
+        .position(|l| std::ptr::eq(*l, label))
+        .or_else(|| all().position(|l| *l == label))
+}
+
+/// The metrics of one era and method, once used: found by index, not by
+/// hashing labels, on every request after the first.
+#[derive(Debug, Default)]
+struct RouteSlot {
+    seconds: std::sync::OnceLock<Histogram>,
+    /// The first statuses seen, each with its counter.
+    counts: [std::sync::OnceLock<(u16, Counter)>; 4],
+}
+
 /// A server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// By era (legacy, modern), then method label.
+    routes: Vec<RouteSlot>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     sessions: Family<Kind, Counter>,
@@ -213,8 +237,10 @@ impl Metrics {
             "SSE response streams open",
             sse_streams.clone(),
         );
+        let labels = METHODS.len() + OTHER_LABELS.len();
         Metrics {
             registry,
+            routes: (0..2 * labels).map(|_| RouteSlot::default()).collect(),
             requests,
             request_seconds,
             sessions,
@@ -235,16 +261,39 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                era,
-                method,
-                status,
+        let labels = RequestLabels {
+            era,
+            method,
+            status,
+        };
+        let slot = label_index(method).and_then(|i| {
+            let era_index = usize::from(era == "modern");
+            self.routes
+                .get(era_index * (METHODS.len() + OTHER_LABELS.len()) + i)
+        });
+        let Some(slot) = slot else {
+            self.requests.get_or_create(&labels).inc();
+            self.request_seconds
+                .get_or_create(&RouteLabels { era, method })
+                .observe(elapsed.as_secs_f64());
+            return;
+        };
+        slot.seconds
+            .get_or_init(|| {
+                self.request_seconds
+                    .get_or_create_owned(&RouteLabels { era, method })
             })
-            .inc();
-        self.request_seconds
-            .get_or_create(&RouteLabels { era, method })
             .observe(elapsed.as_secs_f64());
+        for cell in &slot.counts {
+            let (seen, counter) =
+                cell.get_or_init(|| (status, self.requests.get_or_create_owned(&labels)));
+            if *seen == status {
+                counter.inc();
+                return;
+            }
+        }
+        // More statuses than slots: by label.
+        self.requests.get_or_create(&labels).inc();
     }
 
     /// Counts `n` sessions to which `event` happened.
@@ -263,26 +312,35 @@ impl Metrics {
         self.task_changes.get_or_create(&Status { status }).inc();
     }
 
-    /// Records a store operation.
-    pub(crate) fn store_operation(
+    /// The duration histogram of a store operation, to keep and observe
+    /// directly.
+    pub(crate) fn store_histogram(
         &self,
         store: &'static str,
         backend: &'static str,
         operation: &'static str,
-        elapsed: Duration,
-        failed: bool,
-    ) {
-        let labels = StoreLabels {
+    ) -> Histogram {
+        self.store_seconds.get_or_create_owned(&StoreLabels {
             store,
             backend,
             operation,
-        };
-        self.store_seconds
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
-        if failed {
-            self.store_errors.get_or_create(&labels).inc();
-        }
+        })
+    }
+
+    /// Counts a store operation that failed.
+    pub(crate) fn store_error(
+        &self,
+        store: &'static str,
+        backend: &'static str,
+        operation: &'static str,
+    ) {
+        self.store_errors
+            .get_or_create(&StoreLabels {
+                store,
+                backend,
+                operation,
+            })
+            .inc();
     }
 
     /// The open-connections gauge.
