@@ -238,6 +238,13 @@ pub struct HttpConfig {
     /// not here (see [`McpServer::serve_metrics`](crate::McpServer::serve_metrics)
     /// for a port of their own).
     pub metrics_path: Option<String>,
+    /// Authorization (an OAuth resource server): every request to the MCP
+    /// endpoint needs a bearer token this accepts, and the Protected
+    /// Resource Metadata is served at its well-known paths. `None` (the
+    /// default): nobody is authenticated, and the principal is whatever an
+    /// embedding application puts in the request's extensions
+    /// ([`Principal`](crate::Principal)).
+    pub auth: Option<crate::JwtAuth>,
 }
 
 impl Default for HttpConfig {
@@ -258,6 +265,7 @@ impl Default for HttpConfig {
             health_path: Some("/healthz".into()),
             ready_path: Some("/readyz".into()),
             metrics_path: Some("/metrics".into()),
+            auth: None,
         }
     }
 }

@@ -71,6 +71,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod config;
 mod context;
 pub mod demo;
@@ -88,6 +89,7 @@ mod stdio;
 
 #[doc(inline)]
 pub use self::{
+    auth::JwtAuth,
     config::{CacheHint, CacheScope, DEFAULT_LISTEN, HttpConfig, ResponseMode, ServerConfig},
     context::{RequestContext, ScopedHandles, SessionHandle},
     error::{Error, Rejection, Result},

@@ -101,9 +101,27 @@ struct Args {
     /// Path of the liveness probe (200 while serving HTTP); `none` serves none.
     #[arg(long, default_value = "/healthz", env = "MCP_SERVER_HEALTH_PATH")]
     health_path: String,
+    /// Who may call: `none` (nobody is authenticated: loopback only, unless
+    /// --allow-unauthenticated) or `jwt` (an OAuth resource server: every
+    /// request needs a bearer JWT from --issuer for --audience).
+    #[arg(long, default_value = "none", value_parser = ["none", "jwt"], env = "MCP_SERVER_AUTH")]
+    auth: String,
+    /// With --auth jwt: the issuer's URL (its metadata at
+    /// /.well-known/oauth-authorization-server or openid-configuration
+    /// names its keys).
+    #[arg(long, env = "MCP_SERVER_ISSUER")]
+    issuer: Option<String>,
+    /// With --auth jwt: this server's canonical URI, which tokens must name
+    /// as their audience (e.g. https://mcp.example.com/mcp).
+    #[arg(long, env = "MCP_SERVER_AUDIENCE")]
+    audience: Option<String>,
+    /// With --auth jwt: a scope every request's token must carry
+    /// (repeatable); also the metadata's scopes_supported.
+    #[arg(long = "scope", env = "MCP_SERVER_SCOPE", value_delimiter = ',')]
+    scopes: Vec<String>,
     /// Serve HTTP on a non-loopback address although this server
-    /// authenticates nobody: every session id, handle and task id is then a
-    /// bearer token for whoever reaches the port.
+    /// authenticates nobody (--auth none): every session id, handle and
+    /// task id is then a bearer token for whoever reaches the port.
     #[arg(long, env = "MCP_SERVER_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
     /// Path of the Prometheus metrics on the MCP port; `none` serves them
@@ -325,12 +343,31 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    if !args.stdio && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
+    let auth = match args.auth.as_str() {
+        "jwt" => {
+            let (Some(issuer), Some(audience)) = (&args.issuer, &args.audience) else {
+                return Err("--auth jwt needs --issuer URL and --audience URI".into());
+            };
+            let scopes: Vec<&str> = args.scopes.iter().map(String::as_str).collect();
+            Some(
+                mcp_server::JwtAuth::new(issuer, audience)
+                    .map_err(|e| e.to_string())?
+                    .required_scopes(&scopes),
+            )
+        }
+        _ => None,
+    };
+    if auth.is_none()
+        && !args.stdio
+        && !args.listen.ip().is_loopback()
+        && !args.allow_unauthenticated
+    {
         return Err(format!(
-            "refusing to listen on {}: this server authenticates nobody, so on a shared \
-             network every session id, handle and task id would be a bearer token for \
-             whoever reaches the port. Listen on a loopback address, or pass \
-             --allow-unauthenticated (MCP_SERVER_ALLOW_UNAUTHENTICATED=true) to accept that",
+            "refusing to listen on {}: with --auth none this server authenticates nobody, \
+             so on a shared network every session id, handle and task id would be a bearer \
+             token for whoever reaches the port. Use --auth jwt --issuer URL --audience URI, \
+             listen on a loopback address, or pass --allow-unauthenticated \
+             (MCP_SERVER_ALLOW_UNAUTHENTICATED=true) to accept that",
             args.listen
         ));
     }
@@ -370,6 +407,7 @@ async fn run(args: Args) -> Result<(), String> {
     http.health_path = probe_path(args.health_path)?;
     http.ready_path = probe_path(args.ready_path)?;
     http.metrics_path = metrics_path;
+    http.auth = auth;
     if args.json_response {
         http.response_mode = ResponseMode::Json;
     }

@@ -159,6 +159,11 @@ impl McpServer {
         for probe in probe::paths(&app.config) {
             router = router.route_service(probe, Probes(app.clone()));
         }
+        if let Some(auth) = &app.config.auth {
+            for path in auth.metadata_paths() {
+                router = router.route_service(path, Probes(app.clone()));
+            }
+        }
         router
     }
 
@@ -286,12 +291,49 @@ impl Endpoint {
     /// Answers one request (what [`Service::call`] does, without `&mut`),
     /// whatever its body type: `serve_http` passes hyper's own body, not
     /// boxed as axum's [`Body`] would be.
-    fn answer<B: RequestBody>(&self, request: http::Request<B>) -> EndpointFuture {
+    fn answer<B: RequestBody>(&self, mut request: http::Request<B>) -> EndpointFuture {
         let app = &self.0;
         if app.check_path && request.uri().path() != app.config.path {
             // A probe (served even while shutting down), or 404.
             return probe::answer(app, &request);
         }
+        if let Some(auth) = app.config.auth.clone() {
+            // The token first: what it names is the request's principal.
+            let endpoint = self.clone();
+            return later(async move {
+                let checked = auth
+                    .authenticate(request.headers().get(http::header::AUTHORIZATION))
+                    .await;
+                match checked {
+                    Ok(who) => {
+                        request.extensions_mut().insert(Principal(who.principal));
+                        match endpoint.authorized(request) {
+                            Either::Left(ready) => ready.await,
+                            Either::Right(later) => later.await,
+                        }
+                        .unwrap_or_else(|never| match never {})
+                    }
+                    Err(refusal) => {
+                        let started = endpoint
+                            .0
+                            .dispatcher
+                            .metrics()
+                            .map(|_| std::time::Instant::now());
+                        let response = auth.challenge(&refusal);
+                        let era = era_label(request.headers().get(headers::PROTOCOL_VERSION));
+                        endpoint.0.record(era, "unread", &response, started);
+                        response
+                    }
+                }
+            });
+        }
+        self.authorized(request)
+    }
+
+    /// [`answer`](Self::answer) once the request is authorized (or no
+    /// authorization is configured).
+    fn authorized<B: RequestBody>(&self, request: http::Request<B>) -> EndpointFuture {
+        let app = &self.0;
         let started = app.dispatcher.metrics().map(|_| std::time::Instant::now());
         // An answer given at once, counted.
         let at_once = |app: &App, method: &'static str, response: Response, era: &'static str| {

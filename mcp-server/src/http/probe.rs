@@ -89,6 +89,17 @@ pub(super) fn paths(config: &HttpConfig) -> impl Iterator<Item = &str> {
 /// Answers a request for a path other than the MCP endpoint's: a probe, or
 /// 404.
 pub(super) fn answer<B>(app: &Arc<App>, request: &http::Request<B>) -> EndpointFuture {
+    // Protected Resource Metadata: public, for clients to find the issuer.
+    if let Some(auth) = &app.config.auth
+        && auth.is_metadata_path(request.uri().path())
+        && matches!(*request.method(), Method::GET | Method::HEAD)
+    {
+        let mut response = status(StatusCode::OK, &auth.metadata());
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+        return now(response);
+    }
     let Some(probe) = probe(&app.config, request.uri().path())
         .filter(|p| *p != Probe::Metrics || app.dispatcher.metrics().is_some())
     else {

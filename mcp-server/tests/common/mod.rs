@@ -49,6 +49,15 @@ impl TestServer {
 
     pub async fn serve(server: McpServer, http: HttpConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(server, http, listener).await
+    }
+
+    /// Serves `server` on `listener`.
+    pub async fn serve_on(
+        server: McpServer,
+        http: HttpConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = server.clone();
@@ -104,6 +113,23 @@ impl Client {
             session: None,
             version: "2025-11-25".into(),
             next_id: Default::default(),
+        }
+    }
+
+    /// A client whose every request carries `Authorization: Bearer token`.
+    pub fn with_token(url: &str, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            ..Client::new(url)
         }
     }
 

@@ -1,0 +1,481 @@
+//! Authorization as an OAuth 2.1 resource server (the MCP specification's
+//! `basic/authorization`): bearer access tokens that are JWTs, checked
+//! against the keys of one issuer; Protected Resource Metadata (RFC 9728);
+//! `WWW-Authenticate` challenges (RFC 6750).
+//!
+//! A token is accepted when its signature verifies with a key of the
+//! issuer's JWKS (found through the issuer's metadata, RFC 8414 or OpenID
+//! Connect discovery), with an algorithm allowed here (never `none`), its
+//! `iss` is the issuer, its `aud` names this server's canonical URI
+//! (RFC 8707), it is not expired nor not yet valid (with a small skew), it
+//! has a subject, and its scopes (`scope`, space-separated, or `scp`)
+//! include every scope required. The request's principal is then the
+//! issuer and the subject: sessions, handles and tasks created under it
+//! are invisible to any other.
+//!
+//! Keys are fetched once and kept; a token naming a key id the set lacks
+//! makes the server fetch the set again (a key rotation), at most once per
+//! [`JwtAuth::refresh_interval`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::Error;
+
+/// The well-known path of Protected Resource Metadata (RFC 9728).
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// Checks JWT bearer tokens for one issuer and audience; see the module
+/// documentation. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct JwtAuth(Arc<Inner>);
+
+struct Inner {
+    issuer: String,
+    audience: String,
+    scopes: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    refresh_interval: Duration,
+    /// The absolute URL of this server's Protected Resource Metadata.
+    metadata_url: String,
+    /// The paths it is served at: the root form and the one suffixed with
+    /// the resource's path.
+    metadata_paths: Vec<String>,
+    http: reqwest::Client,
+    keys: Mutex<Keys>,
+    /// Serializes fetches of the key set.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// The issuer's keys as last fetched.
+#[derive(Default)]
+struct Keys {
+    set: Vec<Jwk>,
+    fetched: Option<Instant>,
+}
+
+impl std::fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("issuer", &self.0.issuer)
+            .field("audience", &self.0.audience)
+            .field("scopes", &self.0.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No bearer token (401, no error code).
+    Missing,
+    /// A token that is not valid here (401, `invalid_token`).
+    Invalid(String),
+    /// A valid token without a required scope (403, `insufficient_scope`).
+    InsufficientScope(Vec<String>),
+    /// The issuer's keys cannot be fetched (503).
+    Unavailable(String),
+}
+
+/// A request's token, once accepted.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated {
+    /// The issuer and the subject.
+    pub(crate) principal: String,
+}
+
+/// The claims read from a token.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Value>,
+}
+
+impl JwtAuth {
+    /// Tokens from `issuer` (its URL, as in the tokens' `iss`) for the
+    /// server whose canonical URI is `audience` (e.g.
+    /// `https://mcp.example.com/mcp`), with no scope required, the
+    /// asymmetric algorithms allowed (RS*, PS*, ES256, ES384, EdDSA), a
+    /// skew of 60 s and key sets fetched again at most every 10 s.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `issuer` or `audience` is not an absolute
+    /// `http`/`https` URL.
+    pub fn new(issuer: &str, audience: &str) -> Result<Self, Error> {
+        let parse = |what: &str, url: &str| {
+            reqwest::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| {
+                    Error::Config(format!("{what} {url:?} is not an absolute http(s) URL"))
+                })
+        };
+        parse("issuer", issuer)?;
+        let resource = parse("audience", audience)?;
+        let origin = resource.origin().ascii_serialization();
+        let path = resource.path().trim_end_matches('/');
+        let mut metadata_paths = vec![METADATA_PATH.to_string()];
+        if !path.is_empty() {
+            metadata_paths.push(format!("{METADATA_PATH}{path}"));
+        }
+        let metadata_url = format!(
+            "{origin}{}",
+            metadata_paths.last().map_or(METADATA_PATH, String::as_str)
+        );
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| {
+                Error::Config(format!("cannot build the HTTP client for the issuer: {e}"))
+            })?;
+        Ok(JwtAuth(Arc::new(Inner {
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            scopes: Vec::new(),
+            algorithms: vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::EdDSA,
+            ],
+            leeway: Duration::from_secs(60),
+            refresh_interval: Duration::from_secs(10),
+            metadata_url,
+            metadata_paths,
+            http,
+            keys: Mutex::default(),
+            fetching: tokio::sync::Mutex::new(()),
+        })))
+    }
+
+    fn edit(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
+            issuer: shared.issuer.clone(),
+            audience: shared.audience.clone(),
+            scopes: shared.scopes.clone(),
+            algorithms: shared.algorithms.clone(),
+            leeway: shared.leeway,
+            refresh_interval: shared.refresh_interval,
+            metadata_url: shared.metadata_url.clone(),
+            metadata_paths: shared.metadata_paths.clone(),
+            http: shared.http.clone(),
+            keys: Mutex::default(),
+            fetching: tokio::sync::Mutex::new(()),
+        });
+        change(&mut inner);
+        JwtAuth(Arc::new(inner))
+    }
+
+    /// Requires these scopes of every request (403 `insufficient_scope`
+    /// otherwise); they are also the metadata's `scopes_supported`.
+    pub fn required_scopes(self, scopes: &[&str]) -> Self {
+        let scopes = scopes.iter().map(|s| s.to_string()).collect();
+        self.edit(|inner| inner.scopes = scopes)
+    }
+
+    /// The clock skew allowed on `exp` and `nbf` (60 s).
+    pub fn leeway(self, leeway: Duration) -> Self {
+        self.edit(|inner| inner.leeway = leeway)
+    }
+
+    /// The algorithms accepted (`none` never is).
+    pub fn algorithms(self, algorithms: &[Algorithm]) -> Self {
+        let algorithms = algorithms.to_vec();
+        self.edit(|inner| inner.algorithms = algorithms)
+    }
+
+    /// The shortest time between two fetches of the issuer's keys (10 s):
+    /// tokens naming unknown key ids cannot make the server hammer the
+    /// issuer.
+    pub fn refresh_interval(self, interval: Duration) -> Self {
+        self.edit(|inner| inner.refresh_interval = interval)
+    }
+
+    /// The URL of this server's Protected Resource Metadata, as challenges
+    /// name it.
+    pub fn metadata_url(&self) -> &str {
+        &self.0.metadata_url
+    }
+
+    /// The paths the metadata is served at.
+    pub(crate) fn metadata_paths(&self) -> &[String] {
+        &self.0.metadata_paths
+    }
+
+    /// Whether `path` is one of the metadata's paths.
+    pub(crate) fn is_metadata_path(&self, path: &str) -> bool {
+        self.0.metadata_paths.iter().any(|p| p == path)
+    }
+
+    /// The Protected Resource Metadata document (RFC 9728).
+    pub(crate) fn metadata(&self) -> Value {
+        json!({
+            "resource": self.0.audience,
+            "authorization_servers": [self.0.issuer],
+            "scopes_supported": self.0.scopes,
+            "bearer_methods_supported": ["header"],
+        })
+    }
+
+    /// Checks a request's `Authorization` header.
+    pub(crate) async fn authenticate(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Authenticated, Refusal> {
+        let Some(header) = authorization else {
+            return Err(Refusal::Missing);
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                Refusal::Invalid("the Authorization header is not a bearer token".into())
+            })?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| Refusal::Invalid(format!("the token is not a JWT: {e}")))?;
+        if !self.0.algorithms.contains(&header.alg) {
+            return Err(Refusal::Invalid(format!(
+                "the token's algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let key = self.key(header.kid.as_deref()).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.0.issuer]);
+        validation.set_audience(&[&self.0.audience]);
+        validation.leeway = self.0.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| Refusal::Invalid(format!("the token is not valid here: {e}")))?
+            .claims;
+        let granted: Vec<String> = match (&claims.scope, &claims.scp) {
+            (Some(scope), _) => scope.split_whitespace().map(str::to_string).collect(),
+            (None, Some(Value::Array(scp))) => scp
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect(),
+            (None, Some(Value::String(scp))) => {
+                scp.split_whitespace().map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        };
+        if self.0.scopes.iter().any(|needed| !granted.contains(needed)) {
+            return Err(Refusal::InsufficientScope(self.0.scopes.clone()));
+        }
+        Ok(Authenticated {
+            // An issuer is a URL, which has no space: unambiguous.
+            principal: format!("{} {}", claims.iss, claims.sub),
+        })
+    }
+
+    /// The key `kid` names (the only key when the token names none),
+    /// fetching the set again when it lacks it and the last fetch is old
+    /// enough.
+    async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, Refusal> {
+        if let Some(key) = self.cached(kid)? {
+            return Ok(key);
+        }
+        let _one = self.0.fetching.lock().await;
+        // Another request may have fetched meanwhile.
+        if let Some(key) = self.cached(kid)? {
+            return Ok(key);
+        }
+        let recent = self
+            .0
+            .keys
+            .lock()
+            .fetched
+            .is_some_and(|at| at.elapsed() < self.0.refresh_interval);
+        if recent {
+            return Err(Refusal::Invalid(format!(
+                "the token's key id {kid:?} is not one of the issuer's keys"
+            )));
+        }
+        let set = self.fetch_keys().await.map_err(Refusal::Unavailable)?;
+        *self.0.keys.lock() = Keys {
+            set,
+            fetched: Some(Instant::now()),
+        };
+        self.cached(kid)?.ok_or_else(|| {
+            Refusal::Invalid(format!(
+                "the token's key id {kid:?} is not one of the issuer's keys"
+            ))
+        })
+    }
+
+    /// The cached key `kid` names, if any.
+    fn cached(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, Refusal> {
+        let keys = self.0.keys.lock();
+        let jwk = match kid {
+            Some(kid) => keys
+                .set
+                .iter()
+                .find(|k| k.common.key_id.as_deref() == Some(kid)),
+            None if keys.set.len() == 1 => keys.set.first(),
+            None => None,
+        };
+        jwk.map(|jwk| {
+            DecodingKey::from_jwk(jwk)
+                .map_err(|e| Refusal::Invalid(format!("the issuer's key {kid:?} is unusable: {e}")))
+        })
+        .transpose()
+    }
+
+    /// The issuer's key set: its `jwks_uri` from its metadata (RFC 8414,
+    /// then OpenID Connect discovery), then the set.
+    async fn fetch_keys(&self) -> Result<Vec<Jwk>, String> {
+        let issuer = reqwest::Url::parse(&self.0.issuer).map_err(|e| e.to_string())?;
+        let path = issuer.path().trim_end_matches('/');
+        let origin = issuer.origin().ascii_serialization();
+        let candidates = [
+            format!("{origin}/.well-known/oauth-authorization-server{path}"),
+            format!("{origin}{path}/.well-known/openid-configuration"),
+        ];
+        let mut failures = Vec::new();
+        let mut jwks_uri = None;
+        for url in &candidates {
+            match self.get_json(url).await {
+                Ok(metadata) => {
+                    if metadata["issuer"].as_str() != Some(self.0.issuer.as_str()) {
+                        failures.push(format!("{url} names another issuer"));
+                        continue;
+                    }
+                    if let Some(uri) = metadata["jwks_uri"].as_str() {
+                        jwks_uri = Some(uri.to_string());
+                        break;
+                    }
+                    failures.push(format!("{url} has no jwks_uri"));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        let jwks_uri = jwks_uri
+            .ok_or_else(|| format!("cannot find the issuer's keys: {}", failures.join("; ")))?;
+        let set: JwkSet = serde_json::from_value(self.get_json(&jwks_uri).await?)
+            .map_err(|e| format!("{jwks_uri} is not a JWK set: {e}"))?;
+        Ok(set.keys)
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let response = self
+            .0
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: HTTP {}", response.status()));
+        }
+        response.json().await.map_err(|e| format!("{url}: {e}"))
+    }
+
+    /// The answer to a refused request: 401 or 403 with its
+    /// `WWW-Authenticate` challenge and a JSON-RPC error body, or 503 when
+    /// the issuer's keys cannot be had.
+    pub(crate) fn challenge(&self, refusal: &Refusal) -> Response {
+        let metadata = &self.0.metadata_url;
+        let scope = self.0.scopes.join(" ");
+        let with_scope = |mut v: String| {
+            if !scope.is_empty() {
+                v.push_str(&format!(", scope=\"{scope}\""));
+            }
+            v
+        };
+        let (status, challenge, message) = match refusal {
+            Refusal::Missing => (
+                StatusCode::UNAUTHORIZED,
+                Some(with_scope(format!(
+                    "Bearer resource_metadata=\"{metadata}\""
+                ))),
+                "Unauthorized: a bearer access token is required".to_string(),
+            ),
+            Refusal::Invalid(reason) => (
+                StatusCode::UNAUTHORIZED,
+                Some(with_scope(format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"{metadata}\"",
+                    quoted(reason)
+                ))),
+                format!("Unauthorized: {reason}"),
+            ),
+            Refusal::InsufficientScope(needed) => (
+                StatusCode::FORBIDDEN,
+                Some(format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{metadata}\", error_description=\"the token lacks a required scope\"",
+                    needed.join(" ")
+                )),
+                format!(
+                    "Forbidden: the token lacks a required scope ({})",
+                    needed.join(" ")
+                ),
+            ),
+            Refusal::Unavailable(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("Service unavailable: cannot check the token: {reason}"),
+            ),
+        };
+        // The OAuth error body (RFC 6750), as resource servers answer.
+        let error = match refusal {
+            Refusal::Missing => "unauthorized",
+            Refusal::Invalid(_) => "invalid_token",
+            Refusal::InsufficientScope(_) => "insufficient_scope",
+            Refusal::Unavailable(_) => "temporarily_unavailable",
+        };
+        let body = json!({"error": error, "error_description": message});
+        let mut response = Response::new(Body::from(body.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+/// `text` fit for a quoted-string parameter: no quotes, backslashes or
+/// control characters.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '\''
+            } else {
+                c
+            }
+        })
+        .collect()
+}
