@@ -56,6 +56,10 @@ pub struct ServerConfig {
     /// operations, sessions, tasks, connections. Off, nothing is recorded
     /// and no metrics path is served.
     pub metrics: bool,
+    /// Whether each request is handled in a `tracing` span naming its era,
+    /// method, legacy session and W3C trace context (no): every log line of
+    /// the request then carries them. Costs a span per request.
+    pub request_spans: bool,
 }
 
 /// A caching hint on a 2026-07-28 result: how long the client may treat it
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
             read_cache: CacheHint::new(Duration::ZERO, CacheScope::Private),
             discover_cache: CacheHint::new(Duration::from_secs(3600), CacheScope::Public),
             metrics: true,
+            request_spans: false,
         }
     }
 }

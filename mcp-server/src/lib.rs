@@ -86,6 +86,7 @@ mod metrics;
 mod registry;
 mod server;
 mod stdio;
+mod trace;
 
 #[doc(inline)]
 pub use self::{

@@ -124,6 +124,11 @@ struct Args {
     /// task id is then a bearer token for whoever reaches the port.
     #[arg(long, env = "MCP_SERVER_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
+    /// How log lines are written: `text`, or `json` (one object per line;
+    /// each request's lines carry its era, method, legacy session and W3C
+    /// trace id, never a token or a state value).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "MCP_SERVER_LOG_FORMAT")]
+    log_format: String,
     /// Path of the Prometheus metrics on the MCP port; `none` serves them
     /// not there. With `none` and no --metrics-listen, no metrics are kept.
     #[arg(long, default_value = "/metrics", env = "MCP_SERVER_METRICS_PATH")]
@@ -316,13 +321,22 @@ async fn shutdown_signal() {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -382,6 +396,7 @@ async fn run(args: Args) -> Result<(), String> {
     let metrics_path = probe_path(args.metrics_path)?;
     let mut config = config;
     config.metrics = metrics_path.is_some() || args.metrics_listen.is_some();
+    config.request_spans = args.log_format == "json";
     let mut builder = McpServer::builder()
         .store(stores.sessions)
         .handle_store(stores.handles)

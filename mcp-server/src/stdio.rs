@@ -127,6 +127,7 @@ async fn handle_line(
         mirrored: None,
         scope: Some(scope),
         acceptable: true,
+        traceparent: None,
     };
     let reply = match dispatcher.handle(message, &origin).await {
         Outcome::Accepted | Outcome::Batch(_) => return,

@@ -332,3 +332,103 @@ async fn every_option_can_come_from_the_environment() {
         .unwrap();
     assert!(!both.status.success(), "the command line's bad store wins");
 }
+
+#[tokio::test]
+async fn json_logs_carry_each_requests_era_method_session_and_trace_id() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let all = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let kept = all.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line.clone());
+            let parsed: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            let _ = tx.send(parsed);
+        }
+    });
+    let next = |what: &str, check: &dyn Fn(&Value) -> bool| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no log line {what}"));
+        if check(&line) {
+            return line;
+        }
+    };
+    let listening = next("listening", &|l| {
+        l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening on "))
+    });
+    let url = listening["fields"]["message"].as_str().unwrap()["listening on ".len()..].to_string();
+
+    // A modern call with trace context in `_meta`, and a secret argument.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"text": "secret-argument"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {},
+                  "traceparent": format!("00-{trace}-00f067aa0ba902b7-01")}}});
+    let answered = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .header("authorization", "Bearer secret-token")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let line = next("of the modern call", &|l| {
+        l["span"]["method"] == "tools/call"
+    });
+    assert_eq!(line["span"]["era"], "modern");
+    assert_eq!(line["span"]["trace_id"], trace);
+    assert_eq!(line["span"]["parent_span_id"], "00f067aa0ba902b7");
+    // The trace context may come from the HTTP header instead.
+    let mut legacy = common::Client::new(&url);
+    legacy.connect().await;
+    let session = legacy.session.clone().unwrap();
+    let header_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    legacy
+        .post(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                      "params": {"name": "counter", "arguments": {"by": 7}}}))
+        .header(
+            "traceparent",
+            format!("00-{header_trace}-00f067aa0ba902b7-01"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let line = next("of the legacy call", &|l| {
+        l["span"]["method"] == "tools/call" && l["span"]["era"] == "legacy"
+    });
+    assert_eq!(line["span"]["session"], session.as_str());
+    assert_eq!(line["span"]["trace_id"], header_trace);
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing the client sent as a secret was written.
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        let text = line.to_string();
+        assert!(
+            !text.contains("secret-token") && !text.contains("secret-argument"),
+            "{text}"
+        );
+    }
+}

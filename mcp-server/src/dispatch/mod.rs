@@ -82,6 +82,8 @@ pub(crate) struct Origin<'a> {
     /// Whether the transport can carry a legacy answer (on HTTP: `Accept`
     /// lists both JSON and SSE).
     pub(crate) acceptable: bool,
+    /// The HTTP `traceparent` header, read only when request spans are on.
+    pub(crate) traceparent: Option<&'a str>,
 }
 
 /// What a transport declares for a value it could not read as visible
@@ -283,6 +285,45 @@ impl Dispatcher {
     /// era without a session; anything else belongs to the legacy session
     /// the origin names.
     pub(crate) async fn handle(self: &Arc<Self>, message: Message, origin: &Origin<'_>) -> Outcome {
+        if !self.config.request_spans {
+            return self.handle_message(message, origin).await;
+        }
+        use tracing::Instrument as _;
+        let modern = matches!(
+            match &message {
+                Message::Request(r) => modern::probe(&r.method, r.params.as_deref(), origin),
+                Message::Notification(n) => modern::probe(&n.method, n.params.as_deref(), origin),
+                Message::Response(_) => modern::Probe::Legacy,
+            },
+            modern::Probe::Modern
+        );
+        let span = crate::trace::request_span(&message, modern, origin.session, origin.traceparent);
+        let outcome = self
+            .handle_message(message, origin)
+            .instrument(span.clone())
+            .await;
+        match outcome {
+            Outcome::Running(mut running) => {
+                let handling = running.handling;
+                running.handling = Box::pin(
+                    async move {
+                        let response = handling.await;
+                        tracing::info!(cancelled = response.is_none(), "request handled");
+                        response
+                    }
+                    .instrument(span),
+                );
+                Outcome::Running(running)
+            }
+            outcome => {
+                span.in_scope(|| tracing::info!("request handled"));
+                outcome
+            }
+        }
+    }
+
+    /// [`handle`](Self::handle), outside any request span.
+    async fn handle_message(self: &Arc<Self>, message: Message, origin: &Origin<'_>) -> Outcome {
         // On stdio a 2026-07-28 client cancels with a plain notification
         // (notifications carry no envelope): it reaches the connection's
         // modern requests whatever era it is taken for.

@@ -42,6 +42,8 @@ pub(super) struct PostHead {
     started: Option<std::time::Instant>,
     /// The era its `MCP-Protocol-Version` names, for the metrics.
     era: &'static str,
+    /// Its `traceparent`, when request spans are on.
+    traceparent: Option<HeaderValue>,
 }
 
 /// What a request without mirrored headers declares.
@@ -71,6 +73,12 @@ pub(super) fn head<B: RequestBody>(
     let session_id = head.session_id.cloned();
     let protocol_version = head.protocol_version.cloned();
     let era = super::era_label(protocol_version.as_ref());
+    let traceparent = app
+        .dispatcher
+        .config()
+        .request_spans
+        .then(|| parts.headers.get("traceparent").cloned())
+        .flatten();
     let head = PostHead {
         accept,
         session_id,
@@ -78,6 +86,7 @@ pub(super) fn head<B: RequestBody>(
         mirrored: mirrors.then(|| Box::new(parts.headers)),
         started,
         era,
+        traceparent,
     };
     Ok((head, principal, body))
 }
@@ -133,6 +142,7 @@ pub(super) fn post<B: RequestBody>(
                 mirrored: Some(mirrored.as_ref().unwrap_or(&NOTHING_MIRRORED)),
                 scope: None,
                 acceptable: head.accept.check_post().is_ok(),
+                traceparent: head.traceparent.as_ref().map(text),
             };
             if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
                 method = "batch";

@@ -253,7 +253,7 @@ impl TaskRuntime {
             },
         );
         let runtime = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut work = std::pin::pin!(work);
             let period = runtime.poll.max(Duration::from_millis(10));
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -299,7 +299,9 @@ impl TaskRuntime {
             // leaves a lease that lapses onto a terminal task (no change).
             runtime.release(&lease).await;
             runtime.running.lock().remove(&id);
-        });
+        }));
+        // (In the request's span, when request spans are on: the task's
+        // log lines carry its trace context.)
     }
 
     /// Records the end of the work: a result (tool errors included) as
