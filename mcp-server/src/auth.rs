@@ -58,12 +58,23 @@ struct Inner {
     fetching: tokio::sync::Mutex<()>,
 }
 
-/// The issuer's keys as last fetched.
+/// The issuer's keys as last fetched, and how the last attempt went.
 #[derive(Default)]
 struct Keys {
     set: Vec<Jwk>,
+    /// When the set was last fetched successfully.
     fetched: Option<Instant>,
+    /// When a fetch was last attempted, and whether it failed.
+    attempted: Option<(Instant, bool)>,
 }
+
+/// How long a fetched key set is used before it is fetched again (keys the
+/// issuer withdrew stop being trusted after this).
+const KEYS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// The bound on one fetch of the issuer's metadata and keys, all requests
+/// included.
+const FETCH_BUDGET: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,7 +137,23 @@ impl JwtAuth {
                     Error::Config(format!("{what} {url:?} is not an absolute http(s) URL"))
                 })
         };
-        parse("issuer", issuer)?;
+        let issuer_url = parse("issuer", issuer)?;
+        // Keys fetched in plain text could be anyone's: https, except on
+        // loopback (a local issuer, tests).
+        let loopback = match issuer_url.host_str() {
+            Some("localhost") => true,
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        };
+        if issuer_url.scheme() != "https" && !loopback {
+            return Err(Error::Config(format!(
+                "issuer {issuer:?} must be https (its keys decide who is who)"
+            )));
+        }
         let resource = parse("audience", audience)?;
         let origin = resource.origin().ascii_serialization();
         let path = resource.path().trim_end_matches('/');
@@ -199,9 +226,15 @@ impl JwtAuth {
         self.edit(|inner| inner.leeway = leeway)
     }
 
-    /// The algorithms accepted (`none` never is).
+    /// The algorithms accepted among the asymmetric ones (`none` and the
+    /// HMAC ones never are: a key published in a key set must not verify
+    /// tokens anyone could sign with it).
     pub fn algorithms(self, algorithms: &[Algorithm]) -> Self {
-        let algorithms = algorithms.to_vec();
+        let algorithms = algorithms
+            .iter()
+            .copied()
+            .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+            .collect();
         self.edit(|inner| inner.algorithms = algorithms)
     }
 
@@ -246,16 +279,17 @@ impl JwtAuth {
         let Some(header) = authorization else {
             return Err(Refusal::Missing);
         };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                Refusal::Invalid("the Authorization header is not a bearer token".into())
-            })?;
+        let text = header.to_str().unwrap_or_default();
+        let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            // Another scheme is no bearer token at all (RFC 6750 3.1: no
+            // error code then).
+            return Err(Refusal::Missing);
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(Refusal::Invalid("the bearer token is empty".into()));
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Refusal::Invalid(format!("the token is not a JWT: {e}")))?;
         if !self.0.algorithms.contains(&header.alg) {
@@ -274,6 +308,9 @@ impl JwtAuth {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|e| Refusal::Invalid(format!("the token is not valid here: {e}")))?
             .claims;
+        if claims.sub.is_empty() {
+            return Err(Refusal::Invalid("the token's subject is empty".into()));
+        }
         let granted: Vec<String> = match (&claims.scope, &claims.scp) {
             (Some(scope), _) => scope.split_whitespace().map(str::to_string).collect(),
             (None, Some(Value::Array(scp))) => scp
@@ -297,36 +334,65 @@ impl JwtAuth {
     /// The key `kid` names (the only key when the token names none),
     /// fetching the set again when it lacks it and the last fetch is old
     /// enough.
+    ///
+    /// Fetches (successful or not) are at least `refresh_interval` apart,
+    /// whoever asks: tokens naming unknown key ids cannot make the server
+    /// hammer the issuer, and while the issuer fails, requests needing a
+    /// fetch are answered at once (503) rather than queued behind it. A set
+    /// older than 15 min is fetched again (and kept if that fails).
     async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, Refusal> {
-        if let Some(key) = self.cached(kid)? {
+        let fresh = |keys: &Keys| keys.fetched.is_some_and(|at| at.elapsed() < KEYS_MAX_AGE);
+        if fresh(&self.0.keys.lock())
+            && let Some(key) = self.cached(kid)?
+        {
             return Ok(key);
         }
         let _one = self.0.fetching.lock().await;
         // Another request may have fetched meanwhile.
-        if let Some(key) = self.cached(kid)? {
+        if fresh(&self.0.keys.lock())
+            && let Some(key) = self.cached(kid)?
+        {
             return Ok(key);
         }
-        let recent = self
-            .0
-            .keys
-            .lock()
-            .fetched
-            .is_some_and(|at| at.elapsed() < self.0.refresh_interval);
-        if recent {
-            return Err(Refusal::Invalid(format!(
-                "the token's key id {kid:?} is not one of the issuer's keys"
-            )));
+        let last = self.0.keys.lock().attempted;
+        if let Some((at, failed)) = last
+            && at.elapsed() < self.0.refresh_interval
+        {
+            // Not again yet: the set held serves what it has.
+            if let Some(key) = self.cached(kid)? {
+                return Ok(key);
+            }
+            return Err(if failed {
+                Refusal::Unavailable("the issuer's keys cannot be fetched".into())
+            } else {
+                unknown_key(kid)
+            });
         }
-        let set = self.fetch_keys().await.map_err(Refusal::Unavailable)?;
-        *self.0.keys.lock() = Keys {
-            set,
-            fetched: Some(Instant::now()),
+        let fetched = match tokio::time::timeout(FETCH_BUDGET, self.fetch_keys()).await {
+            Ok(fetched) => fetched,
+            Err(_) => Err(format!("fetching the keys took over {FETCH_BUDGET:?}")),
         };
-        self.cached(kid)?.ok_or_else(|| {
-            Refusal::Invalid(format!(
-                "the token's key id {kid:?} is not one of the issuer's keys"
-            ))
-        })
+        let failed = fetched.is_err();
+        {
+            let mut keys = self.0.keys.lock();
+            match fetched {
+                Ok(set) => {
+                    keys.set = set;
+                    keys.fetched = Some(Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %self.0.issuer, "cannot fetch the issuer's keys: {e}");
+                }
+            }
+            keys.attempted = Some((Instant::now(), failed));
+        }
+        match self.cached(kid)? {
+            Some(key) => Ok(key),
+            None if failed => Err(Refusal::Unavailable(
+                "the issuer's keys cannot be fetched".into(),
+            )),
+            None => Err(unknown_key(kid)),
+        }
     }
 
     /// The cached key `kid` names, if any.
@@ -470,12 +536,15 @@ impl JwtAuth {
 /// control characters.
 fn quoted(text: &str) -> String {
     text.chars()
-        .map(|c| {
-            if c == '"' || c == '\\' || c.is_control() {
-                '\''
-            } else {
-                c
-            }
-        })
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+        .take(200)
         .collect()
+}
+
+/// The refusal of a token whose key id the issuer's set lacks.
+fn unknown_key(kid: Option<&str>) -> Refusal {
+    Refusal::Invalid(format!(
+        "the token's key id {kid:?} is not one of the issuer's keys"
+    ))
 }

@@ -129,10 +129,12 @@ struct Args {
     /// trace id, never a token or a state value).
     #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "MCP_SERVER_LOG_FORMAT")]
     log_format: String,
-    /// Path of the Prometheus metrics on the MCP port; `none` serves them
-    /// not there. With `none` and no --metrics-listen, no metrics are kept.
-    #[arg(long, default_value = "/metrics", env = "MCP_SERVER_METRICS_PATH")]
-    metrics_path: String,
+    /// Path of the Prometheus metrics on the MCP port (default /metrics;
+    /// with --auth jwt, none: the MCP port is public then, and the metrics
+    /// belong on --metrics-listen); `none` serves them not there. With
+    /// `none` and no --metrics-listen, no metrics are kept.
+    #[arg(long, env = "MCP_SERVER_METRICS_PATH")]
+    metrics_path: Option<String>,
     /// Serve the metrics (at /metrics) on this address too, a port of
     /// their own.
     #[arg(long, env = "MCP_SERVER_METRICS_LISTEN")]
@@ -357,6 +359,15 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    if args.auth != "jwt"
+        && (args.issuer.is_some() || args.audience.is_some() || !args.scopes.is_empty())
+    {
+        return Err(
+            "--issuer, --audience and --scope take effect only with --auth jwt: add it, \
+             or drop them (the server would authenticate nobody)"
+                .into(),
+        );
+    }
     let auth = match args.auth.as_str() {
         "jwt" => {
             let (Some(issuer), Some(audience)) = (&args.issuer, &args.audience) else {
@@ -393,7 +404,11 @@ async fn run(args: Args) -> Result<(), String> {
         .handshake_timeout(args.handshake_timeout)
         .max_sessions((args.max_sessions > 0).then_some(args.max_sessions))
         .task_lease(args.task_lease);
-    let metrics_path = probe_path(args.metrics_path)?;
+    let metrics_path = match args.metrics_path {
+        Some(path) => probe_path(path)?,
+        None if args.auth == "jwt" => None,
+        None => Some("/metrics".to_string()),
+    };
     let mut config = config;
     config.metrics = metrics_path.is_some() || args.metrics_listen.is_some();
     config.request_spans = args.log_format == "json";

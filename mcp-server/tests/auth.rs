@@ -219,8 +219,16 @@ async fn metadata_and_challenges_are_as_the_specification_says() {
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized");
 
-    // Not a bearer token, or not a JWT: 401 invalid_token.
-    for authorization in ["Basic dXNlcjpwYXNz", "Bearer not.a.jwt", "Bearer"] {
+    // Another scheme is no bearer token: 401 as with none, no error code.
+    let basic = setup.initialize(Some("Basic dXNlcjpwYXNz")).await;
+    assert_eq!(basic.status(), 401);
+    assert!(
+        !challenge(&basic).contains("error="),
+        "{}",
+        challenge(&basic)
+    );
+    // A bearer token that is not a JWT: 401 invalid_token.
+    for authorization in ["Bearer not.a.jwt", "Bearer", "Bearer   "] {
         let refused = setup.initialize(Some(authorization)).await;
         assert_eq!(refused.status(), 401, "{authorization}");
         let header = challenge(&refused);
@@ -230,6 +238,15 @@ async fn metadata_and_challenges_are_as_the_specification_says() {
         );
         assert!(header.contains(&format!("resource_metadata=\"{metadata_url}\"")));
     }
+
+    // What a token says never makes the challenge leave visible ASCII.
+    let odd = format!(
+        "Bearer {}.e30.sig",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256é","kid":"\"x"}"#)
+    );
+    let refused = setup.initialize(Some(&odd)).await;
+    assert_eq!(refused.status(), 401);
+    assert!(challenge(&refused).is_ascii(), "{}", challenge(&refused));
 
     // A valid token without the scope: 403 insufficient_scope, naming it.
     let narrow = setup.token_of("alice", "other:scope");
@@ -301,6 +318,7 @@ async fn only_valid_tokens_for_this_server_are_accepted() {
             token(KEY_1, "k1", good(json!({"iss": "http://127.0.0.1:1"}))),
         ),
         ("no subject", token(KEY_1, "k1", good(json!({"sub": null})))),
+        ("empty subject", token(KEY_1, "k1", good(json!({"sub": ""})))),
         // Signed with key 2 but naming key 1.
         ("bad signature", token(KEY_2, "k1", good(json!({})))),
     ];
@@ -421,4 +439,78 @@ async fn another_principal_sees_nothing_of_alices_sessions_handles_and_tasks() {
         "Bob's cancel did nothing"
     );
     setup.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_that_fails_is_asked_again_only_after_the_interval() {
+    // An issuer whose metadata answers 500.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let auth = JwtAuth::new(&url, "http://127.0.0.1:1/mcp")
+        .unwrap()
+        .refresh_interval(Duration::from_secs(3600));
+    let mut http = HttpConfig::default();
+    http.auth = Some(auth);
+    let server = TestServer::start_with(
+        demo::register(McpServer::builder()),
+        ServerConfig::default(),
+        http,
+    )
+    .await;
+    let forged = token(
+        KEY_1,
+        "any",
+        json!({"iss": url, "aud": "x", "sub": "s", "exp": now() + 60}),
+    );
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let response = reqwest::Client::new()
+            .post(&server.url)
+            .header("authorization", format!("Bearer {forged}"))
+            .header("content-type", "application/json")
+            .header("accept", common::ACCEPT_BOTH)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            503,
+            "the keys cannot be had: not the token's fault"
+        );
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains(&url),
+            "no internal address in the answer: {body}"
+        );
+    }
+    // One attempt (metadata, then the OpenID form) for all twenty, at once.
+    assert!(
+        hits.load(Ordering::SeqCst) <= 2,
+        "{}",
+        hits.load(Ordering::SeqCst)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+#[test]
+fn a_plain_http_issuer_is_refused_unless_on_loopback() {
+    assert!(JwtAuth::new("http://login.example.com", "https://mcp.example.com/mcp").is_err());
+    assert!(JwtAuth::new("https://login.example.com", "https://mcp.example.com/mcp").is_ok());
+    assert!(JwtAuth::new("http://127.0.0.1:9000", "http://127.0.0.1:8080/mcp").is_ok());
+    assert!(JwtAuth::new("http://localhost:9000", "http://localhost:8080/mcp").is_ok());
+    assert!(JwtAuth::new("not a url", "https://mcp.example.com/mcp").is_err());
 }
