@@ -15,7 +15,7 @@ use crate::{Client, ClientEvent, Error, RequestOptions, Result};
 
 /// The shortest and longest wait between two polls, whatever the server
 /// suggests.
-const MIN_POLL: Duration = Duration::from_millis(10);
+const MIN_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_secs(30);
 /// The wait when the server suggests none.
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
@@ -74,12 +74,19 @@ impl Client {
 }
 
 impl CancelOnDrop {
-    /// The wait ended: on a timeout the task is cancelled now (bounded by
-    /// the request timeout), not left to a background task a short-lived
-    /// process may never run.
+    /// The wait ended: unless the task ended, it is cancelled now (bounded
+    /// by the request timeout), not left to a background task a
+    /// short-lived process may never run.
     async fn finish<T>(&self, outcome: &Result<T>) {
         self.armed.store(false, Ordering::Release);
-        if matches!(outcome, Err(Error::Timeout { .. })) {
+        // Ended (completed, failed, cancelled): nothing to cancel. Any other
+        // error (a timeout, an input handler that failed, a poll that
+        // broke) leaves the task without anyone waiting: cancelled.
+        let ended = matches!(
+            outcome,
+            Ok(_) | Err(Error::TaskCancelled { .. } | Error::Rpc { .. })
+        );
+        if !ended {
             let bound = self.task.client.request_timeout();
             if let Ok(Err(e)) = tokio::time::timeout(bound, self.task.cancel()).await {
                 tracing::debug!(task = %self.task.id, "cannot cancel the task: {e}");
@@ -235,18 +242,22 @@ impl Task {
                     });
                 }
                 "input_required" => {
-                    let asked: Map<String, Value> = view["inputRequests"]
+                    let requests = view["inputRequests"]
                         .as_object()
-                        .map(|requests| {
-                            requests
-                                .iter()
-                                .filter(|(key, _)| !answered.contains_key(*key))
-                                .map(|(k, v)| (k.clone(), v.clone()))
-                                .collect()
-                        })
+                        .cloned()
                         .unwrap_or_default();
-                    if !asked.is_empty() {
-                        let responses = self.client.answer_inputs(&asked).await?;
+                    // Keys answered before are answered again from memory
+                    // (the user is not asked twice); new ones are asked.
+                    let (again, asked): (Map<String, Value>, Map<String, Value>) = requests
+                        .into_iter()
+                        .partition(|(key, _)| answered.contains_key(key));
+                    if !asked.is_empty() || !again.is_empty() {
+                        let mut responses = self.client.answer_inputs(&asked).await?;
+                        for key in again.keys() {
+                            if let Some(previous) = answered.get(key) {
+                                responses.insert(key.clone(), previous.clone());
+                            }
+                        }
                         let update = json!({"taskId": self.id, "inputResponses": responses});
                         self.client
                             .exchange("tasks/update", &update, &RequestOptions::default())

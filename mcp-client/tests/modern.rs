@@ -429,3 +429,40 @@ async fn list_changes_arrive_on_the_listen_stream() {
     client.disconnect().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_input_cannot_be_given_is_cancelled() {
+    let server = start(&Store::Memory, ServerConfig::default(), Arc::default()).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let client = Client::connect_http(
+        &server.url,
+        asking()
+            .on_request(|_, _| async {
+                Err(session_core::wire::ErrorObject::new(
+                    -32000,
+                    "the user went away",
+                ))
+            })
+            .on_event(move |e| seen.lock().unwrap().push(e.clone())),
+    )
+    .await
+    .unwrap();
+    let failed = client.call_tool("ask_task", json!({})).await;
+    assert!(matches!(failed, Err(Error::Input { .. })), "{failed:?}");
+    let id = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::TaskCreated { task_id, .. } => Some(task_id.clone()),
+            _ => None,
+        })
+        .expect("a task");
+    let view = client.task(&id).get().await.unwrap();
+    assert_eq!(
+        view["status"], "cancelled",
+        "nobody waits for it any more: {view}"
+    );
+    server.stop().await;
+}

@@ -109,7 +109,10 @@ impl Client {
         let budget = RequestOptions::default().timeout(self.inner.options.connect_timeout);
         loop {
             self.set_modern(&version).await;
-            let error = match self.exchange_once("server/discover", &json!({}), &budget).await {
+            let error = match self
+                .exchange_once("server/discover", &json!({}), &budget)
+                .await
+            {
                 Ok(Reply::Complete(result)) if speaks_modern(&result) => {
                     let filter = listen_filter(&result["capabilities"]);
                     self.learn(&version, result);
@@ -119,10 +122,17 @@ impl Client {
                     }
                     return Ok(());
                 }
-                Ok(_) => Error::Protocol(
-                    "server/discover answered with something that is not a discover result                      naming a revision this client speaks"
-                        .into(),
-                ),
+                Ok(_) => {
+                    // An answer, but not a modern one: a legacy server.
+                    if fall_back {
+                        return self.fall_back(true).await;
+                    }
+                    Error::Protocol(
+                        "server/discover answered with something that is not a discover \
+                         result naming a revision this client speaks"
+                            .into(),
+                    )
+                }
                 Err(e) => e,
             };
             if let Some(refusal) = unsupported_version(&error) {
@@ -133,7 +143,7 @@ impl Client {
                     continue;
                 }
                 if fall_back && supported.iter().any(|v| is_supported(v)) {
-                    return self.fall_back().await;
+                    return self.fall_back(true).await;
                 }
                 self.forget_modern();
                 return Err(Error::VersionMismatch {
@@ -143,7 +153,10 @@ impl Client {
             }
             if fall_back && sounds_legacy(&error) {
                 tracing::debug!("server/discover failed ({error}): trying the legacy era");
-                return self.fall_back().await;
+                // Only an answer says the server is legacy; a connection
+                // that failed or timed out says nothing lasting.
+                let definite = matches!(error, Error::Http { .. } | Error::Rpc { .. });
+                return self.fall_back(definite).await;
             }
             self.forget_modern();
             return Err(error);
@@ -185,12 +198,16 @@ impl Client {
         *self.inner.protocol_version.write() = None;
     }
 
-    /// The server is a legacy one: an `initialize` handshake.
-    async fn fall_back(&self) -> Result<()> {
+    /// The server is a legacy one: an `initialize` handshake. The verdict
+    /// is kept for the URL only when `definite` (the server answered like
+    /// a legacy one, rather than failing to answer).
+    async fn fall_back(&self, definite: bool) -> Result<()> {
         self.forget_modern();
         self.inner.transport.reset_session();
         self.handshake().await?;
-        self.remember(None);
+        if definite {
+            self.remember(None);
+        }
         Ok(())
     }
 

@@ -435,17 +435,30 @@ impl Shared {
             match response {
                 Ok(response) if response.status().is_success() => {
                     let (mut last_id, mut retry) = (None, None);
+                    let opened = tokio::time::Instant::now();
                     let ended = self.read_events(response, &mut last_id, &mut retry).await;
                     if matches!(ended, Ended::Stopped) {
                         return;
                     }
-                    failures = 0;
-                    delays = self.backoff();
+                    // A stream that lasted starts the backoff over; one
+                    // that ended at once (a JSON answer, an error in a
+                    // 200) counts as a failure, so it is not re-sent ten
+                    // times a second forever.
+                    if opened.elapsed() >= self.max_backoff.max(Duration::from_secs(1)) {
+                        failures = 0;
+                        delays = self.backoff();
+                    } else {
+                        failures += 1;
+                    }
                 }
                 Ok(response) => {
                     let status = response.status();
                     let body = response.bytes().await.unwrap_or_default();
-                    if let Some(error) = rpc_error(&body) {
+                    // Refused for good (the server does not offer it) only
+                    // on a 4xx; a 5xx (a replica draining) is retried.
+                    if status.is_client_error()
+                        && let Some(error) = rpc_error(&body)
+                    {
                         self.emit(ClientEvent::ListenFailed {
                             reason: format!("subscriptions/listen refused: {error}"),
                         });
@@ -502,6 +515,7 @@ impl Shared {
         }
         if !status.is_success() {
             if context.is_modern()
+                && status.is_client_error()
                 && let Some(id) = &request_id
             {
                 // The 2026-07-28 era answers its errors (an unsupported
