@@ -1,9 +1,11 @@
 //! Authorization as an OAuth 2.1 resource server (the MCP specification's
-//! `basic/authorization`): bearer access tokens that are JWTs, checked
-//! against the keys of one issuer; Protected Resource Metadata (RFC 9728);
+//! `basic/authorization`): bearer access tokens of one issuer, checked as
+//! JWTs against its keys ([`BearerAuth::jwt`]) or by asking the issuer
+//! (token introspection, RFC 7662: [`BearerAuth::introspection`], for
+//! opaque tokens); Protected Resource Metadata (RFC 9728);
 //! `WWW-Authenticate` challenges (RFC 6750).
 //!
-//! A token is accepted when its signature verifies with a key of the
+//! A JWT is accepted when its signature verifies with a key of the
 //! issuer's JWKS (found through the issuer's metadata, RFC 8414 or OpenID
 //! Connect discovery), with an algorithm allowed here (never `none`), its
 //! `iss` is the issuer, its `aud` names this server's canonical URI
@@ -15,7 +17,7 @@
 //!
 //! Keys are fetched once and kept; a token naming a key id the set lacks
 //! makes the server fetch the set again (a key rotation), at most once per
-//! [`JwtAuth::refresh_interval`].
+//! [`BearerAuth::refresh_interval`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +40,7 @@ const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 /// Checks JWT bearer tokens for one issuer and audience; see the module
 /// documentation. Cheap to clone (shared state).
 #[derive(Clone)]
-pub struct JwtAuth(Arc<Inner>);
+pub struct BearerAuth(Arc<Inner>);
 
 struct Inner {
     issuer: String,
@@ -56,7 +58,31 @@ struct Inner {
     keys: Mutex<Keys>,
     /// Serializes fetches of the key set.
     fetching: tokio::sync::Mutex<()>,
+    /// Set for tokens checked by introspection rather than as JWTs.
+    introspection: Option<Introspection>,
 }
+
+/// Token introspection (RFC 7662): the issuer says whether a token is
+/// active, and for whom.
+struct Introspection {
+    client_id: String,
+    client_secret: String,
+    /// The endpoint, once known (configured, or from the issuer's
+    /// metadata).
+    endpoint: Mutex<Option<String>>,
+    /// Answers by the token's SHA-256, each until its time.
+    cache: Mutex<foldhash::HashMap<[u8; 32], Answer>>,
+}
+
+/// An introspection answer kept: until when, and what it said.
+type Answer = (Instant, Result<Authenticated, Refusal>);
+
+/// How long an introspection answer is reused (never past the token's
+/// expiry).
+const INTROSPECTION_CACHE: Duration = Duration::from_secs(30);
+
+/// The most introspection answers kept; beyond, the cache starts over.
+const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
 
 /// The issuer's keys as last fetched, and how the last attempt went.
 #[derive(Default)]
@@ -76,9 +102,9 @@ const KEYS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 /// included.
 const FETCH_BUDGET: Duration = Duration::from_secs(5);
 
-impl std::fmt::Debug for JwtAuth {
+impl std::fmt::Debug for BearerAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtAuth")
+        f.debug_struct("BearerAuth")
             .field("issuer", &self.0.issuer)
             .field("audience", &self.0.audience)
             .field("scopes", &self.0.scopes)
@@ -117,7 +143,43 @@ struct Claims {
     scp: Option<Value>,
 }
 
-impl JwtAuth {
+impl BearerAuth {
+    /// Opaque tokens from `issuer`, checked at its introspection endpoint
+    /// (RFC 7662; from its metadata's `introspection_endpoint`, or
+    /// [`introspection_endpoint`](Self::introspection_endpoint)) with this
+    /// server's client credentials, for the server whose canonical URI is
+    /// `audience`. An answer is reused for 30 s (never past the token's
+    /// expiry). The token must be `active`, name `audience` in its `aud`,
+    /// have a `sub`, not be expired, and carry the required scopes.
+    ///
+    /// # Errors
+    ///
+    /// As [`jwt`](Self::jwt).
+    pub fn introspection(
+        issuer: &str,
+        audience: &str,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<Self, Error> {
+        let auth = BearerAuth::jwt(issuer, audience)?;
+        let introspection = Introspection {
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            endpoint: Mutex::new(None),
+            cache: Mutex::default(),
+        };
+        Ok(auth.edit(|inner| inner.introspection = Some(introspection)))
+    }
+
+    /// Sets the introspection endpoint rather than reading it from the
+    /// issuer's metadata (introspection only).
+    pub fn introspection_endpoint(self, url: &str) -> Self {
+        if let Some(introspection) = &self.0.introspection {
+            *introspection.endpoint.lock() = Some(url.to_string());
+        }
+        self
+    }
+
     /// Tokens from `issuer` (its URL, as in the tokens' `iss`) for the
     /// server whose canonical URI is `audience` (e.g.
     /// `https://mcp.example.com/mcp`), with no scope required, the
@@ -128,7 +190,7 @@ impl JwtAuth {
     ///
     /// [`Error::Config`] when `issuer` or `audience` is not an absolute
     /// `http`/`https` URL.
-    pub fn new(issuer: &str, audience: &str) -> Result<Self, Error> {
+    pub fn jwt(issuer: &str, audience: &str) -> Result<Self, Error> {
         let parse = |what: &str, url: &str| {
             reqwest::Url::parse(url)
                 .ok()
@@ -171,7 +233,7 @@ impl JwtAuth {
             .map_err(|e| {
                 Error::Config(format!("cannot build the HTTP client for the issuer: {e}"))
             })?;
-        Ok(JwtAuth(Arc::new(Inner {
+        Ok(BearerAuth(Arc::new(Inner {
             issuer: issuer.to_string(),
             audience: audience.to_string(),
             scopes: Vec::new(),
@@ -193,25 +255,23 @@ impl JwtAuth {
             http,
             keys: Mutex::default(),
             fetching: tokio::sync::Mutex::new(()),
+            introspection: None,
         })))
     }
 
     fn edit(self, change: impl FnOnce(&mut Inner)) -> Self {
-        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
-            issuer: shared.issuer.clone(),
-            audience: shared.audience.clone(),
-            scopes: shared.scopes.clone(),
-            algorithms: shared.algorithms.clone(),
-            leeway: shared.leeway,
-            refresh_interval: shared.refresh_interval,
-            metadata_url: shared.metadata_url.clone(),
-            metadata_paths: shared.metadata_paths.clone(),
-            http: shared.http.clone(),
-            keys: Mutex::default(),
-            fetching: tokio::sync::Mutex::new(()),
-        });
-        change(&mut inner);
-        JwtAuth(Arc::new(inner))
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                change(&mut inner);
+                BearerAuth(Arc::new(inner))
+            }
+            // Already shared (cloned before being configured): left as it
+            // is, as configuring a copy would split its caches.
+            Err(shared) => {
+                tracing::warn!("BearerAuth configured after being cloned: the change is ignored");
+                BearerAuth(shared)
+            }
+        }
     }
 
     /// Requires these scopes of every request (403 `insufficient_scope`
@@ -289,6 +349,9 @@ impl JwtAuth {
         let token = token.trim();
         if token.is_empty() {
             return Err(Refusal::Invalid("the bearer token is empty".into()));
+        }
+        if let Some(introspection) = &self.0.introspection {
+            return self.introspect(introspection, token).await;
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Refusal::Invalid(format!("the token is not a JWT: {e}")))?;
@@ -395,6 +458,163 @@ impl JwtAuth {
         }
     }
 
+    /// Asks the issuer about `token` (or reuses a recent answer).
+    async fn introspect(
+        &self,
+        introspection: &Introspection,
+        token: &str,
+    ) -> Result<Authenticated, Refusal> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some((until, answer)) = introspection.cache.lock().get(&digest)
+            && Instant::now() < *until
+        {
+            return answer.clone();
+        }
+        let endpoint = self.introspection_endpoint_url(introspection).await?;
+        let asked = self
+            .0
+            .http
+            .post(&endpoint)
+            .basic_auth(&introspection.client_id, Some(&introspection.client_secret))
+            .header("accept", "application/json")
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send();
+        let answer: Value = match tokio::time::timeout(FETCH_BUDGET, asked).await {
+            Ok(Ok(response)) if response.status().is_success() => {
+                response.json().await.map_err(|e| {
+                    tracing::warn!("the issuer's introspection answer is not JSON: {e}");
+                    Refusal::Unavailable("the issuer cannot be asked about the token".into())
+                })?
+            }
+            Ok(Ok(response)) => {
+                tracing::warn!(status = %response.status(), "the issuer refused to introspect a token");
+                return Err(Refusal::Unavailable(
+                    "the issuer cannot be asked about the token".into(),
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("cannot reach the issuer's introspection endpoint: {e}");
+                return Err(Refusal::Unavailable(
+                    "the issuer cannot be asked about the token".into(),
+                ));
+            }
+            Err(_) => {
+                tracing::warn!("the issuer's introspection endpoint took over {FETCH_BUDGET:?}");
+                return Err(Refusal::Unavailable(
+                    "the issuer cannot be asked about the token".into(),
+                ));
+            }
+        };
+        let (verdict, expires) = self.judge(&answer);
+        let until = expires.map_or(Instant::now() + INTROSPECTION_CACHE, |at| {
+            (Instant::now() + INTROSPECTION_CACHE).min(at)
+        });
+        let mut cache = introspection.cache.lock();
+        if cache.len() >= INTROSPECTION_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(digest, (until, verdict.clone()));
+        verdict
+    }
+
+    /// What an introspection answer says of the token, and when the token
+    /// expires (as an instant here), if it says.
+    fn judge(&self, answer: &Value) -> (Result<Authenticated, Refusal>, Option<Instant>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let leeway = self.0.leeway.as_secs();
+        let exp = answer["exp"].as_u64();
+        let expires = exp.and_then(|exp| {
+            Instant::now().checked_add(Duration::from_secs(
+                exp.saturating_add(leeway).saturating_sub(now),
+            ))
+        });
+        let refuse = |why: &str| (Err(Refusal::Invalid(why.to_string())), expires);
+        if answer["active"] != Value::Bool(true) {
+            return refuse("the token is not active");
+        }
+        if exp.is_some_and(|exp| exp.saturating_add(leeway) <= now) {
+            return refuse("the token has expired");
+        }
+        if answer["nbf"]
+            .as_u64()
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return refuse("the token is not valid yet");
+        }
+        if let Some(iss) = answer["iss"].as_str()
+            && iss != self.0.issuer
+        {
+            return refuse("the token is of another issuer");
+        }
+        let audience = &self.0.audience;
+        let for_us = match &answer["aud"] {
+            Value::String(aud) => aud == audience,
+            Value::Array(auds) => auds.iter().any(|a| a.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !for_us {
+            return refuse("the token is not for this server (its audience)");
+        }
+        let Some(sub) = answer["sub"].as_str().filter(|s| !s.is_empty()) else {
+            return refuse("the token has no subject");
+        };
+        let granted: Vec<&str> = answer["scope"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if self
+            .0
+            .scopes
+            .iter()
+            .any(|needed| !granted.contains(&needed.as_str()))
+        {
+            return (
+                Err(Refusal::InsufficientScope(self.0.scopes.clone())),
+                expires,
+            );
+        }
+        (
+            Ok(Authenticated {
+                principal: format!("{} {sub}", self.0.issuer),
+            }),
+            expires,
+        )
+    }
+
+    /// The introspection endpoint: configured, or read once from the
+    /// issuer's metadata.
+    async fn introspection_endpoint_url(
+        &self,
+        introspection: &Introspection,
+    ) -> Result<String, Refusal> {
+        if let Some(endpoint) = introspection.endpoint.lock().clone() {
+            return Ok(endpoint);
+        }
+        let _one = self.0.fetching.lock().await;
+        if let Some(endpoint) = introspection.endpoint.lock().clone() {
+            return Ok(endpoint);
+        }
+        let found = match tokio::time::timeout(FETCH_BUDGET, self.issuer_metadata()).await {
+            Ok(Ok(metadata)) => metadata["introspection_endpoint"]
+                .as_str()
+                .map(str::to_string),
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read the issuer's metadata: {e}");
+                None
+            }
+            Err(_) => None,
+        };
+        let endpoint = found.ok_or_else(|| {
+            Refusal::Unavailable("the issuer's introspection endpoint is unknown".into())
+        })?;
+        *introspection.endpoint.lock() = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
     /// The cached key `kid` names, if any.
     fn cached(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, Refusal> {
         let keys = self.0.keys.lock();
@@ -416,6 +636,18 @@ impl JwtAuth {
     /// The issuer's key set: its `jwks_uri` from its metadata (RFC 8414,
     /// then OpenID Connect discovery), then the set.
     async fn fetch_keys(&self) -> Result<Vec<Jwk>, String> {
+        let metadata = self.issuer_metadata().await?;
+        let jwks_uri = metadata["jwks_uri"]
+            .as_str()
+            .ok_or("the issuer's metadata has no jwks_uri")?;
+        let set: JwkSet = serde_json::from_value(self.get_json(jwks_uri).await?)
+            .map_err(|e| format!("{jwks_uri} is not a JWK set: {e}"))?;
+        Ok(set.keys)
+    }
+
+    /// The issuer's metadata: RFC 8414, else OpenID Connect discovery; it
+    /// must name this issuer.
+    async fn issuer_metadata(&self) -> Result<Value, String> {
         let issuer = reqwest::Url::parse(&self.0.issuer).map_err(|e| e.to_string())?;
         let path = issuer.path().trim_end_matches('/');
         let origin = issuer.origin().ascii_serialization();
@@ -424,28 +656,19 @@ impl JwtAuth {
             format!("{origin}{path}/.well-known/openid-configuration"),
         ];
         let mut failures = Vec::new();
-        let mut jwks_uri = None;
         for url in &candidates {
             match self.get_json(url).await {
-                Ok(metadata) => {
-                    if metadata["issuer"].as_str() != Some(self.0.issuer.as_str()) {
-                        failures.push(format!("{url} names another issuer"));
-                        continue;
-                    }
-                    if let Some(uri) = metadata["jwks_uri"].as_str() {
-                        jwks_uri = Some(uri.to_string());
-                        break;
-                    }
-                    failures.push(format!("{url} has no jwks_uri"));
+                Ok(metadata) if metadata["issuer"].as_str() == Some(self.0.issuer.as_str()) => {
+                    return Ok(metadata);
                 }
+                Ok(_) => failures.push(format!("{url} names another issuer")),
                 Err(e) => failures.push(e),
             }
         }
-        let jwks_uri = jwks_uri
-            .ok_or_else(|| format!("cannot find the issuer's keys: {}", failures.join("; ")))?;
-        let set: JwkSet = serde_json::from_value(self.get_json(&jwks_uri).await?)
-            .map_err(|e| format!("{jwks_uri} is not a JWK set: {e}"))?;
-        Ok(set.keys)
+        Err(format!(
+            "cannot read the issuer's metadata: {}",
+            failures.join("; ")
+        ))
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, String> {

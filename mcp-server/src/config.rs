@@ -249,7 +249,7 @@ pub struct HttpConfig {
     /// default): nobody is authenticated, and the principal is whatever an
     /// embedding application puts in the request's extensions
     /// ([`Principal`](crate::Principal)).
-    pub auth: Option<crate::JwtAuth>,
+    pub auth: Option<crate::BearerAuth>,
 }
 
 impl Default for HttpConfig {

@@ -90,7 +90,7 @@ mod trace;
 
 #[doc(inline)]
 pub use self::{
-    auth::JwtAuth,
+    auth::BearerAuth,
     config::{CacheHint, CacheScope, DEFAULT_LISTEN, HttpConfig, ResponseMode, ServerConfig},
     context::{RequestContext, ScopedHandles, SessionHandle},
     error::{Error, Rejection, Result},

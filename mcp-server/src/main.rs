@@ -104,8 +104,19 @@ struct Args {
     /// Who may call: `none` (nobody is authenticated: loopback only, unless
     /// --allow-unauthenticated) or `jwt` (an OAuth resource server: every
     /// request needs a bearer JWT from --issuer for --audience).
-    #[arg(long, default_value = "none", value_parser = ["none", "jwt"], env = "MCP_SERVER_AUTH")]
+    #[arg(long, default_value = "none", value_parser = ["none", "jwt", "introspection"], env = "MCP_SERVER_AUTH")]
     auth: String,
+    /// With --auth introspection: this server's client id at the issuer.
+    #[arg(long, env = "MCP_SERVER_CLIENT_ID")]
+    client_id: Option<String>,
+    /// With --auth introspection: this server's client secret (better from
+    /// the environment than the command line).
+    #[arg(long, env = "MCP_SERVER_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// With --auth introspection: the endpoint, if the issuer's metadata
+    /// does not name it.
+    #[arg(long, env = "MCP_SERVER_INTROSPECTION_URL")]
+    introspection_url: Option<String>,
     /// With --auth jwt: the issuer's URL (its metadata at
     /// /.well-known/oauth-authorization-server or openid-configuration
     /// names its keys).
@@ -359,28 +370,43 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    if args.auth != "jwt"
+    if args.auth == "none"
         && (args.issuer.is_some() || args.audience.is_some() || !args.scopes.is_empty())
     {
         return Err(
-            "--issuer, --audience and --scope take effect only with --auth jwt: add it, \
-             or drop them (the server would authenticate nobody)"
+            "--issuer, --audience and --scope take effect only with --auth jwt or \
+             --auth introspection: add one, or drop them (the server would authenticate nobody)"
                 .into(),
         );
     }
     let auth = match args.auth.as_str() {
-        "jwt" => {
+        "none" => None,
+        mode => {
             let (Some(issuer), Some(audience)) = (&args.issuer, &args.audience) else {
-                return Err("--auth jwt needs --issuer URL and --audience URI".into());
+                return Err(format!(
+                    "--auth {mode} needs --issuer URL and --audience URI"
+                ));
+            };
+            let auth = if mode == "introspection" {
+                let (Some(id), Some(secret)) = (&args.client_id, &args.client_secret) else {
+                    return Err(
+                        "--auth introspection needs --client-id and --client-secret \
+                         (MCP_SERVER_CLIENT_SECRET)"
+                            .into(),
+                    );
+                };
+                let auth = mcp_server::BearerAuth::introspection(issuer, audience, id, secret)
+                    .map_err(|e| e.to_string())?;
+                match &args.introspection_url {
+                    Some(url) => auth.introspection_endpoint(url),
+                    None => auth,
+                }
+            } else {
+                mcp_server::BearerAuth::jwt(issuer, audience).map_err(|e| e.to_string())?
             };
             let scopes: Vec<&str> = args.scopes.iter().map(String::as_str).collect();
-            Some(
-                mcp_server::JwtAuth::new(issuer, audience)
-                    .map_err(|e| e.to_string())?
-                    .required_scopes(&scopes),
-            )
+            Some(auth.required_scopes(&scopes))
         }
-        _ => None,
     };
     if auth.is_none()
         && !args.stdio
@@ -406,7 +432,7 @@ async fn run(args: Args) -> Result<(), String> {
         .task_lease(args.task_lease);
     let metrics_path = match args.metrics_path {
         Some(path) => probe_path(path)?,
-        None if args.auth == "jwt" => None,
+        None if args.auth != "none" => None,
         None => Some("/metrics".to_string()),
     };
     let mut config = config;

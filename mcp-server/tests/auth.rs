@@ -16,7 +16,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use common::{Client, Modern, TestServer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mcp_server::{HttpConfig, JwtAuth, McpServer, ServerConfig, demo};
+use mcp_server::{BearerAuth, HttpConfig, McpServer, ServerConfig, demo};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -53,6 +53,9 @@ struct Issuer {
     url: String,
     keys: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    /// What introspection says of each opaque token.
+    tokens: Arc<Mutex<std::collections::HashMap<String, Value>>>,
+    introspections: Arc<AtomicUsize>,
 }
 
 impl Issuer {
@@ -61,14 +64,51 @@ impl Issuer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let keys = Arc::new(Mutex::new(vec![jwk("k1", KEY_1_XY)]));
         let fetches = Arc::new(AtomicUsize::new(0));
+        let tokens = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let introspections = Arc::new(AtomicUsize::new(0));
         let metadata = json!({
             "issuer": url,
             "jwks_uri": format!("{url}/jwks"),
+            "introspection_endpoint": format!("{url}/introspect"),
             "authorization_endpoint": format!("{url}/authorize"),
             "token_endpoint": format!("{url}/token"),
         });
         let (set, counted) = (keys.clone(), fetches.clone());
+        let (table, asked) = (tokens.clone(), introspections.clone());
         let app = axum::Router::new()
+            .route(
+                "/introspect",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    let table = table.clone();
+                    async move {
+                        // This server's client credentials, as Basic auth.
+                        let expected = format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD.encode("client:secret")
+                        );
+                        if headers.get("authorization").map(|v| v.to_str().unwrap())
+                            != Some(&expected)
+                        {
+                            return (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                json_body(&json!({"error": "invalid_client"})),
+                            );
+                        }
+                        let token = body
+                            .split('&')
+                            .find_map(|pair| pair.strip_prefix("token="))
+                            .unwrap_or_default()
+                            .to_string();
+                        let answer = table
+                            .lock()
+                            .get(&token)
+                            .cloned()
+                            .unwrap_or(json!({"active": false}));
+                        (axum::http::StatusCode::OK, json_body(&answer))
+                    }
+                }),
+            )
             .route(
                 "/.well-known/oauth-authorization-server",
                 get(move || {
@@ -85,7 +125,13 @@ impl Issuer {
                 }),
             );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Issuer { url, keys, fetches }
+        Issuer {
+            url,
+            keys,
+            fetches,
+            tokens,
+            introspections,
+        }
     }
 
     fn rotate(&self) {
@@ -133,7 +179,7 @@ impl Setup {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let audience = format!("http://{addr}/mcp");
-        let auth = JwtAuth::new(&issuer.url, &audience)
+        let auth = BearerAuth::jwt(&issuer.url, &audience)
             .unwrap()
             .required_scopes(&[SCOPE])
             .leeway(Duration::from_secs(5))
@@ -318,7 +364,10 @@ async fn only_valid_tokens_for_this_server_are_accepted() {
             token(KEY_1, "k1", good(json!({"iss": "http://127.0.0.1:1"}))),
         ),
         ("no subject", token(KEY_1, "k1", good(json!({"sub": null})))),
-        ("empty subject", token(KEY_1, "k1", good(json!({"sub": ""})))),
+        (
+            "empty subject",
+            token(KEY_1, "k1", good(json!({"sub": ""}))),
+        ),
         // Signed with key 2 but naming key 1.
         ("bad signature", token(KEY_2, "k1", good(json!({})))),
     ];
@@ -453,7 +502,7 @@ async fn an_issuer_that_fails_is_asked_again_only_after_the_interval() {
         async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let auth = JwtAuth::new(&url, "http://127.0.0.1:1/mcp")
+    let auth = BearerAuth::jwt(&url, "http://127.0.0.1:1/mcp")
         .unwrap()
         .refresh_interval(Duration::from_secs(3600));
     let mut http = HttpConfig::default();
@@ -508,9 +557,101 @@ async fn an_issuer_that_fails_is_asked_again_only_after_the_interval() {
 
 #[test]
 fn a_plain_http_issuer_is_refused_unless_on_loopback() {
-    assert!(JwtAuth::new("http://login.example.com", "https://mcp.example.com/mcp").is_err());
-    assert!(JwtAuth::new("https://login.example.com", "https://mcp.example.com/mcp").is_ok());
-    assert!(JwtAuth::new("http://127.0.0.1:9000", "http://127.0.0.1:8080/mcp").is_ok());
-    assert!(JwtAuth::new("http://localhost:9000", "http://localhost:8080/mcp").is_ok());
-    assert!(JwtAuth::new("not a url", "https://mcp.example.com/mcp").is_err());
+    assert!(BearerAuth::jwt("http://login.example.com", "https://mcp.example.com/mcp").is_err());
+    assert!(BearerAuth::jwt("https://login.example.com", "https://mcp.example.com/mcp").is_ok());
+    assert!(BearerAuth::jwt("http://127.0.0.1:9000", "http://127.0.0.1:8080/mcp").is_ok());
+    assert!(BearerAuth::jwt("http://localhost:9000", "http://localhost:8080/mcp").is_ok());
+    assert!(BearerAuth::jwt("not a url", "https://mcp.example.com/mcp").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_checked_by_introspection_and_the_answer_reused() {
+    let issuer = Issuer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let audience = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let active = |sub: &str, aud: &str, scope: &str| {
+        json!({"active": true, "sub": sub, "aud": aud, "scope": scope,
+               "iss": issuer.url, "exp": now() + 600})
+    };
+    {
+        let mut tokens = issuer.tokens.lock();
+        tokens.insert("alice-token".into(), active("alice", &audience, SCOPE));
+        tokens.insert("bob-token".into(), active("bob", &audience, SCOPE));
+        tokens.insert(
+            "other-audience".into(),
+            active("alice", "http://elsewhere/mcp", SCOPE),
+        );
+        tokens.insert("narrow".into(), active("alice", &audience, "other"));
+        tokens.insert(
+            "expired".into(),
+            json!({"active": true, "sub": "alice", "aud": audience,
+                                               "scope": SCOPE, "exp": now() - 600}),
+        );
+    }
+    let auth = BearerAuth::introspection(&issuer.url, &audience, "client", "secret")
+        .unwrap()
+        .required_scopes(&[SCOPE]);
+    let mut http = HttpConfig::default();
+    http.auth = Some(auth);
+    let server =
+        TestServer::serve_on(demo::register(McpServer::builder()).build(), http, listener).await;
+    let setup = Setup {
+        issuer,
+        server,
+        audience,
+    };
+    let status = |response: &reqwest::Response| response.status().as_u16();
+    let accepted = setup.initialize(Some("Bearer alice-token")).await;
+    assert_eq!(status(&accepted), 200);
+    let asked = setup.issuer.introspections.load(Ordering::SeqCst);
+    assert_eq!(
+        setup.initialize(Some("Bearer alice-token")).await.status(),
+        200
+    );
+    assert_eq!(
+        setup.issuer.introspections.load(Ordering::SeqCst),
+        asked,
+        "the answer is reused"
+    );
+    for (token, expected) in [
+        ("unknown", 401),
+        ("other-audience", 401),
+        ("expired", 401),
+        ("narrow", 403),
+    ] {
+        let response = setup.initialize(Some(&format!("Bearer {token}"))).await;
+        assert_eq!(status(&response), expected, "{token}");
+    }
+    // Alice's session is not Bob's.
+    let mut mine = Client::with_token(&setup.server.url, "alice-token");
+    mine.connect().await;
+    let mut theirs = Client::with_token(&setup.server.url, "bob-token");
+    theirs.session = mine.session.clone();
+    let replayed = theirs
+        .post(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 404);
+    setup.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_refusing_our_client_credentials_is_a_503_not_a_401() {
+    let issuer = Issuer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let audience = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let auth = BearerAuth::introspection(&issuer.url, &audience, "client", "wrong").unwrap();
+    let mut http = HttpConfig::default();
+    http.auth = Some(auth);
+    let server =
+        TestServer::serve_on(demo::register(McpServer::builder()).build(), http, listener).await;
+    let setup = Setup {
+        issuer,
+        server,
+        audience,
+    };
+    let response = setup.initialize(Some("Bearer whatever")).await;
+    assert_eq!(response.status(), 503);
+    setup.server.stop().await;
 }
