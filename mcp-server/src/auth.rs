@@ -130,6 +130,19 @@ pub(crate) enum Refusal {
 pub(crate) struct Authenticated {
     /// The issuer and the subject.
     pub(crate) principal: String,
+    /// The scopes the token carries.
+    pub(crate) scopes: Vec<String>,
+}
+
+/// The scopes of a request's accepted token, in its extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct GrantedScopes(pub(crate) Arc<[String]>);
+
+impl GrantedScopes {
+    /// Whether any scope of `needed` is not granted.
+    pub(crate) fn missing(&self, needed: &[String]) -> bool {
+        needed.iter().any(|scope| !self.0.contains(scope))
+    }
 }
 
 /// The claims read from a token.
@@ -391,6 +404,7 @@ impl BearerAuth {
         Ok(Authenticated {
             // An issuer is a URL, which has no space: unambiguous.
             principal: format!("{} {}", claims.iss, claims.sub),
+            scopes: granted,
         })
     }
 
@@ -561,17 +575,13 @@ impl BearerAuth {
         let Some(sub) = answer["sub"].as_str().filter(|s| !s.is_empty()) else {
             return refuse("the token has no subject");
         };
-        let granted: Vec<&str> = answer["scope"]
+        let granted: Vec<String> = answer["scope"]
             .as_str()
             .unwrap_or("")
             .split_whitespace()
+            .map(str::to_string)
             .collect();
-        if self
-            .0
-            .scopes
-            .iter()
-            .any(|needed| !granted.contains(&needed.as_str()))
-        {
+        if self.0.scopes.iter().any(|needed| !granted.contains(needed)) {
             return (
                 Err(Refusal::InsufficientScope(self.0.scopes.clone())),
                 expires,
@@ -580,6 +590,7 @@ impl BearerAuth {
         (
             Ok(Authenticated {
                 principal: format!("{} {sub}", self.0.issuer),
+                scopes: granted,
             }),
             expires,
         )

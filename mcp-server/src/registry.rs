@@ -151,6 +151,8 @@ pub(crate) struct Registry {
     /// Tools declared safe to run again from the start when their task's
     /// worker is lost.
     pub(crate) rerun_safe: std::collections::HashSet<String>,
+    /// Scopes a caller's token must carry to call a tool, by name.
+    pub(crate) tool_scopes: HashMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -173,6 +175,11 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// Whether tool `name` may run as a task.
+    /// The scopes a token must carry to call tool `name` (none if empty).
+    pub(crate) fn tool_scopes(&self, name: &str) -> &[String] {
+        self.tool_scopes.get(name).map_or(&[], Vec::as_slice)
+    }
+
     pub(crate) fn task_support(&self, name: &str) -> TaskSupport {
         self.task_support.get(name).copied().unwrap_or_default()
     }

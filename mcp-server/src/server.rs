@@ -325,6 +325,19 @@ impl McpServerBuilder {
         self
     }
 
+    /// Requires `scopes` of the bearer token of whoever calls tool `name`
+    /// (with [`HttpConfig::auth`](crate::HttpConfig::auth) set): a token
+    /// without them gets 403 `insufficient_scope` naming them, as the
+    /// specification's step-up authorization has it. Without
+    /// authorization (and on stdio) nothing is checked.
+    pub fn tool_scopes(mut self, name: &str, scopes: &[&str]) -> Self {
+        self.registry.tool_scopes.insert(
+            name.to_string(),
+            scopes.iter().map(|s| s.to_string()).collect(),
+        );
+        self
+    }
+
     /// Lets tool `name` (added before or after) run as a task (the
     /// `io.modelcontextprotocol/tasks` extension); see [`TaskSupport`].
     pub fn task_support(mut self, name: &str, support: TaskSupport) -> Self {

@@ -655,3 +655,76 @@ async fn an_issuer_refusing_our_client_credentials_is_a_503_not_a_401() {
     assert_eq!(response.status(), 503);
     setup.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_can_require_scopes_of_its_own() {
+    let issuer = Issuer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let audience = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let auth = BearerAuth::jwt(&issuer.url, &audience)
+        .unwrap()
+        .required_scopes(&[SCOPE]);
+    let mut http = HttpConfig::default();
+    http.auth = Some(auth);
+    let server = demo::register(McpServer::builder())
+        .tool_scopes("counter", &["counter:write"])
+        .build();
+    let server = TestServer::serve_on(server, http, listener).await;
+    let setup = Setup {
+        issuer,
+        server,
+        audience,
+    };
+    let metadata_url = format!(
+        "http://{}/.well-known/oauth-protected-resource/mcp",
+        setup.server.addr
+    );
+
+    // The server's scope alone: echo yes, counter no (403 naming its scope).
+    let narrow = setup.token_of("alice", SCOPE);
+    let mut client = Client::with_token(&setup.server.url, &narrow);
+    client.connect().await;
+    assert_eq!(
+        client.tool("echo", json!({"text": "hi"})).await["content"][0]["text"],
+        "hi"
+    );
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "counter", "arguments": {"by": 1}}});
+    let refused = client.post(&call).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        challenge(&refused),
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"counter:write\", resource_metadata=\"{metadata_url}\", error_description=\"the token lacks a required scope\""
+        )
+    );
+    // Not through a batch either (revision 2025-03-26).
+    let mut old = Client::with_token(&setup.server.url, &narrow);
+    old.version = "2025-03-26".into();
+    old.connect().await;
+    let batch = old
+        .post(&json!([{"jsonrpc": "2.0", "id": 4, "method": "ping"}, call]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), 403);
+    // Nor in the modern era.
+    let mut modern = Modern::new(&setup.server.url);
+    modern
+        .headers
+        .push(("authorization", format!("Bearer {narrow}")));
+    let answer = modern
+        .call("tools/call", json!({"name": "counter", "arguments": {}}))
+        .await;
+    assert_eq!(answer.status, 403);
+
+    // With the tool's scope too: allowed.
+    let wide = setup.token_of("alice", &format!("{SCOPE} counter:write"));
+    let mut client = Client::with_token(&setup.server.url, &wide);
+    client.connect().await;
+    assert_eq!(
+        client.tool("counter", json!({"by": 2})).await["structuredContent"]["counter"],
+        2
+    );
+    setup.server.stop().await;
+}

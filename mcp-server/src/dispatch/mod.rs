@@ -545,6 +545,11 @@ impl Dispatcher {
         &self.config
     }
 
+    /// The scopes a token must carry to call tool `name`.
+    pub(crate) fn tool_scopes(&self, name: &str) -> &[String] {
+        self.registry.tool_scopes(name)
+    }
+
     /// The server's metrics, unless they are off.
     pub(crate) fn metrics(&self) -> Option<&Arc<crate::Metrics>> {
         self.metrics.as_ref()

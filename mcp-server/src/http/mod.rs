@@ -307,6 +307,9 @@ impl Endpoint {
                 match checked {
                     Ok(who) => {
                         request.extensions_mut().insert(Principal(who.principal));
+                        request
+                            .extensions_mut()
+                            .insert(crate::auth::GrantedScopes(who.scopes.into()));
                         match endpoint.authorized(request) {
                             Either::Left(ready) => ready.await,
                             Either::Right(later) => later.await,

@@ -44,6 +44,8 @@ pub(super) struct PostHead {
     era: &'static str,
     /// Its `traceparent`, when request spans are on.
     traceparent: Option<HeaderValue>,
+    /// The scopes of its token, when authorization is on.
+    granted: Option<crate::auth::GrantedScopes>,
 }
 
 /// What a request without mirrored headers declares.
@@ -73,6 +75,10 @@ pub(super) fn head<B: RequestBody>(
     let session_id = head.session_id.cloned();
     let protocol_version = head.protocol_version.cloned();
     let era = super::era_label(protocol_version.as_ref());
+    let granted = parts
+        .extensions
+        .get::<crate::auth::GrantedScopes>()
+        .cloned();
     let traceparent = app
         .dispatcher
         .config()
@@ -87,6 +93,7 @@ pub(super) fn head<B: RequestBody>(
         started,
         era,
         traceparent,
+        granted,
     };
     Ok((head, principal, body))
 }
@@ -94,6 +101,49 @@ pub(super) fn head<B: RequestBody>(
 /// A header value as text; one that is not visible ASCII as [`NOT_TEXT`].
 pub(super) fn text(value: &HeaderValue) -> &str {
     value.to_str().unwrap_or(NOT_TEXT)
+}
+
+/// The scopes a `tools/call` in `body` (one message or a batch) needs that
+/// `granted` lacks, if any.
+fn lacking_scopes(
+    app: &App,
+    granted: &crate::auth::GrantedScopes,
+    body: &[u8],
+) -> Option<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Call {
+        method: Option<String>,
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        name: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Body {
+        One(Call),
+        Many(Vec<Call>),
+    }
+    let calls = match serde_json::from_slice::<Body>(body).ok()? {
+        Body::One(call) => vec![call],
+        Body::Many(calls) => calls,
+    };
+    let mut needed: Vec<String> = Vec::new();
+    for call in calls {
+        if call.method.as_deref() != Some("tools/call") {
+            continue;
+        }
+        let Some(name) = call.params.and_then(|p| p.name) else {
+            continue;
+        };
+        for scope in app.dispatcher.tool_scopes(&name) {
+            if !needed.contains(scope) {
+                needed.push(scope.clone());
+            }
+        }
+    }
+    granted.missing(&needed).then_some(needed)
 }
 
 fn parse_rejection(e: ParseError) -> Rejection {
@@ -144,6 +194,14 @@ pub(super) fn post<B: RequestBody>(
                 acceptable: head.accept.check_post().is_ok(),
                 traceparent: head.traceparent.as_ref().map(text),
             };
+            if let Some(needed) = head
+                .granted
+                .as_ref()
+                .and_then(|granted| lacking_scopes(&app, granted, &body))
+                && let Some(auth) = &app.config.auth
+            {
+                break 'answer auth.challenge(&crate::auth::Refusal::InsufficientScope(needed));
+            }
             if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
                 method = "batch";
                 break 'answer Box::pin(batch(&app, &origin, &body)).await;
