@@ -332,24 +332,102 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+/// Logs to stderr as `format` says, and with the `otel` feature and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set, spans
+/// exported over OTLP/HTTP too (returned, to flush at exit).
+fn init_tracing(format: &str) -> Option<Exporting> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if args.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+    let (otel, exporting) = otel_layer();
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    if format == "json" {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
             .init();
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init();
     }
+    exporting
+}
+
+/// The span exporter to flush at exit.
+#[cfg(feature = "otel")]
+type Exporting = opentelemetry_sdk::trace::SdkTracerProvider;
+#[cfg(not(feature = "otel"))]
+type Exporting = std::convert::Infallible;
+
+/// The OTLP layer, when the standard environment asks for one.
+#[cfg(feature = "otel")]
+fn otel_layer<S>() -> (Option<impl tracing_subscriber::Layer<S>>, Option<Exporting>)
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    let wanted = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if !wanted {
+        return (None, None);
+    }
+    // The protocol from OTEL_EXPORTER_OTLP_PROTOCOL (http/json or
+    // http/protobuf), the endpoint, headers and timeout from their OTEL_*
+    // variables.
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("mcp-server: cannot export spans over OTLP: {e}");
+            return (None, None);
+        }
+    };
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("mcp-server")
+                .build(),
+        )
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let tracer = provider.tracer("mcp-server");
+    (
+        Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+        Some(provider),
+    )
+}
+
+#[cfg(not(feature = "otel"))]
+fn otel_layer() -> (
+    Option<tracing_subscriber::layer::Identity>,
+    Option<Exporting>,
+) {
+    (None, None)
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let exporting = init_tracing(&args.log_format);
+    let exporting_spans = exporting.is_some();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -360,7 +438,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let outcome = runtime.block_on(run(args, exporting_spans));
+    drop(runtime);
+    #[cfg(feature = "otel")]
+    if let Some(provider) = exporting
+        && let Err(e) = provider.shutdown()
+    {
+        eprintln!("mcp-server: exporting the last spans failed: {e}");
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = exporting;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("mcp-server: {message}");
@@ -369,7 +457,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args, exporting_spans: bool) -> Result<(), String> {
     if args.auth == "none"
         && (args.issuer.is_some() || args.audience.is_some() || !args.scopes.is_empty())
     {
@@ -437,7 +525,8 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let mut config = config;
     config.metrics = metrics_path.is_some() || args.metrics_listen.is_some();
-    config.request_spans = args.log_format == "json";
+    // Spans per request when their fields are logged, or exported.
+    config.request_spans = args.log_format == "json" || exporting_spans;
     let mut builder = McpServer::builder()
         .store(stores.sessions)
         .handle_store(stores.handles)

@@ -72,15 +72,26 @@ pub(crate) fn request_span(
         Message::Response(_) => ("response", None),
     };
     let meta = from_meta(params);
-    let parent = meta.as_deref().or(header).and_then(parse);
-    tracing::info_span!(
+    let traceparent = meta.as_deref().or(header);
+    let parent = traceparent.and_then(parse);
+    let span = tracing::info_span!(
         "request",
         era = if modern { "modern" } else { "legacy" },
         method = crate::metrics::method_label(method),
         session = if modern { None } else { session },
         trace_id = parent.map(|p| p.trace_id),
         parent_span_id = parent.map(|p| p.parent_id),
-    )
+    );
+    #[cfg(feature = "otel")]
+    if let Some(traceparent) = traceparent.filter(|_| parent.is_some()) {
+        // The caller's span is this one's parent in the exported trace.
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let carrier: std::collections::HashMap<String, String> =
+            [("traceparent".to_string(), traceparent.to_string())].into();
+        let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+        let _ = span.set_parent(context);
+    }
+    span
 }
 
 #[cfg(test)]

@@ -114,6 +114,28 @@ fn test() -> Result<()> {
     require_redis()?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    // The `otel` feature (spans over OTLP): its lints and its test, which
+    // needs the binary built with it.
+    cargo(&[
+        "clippy",
+        "-p",
+        "mcp-server",
+        "--features",
+        "otel",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&[
+        "test",
+        "-p",
+        "mcp-server",
+        "--features",
+        "otel",
+        "--test",
+        "otel",
+    ])?;
     interop::run()?;
     Ok(())
 }
