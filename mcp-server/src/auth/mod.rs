@@ -20,19 +20,23 @@
 //! [`BearerAuth::refresh_interval`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Algorithm;
 use parking_lot::Mutex;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+
+mod introspection;
+mod jwt;
+
+use introspection::Introspection;
+use jwt::Keys;
 
 /// The well-known path of Protected Resource Metadata (RFC 9728).
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -61,42 +65,6 @@ struct Inner {
     /// Set for tokens checked by introspection rather than as JWTs.
     introspection: Option<Introspection>,
 }
-
-/// Token introspection (RFC 7662): the issuer says whether a token is
-/// active, and for whom.
-struct Introspection {
-    client_id: String,
-    client_secret: String,
-    /// The endpoint, once known (configured, or from the issuer's
-    /// metadata).
-    endpoint: Mutex<Option<String>>,
-    /// Answers by the token's SHA-256, each until its time.
-    cache: Mutex<foldhash::HashMap<[u8; 32], Answer>>,
-}
-
-/// An introspection answer kept: until when, and what it said.
-type Answer = (Instant, Result<Authenticated, Refusal>);
-
-/// How long an introspection answer is reused (never past the token's
-/// expiry).
-const INTROSPECTION_CACHE: Duration = Duration::from_secs(30);
-
-/// The most introspection answers kept; beyond, the cache starts over.
-const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
-
-/// The issuer's keys as last fetched, and how the last attempt went.
-#[derive(Default)]
-struct Keys {
-    set: Vec<Jwk>,
-    /// When the set was last fetched successfully.
-    fetched: Option<Instant>,
-    /// When a fetch was last attempted, and whether it failed.
-    attempted: Option<(Instant, bool)>,
-}
-
-/// How long a fetched key set is used before it is fetched again (keys the
-/// issuer withdrew stop being trusted after this).
-const KEYS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 
 /// The bound on one fetch of the issuer's metadata and keys, all requests
 /// included.
@@ -145,54 +113,7 @@ impl GrantedScopes {
     }
 }
 
-/// The claims read from a token.
-#[derive(Debug, Deserialize)]
-struct Claims {
-    iss: String,
-    sub: String,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    scp: Option<Value>,
-}
-
 impl BearerAuth {
-    /// Opaque tokens from `issuer`, checked at its introspection endpoint
-    /// (RFC 7662; from its metadata's `introspection_endpoint`, or
-    /// [`introspection_endpoint`](Self::introspection_endpoint)) with this
-    /// server's client credentials, for the server whose canonical URI is
-    /// `audience`. An answer is reused for 30 s (never past the token's
-    /// expiry). The token must be `active`, name `audience` in its `aud`,
-    /// have a `sub`, not be expired, and carry the required scopes.
-    ///
-    /// # Errors
-    ///
-    /// As [`jwt`](Self::jwt).
-    pub fn introspection(
-        issuer: &str,
-        audience: &str,
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<Self, Error> {
-        let auth = BearerAuth::jwt(issuer, audience)?;
-        let introspection = Introspection {
-            client_id: client_id.to_string(),
-            client_secret: client_secret.to_string(),
-            endpoint: Mutex::new(None),
-            cache: Mutex::default(),
-        };
-        Ok(auth.edit(|inner| inner.introspection = Some(introspection)))
-    }
-
-    /// Sets the introspection endpoint rather than reading it from the
-    /// issuer's metadata (introspection only).
-    pub fn introspection_endpoint(self, url: &str) -> Self {
-        if let Some(introspection) = &self.0.introspection {
-            *introspection.endpoint.lock() = Some(url.to_string());
-        }
-        self
-    }
-
     /// Tokens from `issuer` (its URL, as in the tokens' `iss`) for the
     /// server whose canonical URI is `audience` (e.g.
     /// `https://mcp.example.com/mcp`), with no scope required, the
@@ -366,294 +287,7 @@ impl BearerAuth {
         if let Some(introspection) = &self.0.introspection {
             return self.introspect(introspection, token).await;
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| Refusal::Invalid(format!("the token is not a JWT: {e}")))?;
-        if !self.0.algorithms.contains(&header.alg) {
-            return Err(Refusal::Invalid(format!(
-                "the token's algorithm {:?} is not accepted",
-                header.alg
-            )));
-        }
-        let key = self.key(header.kid.as_deref()).await?;
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.0.issuer]);
-        validation.set_audience(&[&self.0.audience]);
-        validation.leeway = self.0.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(|e| Refusal::Invalid(format!("the token is not valid here: {e}")))?
-            .claims;
-        if claims.sub.is_empty() {
-            return Err(Refusal::Invalid("the token's subject is empty".into()));
-        }
-        let granted: Vec<String> = match (&claims.scope, &claims.scp) {
-            (Some(scope), _) => scope.split_whitespace().map(str::to_string).collect(),
-            (None, Some(Value::Array(scp))) => scp
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect(),
-            (None, Some(Value::String(scp))) => {
-                scp.split_whitespace().map(str::to_string).collect()
-            }
-            _ => Vec::new(),
-        };
-        if self.0.scopes.iter().any(|needed| !granted.contains(needed)) {
-            return Err(Refusal::InsufficientScope(self.0.scopes.clone()));
-        }
-        Ok(Authenticated {
-            // An issuer is a URL, which has no space: unambiguous.
-            principal: format!("{} {}", claims.iss, claims.sub),
-            scopes: granted,
-        })
-    }
-
-    /// The key `kid` names (the only key when the token names none),
-    /// fetching the set again when it lacks it and the last fetch is old
-    /// enough.
-    ///
-    /// Fetches (successful or not) are at least `refresh_interval` apart,
-    /// whoever asks: tokens naming unknown key ids cannot make the server
-    /// hammer the issuer, and while the issuer fails, requests needing a
-    /// fetch are answered at once (503) rather than queued behind it. A set
-    /// older than 15 min is fetched again (and kept if that fails).
-    async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, Refusal> {
-        let fresh = |keys: &Keys| keys.fetched.is_some_and(|at| at.elapsed() < KEYS_MAX_AGE);
-        if fresh(&self.0.keys.lock())
-            && let Some(key) = self.cached(kid)?
-        {
-            return Ok(key);
-        }
-        let _one = self.0.fetching.lock().await;
-        // Another request may have fetched meanwhile.
-        if fresh(&self.0.keys.lock())
-            && let Some(key) = self.cached(kid)?
-        {
-            return Ok(key);
-        }
-        let last = self.0.keys.lock().attempted;
-        if let Some((at, failed)) = last
-            && at.elapsed() < self.0.refresh_interval
-        {
-            // Not again yet: the set held serves what it has.
-            if let Some(key) = self.cached(kid)? {
-                return Ok(key);
-            }
-            return Err(if failed {
-                Refusal::Unavailable("the issuer's keys cannot be fetched".into())
-            } else {
-                unknown_key(kid)
-            });
-        }
-        let fetched = match tokio::time::timeout(FETCH_BUDGET, self.fetch_keys()).await {
-            Ok(fetched) => fetched,
-            Err(_) => Err(format!("fetching the keys took over {FETCH_BUDGET:?}")),
-        };
-        let failed = fetched.is_err();
-        {
-            let mut keys = self.0.keys.lock();
-            match fetched {
-                Ok(set) => {
-                    keys.set = set;
-                    keys.fetched = Some(Instant::now());
-                }
-                Err(e) => {
-                    tracing::warn!(issuer = %self.0.issuer, "cannot fetch the issuer's keys: {e}");
-                }
-            }
-            keys.attempted = Some((Instant::now(), failed));
-        }
-        match self.cached(kid)? {
-            Some(key) => Ok(key),
-            None if failed => Err(Refusal::Unavailable(
-                "the issuer's keys cannot be fetched".into(),
-            )),
-            None => Err(unknown_key(kid)),
-        }
-    }
-
-    /// Asks the issuer about `token` (or reuses a recent answer).
-    async fn introspect(
-        &self,
-        introspection: &Introspection,
-        token: &str,
-    ) -> Result<Authenticated, Refusal> {
-        use sha2::Digest as _;
-        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        if let Some((until, answer)) = introspection.cache.lock().get(&digest)
-            && Instant::now() < *until
-        {
-            return answer.clone();
-        }
-        let endpoint = self.introspection_endpoint_url(introspection).await?;
-        let asked = self
-            .0
-            .http
-            .post(&endpoint)
-            .basic_auth(&introspection.client_id, Some(&introspection.client_secret))
-            .header("accept", "application/json")
-            .form(&[("token", token), ("token_type_hint", "access_token")])
-            .send();
-        let answer: Value = match tokio::time::timeout(FETCH_BUDGET, asked).await {
-            Ok(Ok(response)) if response.status().is_success() => {
-                response.json().await.map_err(|e| {
-                    tracing::warn!("the issuer's introspection answer is not JSON: {e}");
-                    Refusal::Unavailable("the issuer cannot be asked about the token".into())
-                })?
-            }
-            Ok(Ok(response)) => {
-                tracing::warn!(status = %response.status(), "the issuer refused to introspect a token");
-                return Err(Refusal::Unavailable(
-                    "the issuer cannot be asked about the token".into(),
-                ));
-            }
-            Ok(Err(e)) => {
-                tracing::warn!("cannot reach the issuer's introspection endpoint: {e}");
-                return Err(Refusal::Unavailable(
-                    "the issuer cannot be asked about the token".into(),
-                ));
-            }
-            Err(_) => {
-                tracing::warn!("the issuer's introspection endpoint took over {FETCH_BUDGET:?}");
-                return Err(Refusal::Unavailable(
-                    "the issuer cannot be asked about the token".into(),
-                ));
-            }
-        };
-        let (verdict, expires) = self.judge(&answer);
-        let until = expires.map_or(Instant::now() + INTROSPECTION_CACHE, |at| {
-            (Instant::now() + INTROSPECTION_CACHE).min(at)
-        });
-        let mut cache = introspection.cache.lock();
-        if cache.len() >= INTROSPECTION_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(digest, (until, verdict.clone()));
-        verdict
-    }
-
-    /// What an introspection answer says of the token, and when the token
-    /// expires (as an instant here), if it says.
-    fn judge(&self, answer: &Value) -> (Result<Authenticated, Refusal>, Option<Instant>) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let leeway = self.0.leeway.as_secs();
-        let exp = answer["exp"].as_u64();
-        let expires = exp.and_then(|exp| {
-            Instant::now().checked_add(Duration::from_secs(
-                exp.saturating_add(leeway).saturating_sub(now),
-            ))
-        });
-        let refuse = |why: &str| (Err(Refusal::Invalid(why.to_string())), expires);
-        if answer["active"] != Value::Bool(true) {
-            return refuse("the token is not active");
-        }
-        if exp.is_some_and(|exp| exp.saturating_add(leeway) <= now) {
-            return refuse("the token has expired");
-        }
-        if answer["nbf"]
-            .as_u64()
-            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
-        {
-            return refuse("the token is not valid yet");
-        }
-        if let Some(iss) = answer["iss"].as_str()
-            && iss != self.0.issuer
-        {
-            return refuse("the token is of another issuer");
-        }
-        let audience = &self.0.audience;
-        let for_us = match &answer["aud"] {
-            Value::String(aud) => aud == audience,
-            Value::Array(auds) => auds.iter().any(|a| a.as_str() == Some(audience)),
-            _ => false,
-        };
-        if !for_us {
-            return refuse("the token is not for this server (its audience)");
-        }
-        let Some(sub) = answer["sub"].as_str().filter(|s| !s.is_empty()) else {
-            return refuse("the token has no subject");
-        };
-        let granted: Vec<String> = answer["scope"]
-            .as_str()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        if self.0.scopes.iter().any(|needed| !granted.contains(needed)) {
-            return (
-                Err(Refusal::InsufficientScope(self.0.scopes.clone())),
-                expires,
-            );
-        }
-        (
-            Ok(Authenticated {
-                principal: format!("{} {sub}", self.0.issuer),
-                scopes: granted,
-            }),
-            expires,
-        )
-    }
-
-    /// The introspection endpoint: configured, or read once from the
-    /// issuer's metadata.
-    async fn introspection_endpoint_url(
-        &self,
-        introspection: &Introspection,
-    ) -> Result<String, Refusal> {
-        if let Some(endpoint) = introspection.endpoint.lock().clone() {
-            return Ok(endpoint);
-        }
-        let _one = self.0.fetching.lock().await;
-        if let Some(endpoint) = introspection.endpoint.lock().clone() {
-            return Ok(endpoint);
-        }
-        let found = match tokio::time::timeout(FETCH_BUDGET, self.issuer_metadata()).await {
-            Ok(Ok(metadata)) => metadata["introspection_endpoint"]
-                .as_str()
-                .map(str::to_string),
-            Ok(Err(e)) => {
-                tracing::warn!("cannot read the issuer's metadata: {e}");
-                None
-            }
-            Err(_) => None,
-        };
-        let endpoint = found.ok_or_else(|| {
-            Refusal::Unavailable("the issuer's introspection endpoint is unknown".into())
-        })?;
-        *introspection.endpoint.lock() = Some(endpoint.clone());
-        Ok(endpoint)
-    }
-
-    /// The cached key `kid` names, if any.
-    fn cached(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, Refusal> {
-        let keys = self.0.keys.lock();
-        let jwk = match kid {
-            Some(kid) => keys
-                .set
-                .iter()
-                .find(|k| k.common.key_id.as_deref() == Some(kid)),
-            None if keys.set.len() == 1 => keys.set.first(),
-            None => None,
-        };
-        jwk.map(|jwk| {
-            DecodingKey::from_jwk(jwk)
-                .map_err(|e| Refusal::Invalid(format!("the issuer's key {kid:?} is unusable: {e}")))
-        })
-        .transpose()
-    }
-
-    /// The issuer's key set: its `jwks_uri` from its metadata (RFC 8414,
-    /// then OpenID Connect discovery), then the set.
-    async fn fetch_keys(&self) -> Result<Vec<Jwk>, String> {
-        let metadata = self.issuer_metadata().await?;
-        let jwks_uri = metadata["jwks_uri"]
-            .as_str()
-            .ok_or("the issuer's metadata has no jwks_uri")?;
-        let set: JwkSet = serde_json::from_value(self.get_json(jwks_uri).await?)
-            .map_err(|e| format!("{jwks_uri} is not a JWK set: {e}"))?;
-        Ok(set.keys)
+        self.verify_jwt(token).await
     }
 
     /// The issuer's metadata: RFC 8414, else OpenID Connect discovery; it
@@ -774,11 +408,4 @@ fn quoted(text: &str) -> String {
         .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
         .take(200)
         .collect()
-}
-
-/// The refusal of a token whose key id the issuer's set lacks.
-fn unknown_key(kid: Option<&str>) -> Refusal {
-    Refusal::Invalid(format!(
-        "the token's key id {kid:?} is not one of the issuer's keys"
-    ))
 }
