@@ -1615,3 +1615,51 @@ async fn the_listen_stream_is_opened_for_announced_list_changes_and_reopened_whe
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(listens.lock().unwrap().len(), after);
 }
+
+#[tokio::test]
+async fn re_issuing_a_broken_request_stays_within_the_requests_timeout() {
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
+    let url = fake_full(move |message, _| {
+        let id = &message["id"];
+        match message["method"].as_str().unwrap_or_default() {
+            "server/discover" => result_for(id, discovered()),
+            "tools/call" => {
+                counted.fetch_add(1, Ordering::SeqCst);
+                // The connection drops every time.
+                let stream = futures_util::stream::iter([Err::<String, _>(std::io::Error::other(
+                    "dropped",
+                ))]);
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(stream),
+                )
+                    .into_response()
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    })
+    .await;
+    let mut options = ClientOptions::default();
+    options.min_backoff = Duration::from_millis(200);
+    options.max_backoff = Duration::from_secs(2);
+    let client = Client::connect_http(&url, options).await.unwrap();
+    let started = Instant::now();
+    let outcome = client
+        .call_tool_with(
+            "t",
+            json!({}),
+            RequestOptions::default().timeout(Duration::from_millis(500)),
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    assert!(
+        took < Duration::from_millis(900),
+        "{took:?}: the re-issues' backoff was bounded by the timeout"
+    );
+    assert!(
+        attempts.load(Ordering::SeqCst) >= 2,
+        "re-issued at least once"
+    );
+}

@@ -26,6 +26,55 @@ fn sounds_legacy(e: &Error) -> bool {
     }
 }
 
+/// The bound on one request however many times it is sent (re-issued
+/// after a broken stream, retried after `-32022` or `-32020`): its timeout
+/// rules taken once, from its first attempt.
+struct Deadline {
+    started: tokio::time::Instant,
+    at: tokio::time::Instant,
+}
+
+impl Deadline {
+    /// The deadline `options` set (`default` being the client's timeout):
+    /// the timeout, or with `reset_timeout_on_progress` the longest total.
+    fn of(options: &RequestOptions, default: std::time::Duration) -> Deadline {
+        let timeout = options.timeout.unwrap_or(default);
+        let total = if options.reset_timeout_on_progress {
+            options.max_total_timeout.unwrap_or(timeout * 10)
+        } else {
+            timeout
+        };
+        let started = tokio::time::Instant::now();
+        Deadline {
+            started,
+            at: started + total,
+        }
+    }
+
+    /// `options` for one more attempt, cut to what is left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when nothing is left.
+    fn bound(&self, method: &str, options: &RequestOptions) -> Result<RequestOptions> {
+        let left = self
+            .at
+            .saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                method: method.to_string(),
+                after: self.started.elapsed(),
+            });
+        }
+        let mut bounded = options.clone();
+        bounded.timeout = Some(options.timeout.map_or(left, |t| t.min(left)));
+        if bounded.reset_timeout_on_progress {
+            bounded.max_total_timeout = Some(left);
+        }
+        Ok(bounded)
+    }
+}
+
 /// Whether a `server/discover` result names a modern revision this client
 /// speaks.
 fn speaks_modern(result: &Value) -> bool {
@@ -107,10 +156,12 @@ impl Client {
         let mut version = version.to_string();
         let mut retried = false;
         let budget = RequestOptions::default().timeout(self.inner.options.connect_timeout);
+        // One bound for the probe, retries and re-issues included.
+        let deadline = Deadline::of(&budget, self.inner.options.connect_timeout);
         loop {
             self.set_modern(&version).await;
             let error = match self
-                .exchange_once("server/discover", &json!({}), &budget)
+                .exchange_once("server/discover", &json!({}), &budget, &deadline)
                 .await
             {
                 Ok(Reply::Complete(result)) if speaks_modern(&result) => {
@@ -285,9 +336,10 @@ impl Client {
         params: &Value,
         options: &RequestOptions,
     ) -> Result<Reply> {
+        let deadline = Deadline::of(options, self.inner.options.request_timeout);
         let mut version_retried = false;
         loop {
-            let error = match self.exchange_once(method, params, options).await {
+            let error = match self.exchange_once(method, params, options, &deadline).await {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
@@ -305,12 +357,14 @@ impl Client {
         }
     }
 
-    /// [`exchange`](Self::exchange) without the `-32022` retry.
+    /// [`exchange`](Self::exchange) without the `-32022` retry; every
+    /// attempt within `deadline`.
     async fn exchange_once(
         &self,
         method: &str,
         params: &Value,
         options: &RequestOptions,
+        deadline: &Deadline,
     ) -> Result<Reply> {
         let mut headers_retried = false;
         let mut reissued = 0;
@@ -339,8 +393,9 @@ impl Client {
                 _ => Vec::new(),
             };
             let headers = modern::request_headers(method, &params, &tool_headers);
+            let bounded = deadline.bound(method, options)?;
             let error = match self
-                .attempt::<_, Value>(method, &params, options, true, headers)
+                .attempt::<_, Value>(method, &params, &bounded, true, headers)
                 .await
             {
                 Attempt::Answered(Ok(result)) => return modern::classify(method, result),
@@ -349,7 +404,10 @@ impl Client {
                     reissued += 1;
                     let delay = delays.next().unwrap_or(self.inner.options.max_backoff);
                     tracing::debug!("{method}: the response stream broke ({e}); re-issuing it");
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep_until(
+                        (tokio::time::Instant::now() + delay).min(deadline.at),
+                    )
+                    .await;
                     continue;
                 }
                 Attempt::Broken(e) => return Err(e),
