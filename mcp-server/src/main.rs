@@ -385,8 +385,24 @@ where
     if !wanted {
         return (None, None);
     }
-    // The protocol from OTEL_EXPORTER_OTLP_PROTOCOL (http/json or
-    // http/protobuf), the endpoint, headers and timeout from their OTEL_*
+    let endpoint = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok())
+    .unwrap_or_default();
+    if endpoint.starts_with("https:") {
+        // The exporter's HTTP client is built without TLS here: say so
+        // rather than export nothing in silence.
+        eprintln!(
+            "mcp-server: not exporting spans: the OTLP endpoint {endpoint} is https, and this \
+             build exports over plain http only (to a collector beside it)"
+        );
+        return (None, None);
+    }
+    // JSON over HTTP (OTEL_EXPORTER_OTLP_PROTOCOL=http/json; this build has
+    // no protobuf), the endpoint, headers and timeout from their OTEL_*
     // variables.
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_http()

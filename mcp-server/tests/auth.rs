@@ -695,19 +695,25 @@ async fn a_tool_can_require_scopes_of_its_own() {
     assert_eq!(
         challenge(&refused),
         format!(
-            "Bearer error=\"insufficient_scope\", scope=\"counter:write\", resource_metadata=\"{metadata_url}\", error_description=\"the token lacks a required scope\""
+            "Bearer error=\"insufficient_scope\", scope=\"{SCOPE} counter:write\", resource_metadata=\"{metadata_url}\", error_description=\"the token lacks a required scope\""
         )
     );
-    // Not through a batch either (revision 2025-03-26).
+    // Not with positional params, which the dispatcher would also take.
+    let positional = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                            "params": ["counter", {"by": 1}]});
+    assert_eq!(client.post(&positional).send().await.unwrap().status(), 403);
+    // Not through a batch either (revision 2025-03-26), even beside an
+    // item that is not a request at all.
     let mut old = Client::with_token(&setup.server.url, &narrow);
     old.version = "2025-03-26".into();
     old.connect().await;
-    let batch = old
-        .post(&json!([{"jsonrpc": "2.0", "id": 4, "method": "ping"}, call]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(batch.status(), 403);
+    for batch in [
+        json!([{"jsonrpc": "2.0", "id": 4, "method": "ping"}, call]),
+        json!([call, 1]),
+    ] {
+        let answer = old.post(&batch).send().await.unwrap();
+        assert_eq!(answer.status(), 403, "{batch}");
+    }
     // Nor in the modern era.
     let mut modern = Modern::new(&setup.server.url);
     modern

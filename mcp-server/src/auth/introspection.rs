@@ -17,6 +17,9 @@ pub(super) struct Introspection {
     /// The endpoint, once known (configured, or from the issuer's
     /// metadata).
     endpoint: Mutex<Option<String>>,
+    /// When looking the endpoint up last failed: not again before
+    /// `refresh_interval`, whatever requests arrive.
+    discovery_failed: Mutex<Option<Instant>>,
     /// Answers by the token's SHA-256, each until its time.
     cache: Mutex<foldhash::HashMap<[u8; 32], Answer>>,
 }
@@ -54,6 +57,7 @@ impl BearerAuth {
             client_id: client_id.to_string(),
             client_secret: client_secret.to_string(),
             endpoint: Mutex::new(None),
+            discovery_failed: Mutex::new(None),
             cache: Mutex::default(),
         };
         Ok(auth.edit(|inner| inner.introspection = Some(introspection)))
@@ -86,7 +90,11 @@ impl BearerAuth {
             .0
             .http
             .post(&endpoint)
-            .basic_auth(&introspection.client_id, Some(&introspection.client_secret))
+            // RFC 6749 2.3.1: each form-urlencoded before the Basic scheme.
+            .basic_auth(
+                form_encoded(&introspection.client_id),
+                Some(form_encoded(&introspection.client_secret)),
+            )
             .header("accept", "application/json")
             .form(&[("token", token), ("token_type_hint", "access_token")])
             .send();
@@ -204,9 +212,21 @@ impl BearerAuth {
         if let Some(endpoint) = introspection.endpoint.lock().clone() {
             return Ok(endpoint);
         }
+        let unknown =
+            || Refusal::Unavailable("the issuer's introspection endpoint is unknown".into());
+        let cooling = |failed: &Option<Instant>| {
+            failed.is_some_and(|at| at.elapsed() < self.0.refresh_interval)
+        };
+        if cooling(&introspection.discovery_failed.lock()) {
+            return Err(unknown());
+        }
         let _one = self.0.fetching.lock().await;
         if let Some(endpoint) = introspection.endpoint.lock().clone() {
             return Ok(endpoint);
+        }
+        // Another request may just have failed to look it up.
+        if cooling(&introspection.discovery_failed.lock()) {
+            return Err(unknown());
         }
         let found = match tokio::time::timeout(FETCH_BUDGET, self.issuer_metadata()).await {
             Ok(Ok(metadata)) => metadata["introspection_endpoint"]
@@ -218,10 +238,35 @@ impl BearerAuth {
             }
             Err(_) => None,
         };
-        let endpoint = found.ok_or_else(|| {
-            Refusal::Unavailable("the issuer's introspection endpoint is unknown".into())
-        })?;
+        let Some(endpoint) = found else {
+            *introspection.discovery_failed.lock() = Some(Instant::now());
+            return Err(unknown());
+        };
         *introspection.endpoint.lock() = Some(endpoint.clone());
         Ok(endpoint)
+    }
+}
+
+/// `text` as `application/x-www-form-urlencoded` writes it.
+fn form_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(char::from(byte));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_credentials_are_form_encoded() {
+        assert_eq!(super::form_encoded("client-1_a.b*"), "client-1_a.b*");
+        assert_eq!(super::form_encoded("s3cr+t:/= x"), "s3cr%2Bt%3A%2F%3D+x");
     }
 }

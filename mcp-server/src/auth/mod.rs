@@ -239,6 +239,11 @@ impl BearerAuth {
         self.edit(|inner| inner.refresh_interval = interval)
     }
 
+    /// The scopes every request needs.
+    pub(crate) fn required_scope_list(&self) -> &[String] {
+        &self.0.scopes
+    }
+
     /// The URL of this server's Protected Resource Metadata, as challenges
     /// name it.
     pub fn metadata_url(&self) -> &str {

@@ -550,6 +550,20 @@ impl Dispatcher {
         self.registry.tool_scopes(name)
     }
 
+    /// Every scope some tool requires.
+    pub(crate) fn all_tool_scopes(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .registry
+            .tool_scopes
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// The server's metrics, unless they are off.
     pub(crate) fn metrics(&self) -> Option<&Arc<crate::Metrics>> {
         self.metrics.as_ref()

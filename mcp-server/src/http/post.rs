@@ -105,42 +105,47 @@ pub(super) fn text(value: &HeaderValue) -> &str {
 
 /// The scopes a `tools/call` in `body` (one message or a batch) needs that
 /// `granted` lacks, if any.
+///
+/// The body is read as loosely as the dispatcher reads it, so that no
+/// shape it would run escapes the check: every item of a batch that is a
+/// `tools/call` counts (whatever the other items are), and a call whose
+/// `params` are positional (an array the dispatcher would also take) needs
+/// every tool scope there is.
 fn lacking_scopes(
     app: &App,
     granted: &crate::auth::GrantedScopes,
     body: &[u8],
 ) -> Option<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Call {
-        method: Option<String>,
-        params: Option<Params>,
+    let all = app.dispatcher.all_tool_scopes();
+    if all.is_empty() {
+        return None;
     }
-    #[derive(serde::Deserialize)]
-    struct Params {
-        name: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Body {
-        One(Call),
-        Many(Vec<Call>),
-    }
-    let calls = match serde_json::from_slice::<Body>(body).ok()? {
-        Body::One(call) => vec![call],
-        Body::Many(calls) => calls,
+    // Not JSON: the dispatcher refuses it too.
+    let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let items = match &parsed {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        one => vec![one],
     };
     let mut needed: Vec<String> = Vec::new();
-    for call in calls {
-        if call.method.as_deref() != Some("tools/call") {
-            continue;
-        }
-        let Some(name) = call.params.and_then(|p| p.name) else {
-            continue;
-        };
-        for scope in app.dispatcher.tool_scopes(&name) {
+    let mut add = |scopes: &[String]| {
+        for scope in scopes {
             if !needed.contains(scope) {
                 needed.push(scope.clone());
             }
+        }
+    };
+    for item in items {
+        if item["method"] != "tools/call" {
+            continue;
+        }
+        match &item["params"] {
+            serde_json::Value::Object(params) => {
+                if let Some(name) = params.get("name").and_then(serde_json::Value::as_str) {
+                    add(app.dispatcher.tool_scopes(name));
+                }
+            }
+            serde_json::Value::Array(_) => add(&all),
+            _ => {}
         }
     }
     granted.missing(&needed).then_some(needed)
@@ -200,7 +205,15 @@ pub(super) fn post<B: RequestBody>(
                 .and_then(|granted| lacking_scopes(&app, granted, &body))
                 && let Some(auth) = &app.config.auth
             {
-                break 'answer auth.challenge(&crate::auth::Refusal::InsufficientScope(needed));
+                // The server's own scopes too: a client stepping up with
+                // only the tool's would lose them.
+                let mut scopes = auth.required_scope_list().to_vec();
+                scopes.extend(
+                    needed
+                        .into_iter()
+                        .filter(|s| !auth.required_scope_list().contains(s)),
+                );
+                break 'answer auth.challenge(&crate::auth::Refusal::InsufficientScope(scopes));
             }
             if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
                 method = "batch";
