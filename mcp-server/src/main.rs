@@ -483,6 +483,17 @@ async fn run(args: Args, exporting_spans: bool) -> Result<(), String> {
                 .into(),
         );
     }
+    if args.auth != "introspection"
+        && (args.client_id.is_some()
+            || args.client_secret.is_some()
+            || args.introspection_url.is_some())
+    {
+        return Err(
+            "--client-id, --client-secret and --introspection-url take effect only with \
+             --auth introspection"
+                .into(),
+        );
+    }
     let auth = match args.auth.as_str() {
         "none" => None,
         mode => {

@@ -432,3 +432,34 @@ async fn json_logs_carry_each_requests_era_method_session_and_trace_id() {
         );
     }
 }
+
+#[test]
+fn authorization_options_without_their_mode_are_refused() {
+    for args in [
+        vec!["--issuer", "https://login.example.com"],
+        vec!["--scope", "mcp:tools"],
+        vec!["--client-id", "mcp-server"],
+        vec![
+            "--auth",
+            "jwt",
+            "--client-id",
+            "mcp-server",
+            "--issuer",
+            "https://login.example.com",
+            "--audience",
+            "https://mcp.example.com/mcp",
+        ],
+    ] {
+        let output = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--store", "memory"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("take effect only with"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
