@@ -171,6 +171,24 @@ struct Setup {
 }
 
 impl Setup {
+    /// `server` behind `auth` on `listener`, `audience` its canonical URI.
+    async fn serve(
+        issuer: Issuer,
+        listener: tokio::net::TcpListener,
+        audience: String,
+        auth: BearerAuth,
+        server: McpServer,
+    ) -> Setup {
+        let mut http = HttpConfig::default();
+        http.auth = Some(auth);
+        let server = TestServer::serve_on(server, http, listener).await;
+        Setup {
+            issuer,
+            server,
+            audience,
+        }
+    }
+
     async fn start() -> Setup {
         let issuer = Issuer::start().await;
         // The audience names the server's own address: start on a port
@@ -591,15 +609,8 @@ async fn opaque_tokens_are_checked_by_introspection_and_the_answer_reused() {
     let auth = BearerAuth::introspection(&issuer.url, &audience, "client", "secret")
         .unwrap()
         .required_scopes(&[SCOPE]);
-    let mut http = HttpConfig::default();
-    http.auth = Some(auth);
-    let server =
-        TestServer::serve_on(demo::register(McpServer::builder()).build(), http, listener).await;
-    let setup = Setup {
-        issuer,
-        server,
-        audience,
-    };
+    let server = demo::register(McpServer::builder()).build();
+    let setup = Setup::serve(issuer, listener, audience, auth, server).await;
     let status = |response: &reqwest::Response| response.status().as_u16();
     let accepted = setup.initialize(Some("Bearer alice-token")).await;
     assert_eq!(status(&accepted), 200);
@@ -642,15 +653,8 @@ async fn an_issuer_refusing_our_client_credentials_is_a_503_not_a_401() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let audience = format!("http://{}/mcp", listener.local_addr().unwrap());
     let auth = BearerAuth::introspection(&issuer.url, &audience, "client", "wrong").unwrap();
-    let mut http = HttpConfig::default();
-    http.auth = Some(auth);
-    let server =
-        TestServer::serve_on(demo::register(McpServer::builder()).build(), http, listener).await;
-    let setup = Setup {
-        issuer,
-        server,
-        audience,
-    };
+    let server = demo::register(McpServer::builder()).build();
+    let setup = Setup::serve(issuer, listener, audience, auth, server).await;
     let response = setup.initialize(Some("Bearer whatever")).await;
     assert_eq!(response.status(), 503);
     setup.server.stop().await;
@@ -664,17 +668,10 @@ async fn a_tool_can_require_scopes_of_its_own() {
     let auth = BearerAuth::jwt(&issuer.url, &audience)
         .unwrap()
         .required_scopes(&[SCOPE]);
-    let mut http = HttpConfig::default();
-    http.auth = Some(auth);
     let server = demo::register(McpServer::builder())
         .tool_scopes("counter", &["counter:write"])
         .build();
-    let server = TestServer::serve_on(server, http, listener).await;
-    let setup = Setup {
-        issuer,
-        server,
-        audience,
-    };
+    let setup = Setup::serve(issuer, listener, audience, auth, server).await;
     let metadata_url = format!(
         "http://{}/.well-known/oauth-protected-resource/mcp",
         setup.server.addr
