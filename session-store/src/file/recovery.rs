@@ -145,11 +145,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
         check_header(&bytes, path, FileKind::Log)?;
         let last = i + 1 == logs.len();
         let tail = if last { Tail::Drop } else { Tail::Log };
-        let len = bytes.len();
+        // Zeros the committer wrote ahead of the log's end are not a torn
+        // write; what lies between the last commit and them is.
+        let data_end = bytes_end(&bytes);
         let outcome = replay.file(bytes, path, tail);
         replay.report.files += 1;
         if last {
-            replay.report.torn_bytes = (len - outcome.valid_end) as u64;
+            replay.report.torn_bytes = data_end.saturating_sub(outcome.valid_end) as u64;
             log = Some((*n, outcome.valid_end as u64));
         }
     }
@@ -222,8 +224,14 @@ enum Tail {
 struct Outcome {
     /// Offset just past the last applied batch.
     valid_end: usize,
-    /// Whether the file ended exactly at a commit.
+    /// Whether the file ended exactly at a commit (or at a commit followed
+    /// only by zeros).
     complete: bool,
+}
+
+/// Where `bytes` end once trailing zeros are left out.
+fn bytes_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
 impl Replay {
@@ -248,6 +256,7 @@ impl Replay {
         let mut batch_id: Option<u64> = None;
         // Damage noticed since the last commit; reported only if the batch is.
         let mut damage: Vec<String> = Vec::new();
+        let mut zero_tail = false;
         while pos < bytes.len() {
             match frame::read_frame(bytes, pos) {
                 Read::Frame(f, next) if f.kind == FrameKind::Commit => {
@@ -291,6 +300,12 @@ impl Replay {
                     }
                     pos = next;
                 }
+                // Zeros written ahead of the log's end (the committer's
+                // reservation): the log ends here.
+                Read::Truncated | Read::Damaged if bytes[pos..].iter().all(|&b| b == 0) => {
+                    zero_tail = true;
+                    break;
+                }
                 Read::Truncated => break,
                 Read::Damaged => match frame::resync(bytes, pos) {
                     Some(next) => {
@@ -304,7 +319,7 @@ impl Replay {
                 },
             }
         }
-        let complete = batch.is_empty() && pos == bytes.len();
+        let complete = batch.is_empty() && (pos == bytes.len() || zero_tail);
         if !complete && tail != Tail::Drop {
             damage.push(match tail {
                 Tail::Snapshot => format!(
@@ -488,6 +503,71 @@ mod tests {
         }
         frame::encode_commit(&mut bytes, 1, frames.len());
         fs::write(dir::SESSIONS.log_path(dir, 1), bytes).unwrap();
+    }
+
+    /// The bytes of log `n`: batch `n` holding a record of each of `ids`,
+    /// then `torn` (a batch cut short), then `zeros` zero bytes.
+    fn log_bytes(n: u64, ids: &[&SessionId], torn: &[u8], zeros: usize) -> Vec<u8> {
+        let mut bytes = frame::file_header(FileKind::Log).to_vec();
+        for id in ids {
+            let payload = serde_json::to_vec(&record(id)).unwrap();
+            let crc = crc32fast::hash(&payload);
+            frame::encode_frame(&mut bytes, FrameKind::Put, id.as_str(), n, &payload, crc);
+        }
+        frame::encode_commit(&mut bytes, n, ids.len());
+        bytes.extend_from_slice(torn);
+        bytes.resize(bytes.len() + zeros, 0);
+        bytes
+    }
+
+    #[test]
+    fn zeros_after_the_last_commit_end_a_log_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            SessionId::generate(),
+            SessionId::generate(),
+            SessionId::generate(),
+        );
+        // An older log and the newest, each with zeros reserved after its
+        // last commit (the older one when the committer moved on to a new
+        // log at a compaction).
+        fs::write(
+            dir::SESSIONS.log_path(dir.path(), 1),
+            log_bytes(1, &[&a, &b], &[], 1 << 16),
+        )
+        .unwrap();
+        let newest = log_bytes(2, &[&c], &[], 1 << 16);
+        let valid = newest.len() - (1 << 16);
+        fs::write(dir::SESSIONS.log_path(dir.path(), 2), newest).unwrap();
+        let recovered = recover(dir.path()).unwrap();
+        assert_eq!(recovered.report.sessions, 3);
+        assert_eq!(recovered.report.torn_bytes, 0);
+        assert!(
+            recovered.report.damage.is_empty(),
+            "{:?}",
+            recovered.report.damage
+        );
+        assert_eq!(recovered.log, Some((2, valid as u64)));
+    }
+
+    #[test]
+    fn a_batch_torn_over_reserved_zeros_is_dropped_and_counted_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        // Batch 2 was being written over the zeros when the process died:
+        // one frame of it made it, its commit did not.
+        let mut torn = Vec::new();
+        let payload = serde_json::to_vec(&record(&b)).unwrap();
+        let crc = crc32fast::hash(&payload);
+        frame::encode_frame(&mut torn, FrameKind::Put, b.as_str(), 2, &payload, crc);
+        let bytes = log_bytes(1, &[&a], &torn, 1 << 16);
+        let valid = bytes.len() - torn.len() - (1 << 16);
+        fs::write(dir::SESSIONS.log_path(dir.path(), 1), bytes).unwrap();
+        let recovered = recover(dir.path()).unwrap();
+        assert_eq!(recovered.report.sessions, 1);
+        assert!(recovered.entries.contains_key(&a));
+        assert_eq!(recovered.report.torn_bytes, torn.len() as u64);
+        assert_eq!(recovered.log, Some((1, valid as u64)));
     }
 
     #[test]
