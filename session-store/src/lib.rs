@@ -52,6 +52,7 @@ mod file_events;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod reserve;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -219,6 +219,42 @@ fn ids_continue_after_reopen_and_are_never_reused() {
 }
 
 #[test]
+fn zeros_written_ahead_of_the_log_are_neither_torn_nor_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SessionId::generate();
+    let g = StreamId::standalone();
+    {
+        let options = FileEventStoreOptions::default().reserve_from_bytes(0);
+        let store = FileEventStore::open_with(dir.path(), options).unwrap();
+        block_on(async {
+            for n in 1..=5 {
+                store
+                    .append(&s, &g, format!("event {n}").into())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    let log = only_log(dir.path());
+    let bytes = fs::read(&log).unwrap();
+    let zeros = bytes.iter().rev().take_while(|&&b| b == 0).count();
+    assert!(zeros >= 256 << 10, "zeros ahead of the log: {zeros}");
+    let store = open(dir.path(), 100, 10);
+    let report = store.recovery().clone();
+    assert_eq!(report.torn_bytes, 0, "{report:?}");
+    assert!(report.damage.is_empty(), "{report:?}");
+    assert_eq!(report.events, 5);
+    assert!(
+        fs::metadata(&log).unwrap().len() <= (bytes.len() - zeros) as u64 + 64,
+        "reopening truncates the zeros"
+    );
+    block_on(async {
+        let e = store.append(&s, &g, "after".into()).await.unwrap();
+        assert_eq!(e.seq, 6);
+    });
+}
+
+#[test]
 fn a_torn_tail_is_dropped_and_the_log_continues_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = SessionId::generate();

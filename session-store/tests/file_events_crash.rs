@@ -4,7 +4,8 @@
 //! event the bounds still keep is there, intact, and that no id was handed
 //! out twice. Repeated on one directory, so each round also recovers from the
 //! previous round's crash; the small compaction threshold makes compactions
-//! happen between and during crashes.
+//! happen between and during crashes. Every log has zeros written ahead of
+//! its end (`reserve_from_bytes(0)`).
 //!
 //! The child is this test binary run again with `crash_child` selected and
 //! the child's settings in an environment variable; without it, `crash_child`
@@ -33,6 +34,9 @@ fn options() -> FileEventStoreOptions {
         .events_per_stream(EVENTS_PER_STREAM)
         .streams_per_session(8)
         .compact_min_bytes(16 << 10)
+        // Zeros written ahead of every log from its start, so that kills
+        // also land in appends written over them.
+        .reserve_from_bytes(0)
 }
 
 fn session(i: usize) -> SessionId {

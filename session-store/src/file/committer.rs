@@ -11,7 +11,6 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,6 +26,7 @@ use super::frame::{self, FileKind, FrameKind};
 use super::index::{Durable, Index, Shard};
 use super::recovery::{self, RecoveryReport};
 use crate::commit_stats::CommitStats;
+use crate::reserve::Reservation;
 
 /// A write accepted into the queue.
 #[derive(Debug)]
@@ -64,14 +64,6 @@ struct QueueState {
 
 /// The longest a batch waits for writers it expects.
 const MAX_LINGER: Duration = Duration::from_millis(1);
-
-/// Zeros written ahead of the log's end at a time (see
-/// [`Committer::reserve`]).
-const RESERVE: u64 = 1 << 20;
-/// A reservation is renewed when less than this is left of it.
-const RESERVE_LOW: u64 = 256 << 10;
-/// What a reservation writes (in `.bss`: it takes no memory until read).
-static ZEROS: [u8; RESERVE as usize] = [0; RESERVE as usize];
 
 /// The queue between writers and the committer thread.
 #[derive(Debug, Default)]
@@ -204,10 +196,6 @@ pub(crate) struct Settings {
     pub(crate) dir: PathBuf,
     /// Compact once the log exceeds this, and twice the live data.
     pub(crate) compact_min_bytes: u64,
-    /// Logs shorter than this get no reservation ([`Committer::reserve`]):
-    /// a store that writes little gains little from one, and a store on a
-    /// small disk keeps the space.
-    pub(crate) reserve_from: u64,
     /// After an I/O error: the wait before the first attempt to reopen the
     /// directory, doubled after each failed attempt up to the second value.
     pub(crate) reopen_backoff: (Duration, Duration),
@@ -222,12 +210,8 @@ pub(crate) struct Committer {
     pub(crate) log: File,
     pub(crate) log_seq: u64,
     pub(crate) log_bytes: u64,
-    /// Where the zeros written ahead of the log's end stop (at most
-    /// `log_bytes` while there are none); see [`Committer::reserve`].
-    pub(crate) reserved_end: u64,
-    /// After a reservation failed (a full disk): the log length before
-    /// which none is tried again.
-    pub(crate) reserve_retry_at: u64,
+    /// The zeros written ahead of the log's end (see [`crate::reserve`]).
+    pub(crate) reservation: Reservation,
     pub(crate) last_batch: u64,
     pub(crate) compaction: Option<JoinHandle<()>>,
     /// What each batch is counted in: shared with the store handle.
@@ -275,7 +259,8 @@ impl Committer {
                     self.log_bytes += buf.len() as u64;
                     self.apply(ops);
                     self.maybe_compact();
-                    self.reserve();
+                    self.reservation
+                        .keep(&self.log, self.log_bytes, &self.settings.dir);
                 }
                 Err(e) => {
                     self.stats.failed();
@@ -366,7 +351,7 @@ impl Committer {
         self.log = log;
         self.log_seq = next;
         self.log_bytes = frame::FILE_HEADER_LEN as u64;
-        (self.reserved_end, self.reserve_retry_at) = (0, 0);
+        self.reservation.reset();
         self.last_batch = self.last_batch.max(recovered.last_batch);
         Ok(recovered.report)
     }
@@ -393,43 +378,6 @@ impl Committer {
             self.index.rollback(&op.id, op.seq);
             let error = Error::backend_msg(message).with_outcome(outcome);
             let _ = op.ack.send(Err(error));
-        }
-    }
-
-    /// Keeps zeros written (and synced) ahead of the log's end, so that a
-    /// batch overwrites blocks the file already has: its `fdatasync` then
-    /// writes the data alone, where an append also commits the file's new
-    /// size through the file system's journal (on ext4 here, 23 KB batches
-    /// sync in about 140 µs in place against 250 µs appended; see
-    /// BENCHMARKS.md). Recovery reads zeros after the last commit as the
-    /// log's end, and reopening truncates them.
-    ///
-    /// One reservation of [`RESERVE`] bytes costs one larger sync, when less
-    /// than [`RESERVE_LOW`] is left. A failed one (a full disk) is not tried
-    /// again for another [`RESERVE`] bytes of log: batches append meanwhile,
-    /// as without a reservation.
-    fn reserve(&mut self) {
-        let end = self.log_bytes;
-        if end < self.settings.reserve_from
-            || end < self.reserve_retry_at
-            || self.reserved_end >= end + RESERVE_LOW
-        {
-            return;
-        }
-        let from = self.reserved_end.max(end);
-        let reserved = self
-            .log
-            .write_all_at(&ZEROS, from)
-            .and_then(|()| self.log.sync_data());
-        match reserved {
-            Ok(()) => self.reserved_end = from + RESERVE,
-            Err(e) => {
-                tracing::debug!(
-                    dir = %self.settings.dir.display(),
-                    "cannot write zeros ahead of the log, batches append: {e}"
-                );
-                self.reserve_retry_at = end + RESERVE;
-            }
         }
     }
 
@@ -469,7 +417,7 @@ impl Committer {
         self.log = log;
         self.log_seq = next;
         self.log_bytes = frame::FILE_HEADER_LEN as u64;
-        (self.reserved_end, self.reserve_retry_at) = (0, 0);
+        self.reservation.reset();
         let entries = self.index.snapshot();
         let dir = self.settings.dir.clone();
         let spawned = std::thread::Builder::new()
@@ -517,7 +465,6 @@ mod tests {
             settings: Settings {
                 dir: dir.to_path_buf(),
                 compact_min_bytes: u64::MAX,
-                reserve_from: u64::MAX,
                 reopen_backoff: (backoff, backoff),
             },
             index: index.clone(),
@@ -525,8 +472,7 @@ mod tests {
             log: unwritable_log(dir),
             log_seq: 1,
             log_bytes: frame::FILE_HEADER_LEN as u64,
-            reserved_end: 0,
-            reserve_retry_at: 0,
+            reservation: Reservation::new(u64::MAX),
             last_batch: 0,
             compaction: None,
             stats: stats.clone(),

@@ -262,7 +262,6 @@ impl FileStore {
             settings: Settings {
                 dir: dir.clone(),
                 compact_min_bytes: options.compact_min_bytes,
-                reserve_from: options.reserve_from_bytes,
                 reopen_backoff: (
                     options.reopen_backoff_min,
                     options.reopen_backoff_max.max(options.reopen_backoff_min),
@@ -273,8 +272,7 @@ impl FileStore {
             log,
             log_seq,
             log_bytes,
-            reserved_end: log_bytes,
-            reserve_retry_at: 0,
+            reservation: crate::reserve::Reservation::new(options.reserve_from_bytes),
             last_batch: recovered.last_batch,
             compaction: None,
             stats: stats.clone(),

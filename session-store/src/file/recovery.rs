@@ -147,7 +147,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, Error> {
         let tail = if last { Tail::Drop } else { Tail::Log };
         // Zeros the committer wrote ahead of the log's end are not a torn
         // write; what lies between the last commit and them is.
-        let data_end = bytes_end(&bytes);
+        let data_end = crate::reserve::data_end(&bytes);
         let outcome = replay.file(bytes, path, tail);
         replay.report.files += 1;
         if last {
@@ -227,11 +227,6 @@ struct Outcome {
     /// Whether the file ended exactly at a commit (or at a commit followed
     /// only by zeros).
     complete: bool,
-}
-
-/// Where `bytes` end once trailing zeros are left out.
-fn bytes_end(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
 impl Replay {

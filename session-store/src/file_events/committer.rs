@@ -26,6 +26,7 @@ use super::format::{self, FileKind, FrameKind};
 use super::recovery::{self, EventRecoveryReport};
 use super::state::{Retained, State};
 use crate::commit_stats::CommitStats;
+use crate::reserve::Reservation;
 
 /// What an operation writes.
 #[derive(Debug)]
@@ -179,6 +180,8 @@ pub(super) struct Committer {
     pub(super) log: File,
     pub(super) log_number: u64,
     pub(super) log_bytes: u64,
+    /// The zeros written ahead of the log's end (see [`crate::reserve`]).
+    pub(super) reservation: Reservation,
     /// Compact once the log exceeds this and twice the retained data.
     pub(super) compact_min_bytes: u64,
     /// After an I/O error: the wait before the first attempt to reopen the
@@ -258,6 +261,7 @@ impl Committer {
                     self.log_bytes += buf.len() as u64;
                     self.publish(ops);
                     self.maybe_compact();
+                    self.reservation.keep(&self.log, self.log_bytes, &self.dir);
                 }
                 Err(e) => {
                     self.stats.failed();
@@ -342,6 +346,7 @@ impl Committer {
         self.log = log;
         self.log_number = next;
         self.log_bytes = format::FILE_HEADER_LEN as u64;
+        self.reservation.reset();
         Ok(recovered.report)
     }
 
@@ -394,6 +399,7 @@ impl Committer {
         self.log = log;
         self.log_number = next;
         self.log_bytes = format::FILE_HEADER_LEN as u64;
+        self.reservation.reset();
         let retained = self.state.retained();
         let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
@@ -512,6 +518,7 @@ mod tests {
             log: File::open(&path).unwrap(),
             log_number: 1,
             log_bytes: format::FILE_HEADER_LEN as u64,
+            reservation: Reservation::new(u64::MAX),
             compact_min_bytes: u64::MAX,
             reopen_backoff: (backoff, backoff),
             compaction: None,

@@ -47,6 +47,13 @@ pub struct FileEventStoreOptions {
     pub reopen_backoff_min: Duration,
     /// The longest wait between two attempts to reopen the directory (5 s).
     pub reopen_backoff_max: Duration,
+    /// Once the log is this long (1 MiB), the store keeps 1 MiB of zeros
+    /// written and synced ahead of its end, so that a batch's `fdatasync`
+    /// writes its data in place instead of also committing the file's new
+    /// size through the file system's journal. Reopening truncates the
+    /// zeros. `u64::MAX` turns it off. As
+    /// [`FileStoreOptions::reserve_from_bytes`](crate::FileStoreOptions::reserve_from_bytes).
+    pub reserve_from_bytes: u64,
 }
 
 impl Default for FileEventStoreOptions {
@@ -57,6 +64,7 @@ impl Default for FileEventStoreOptions {
             compact_min_bytes: 4 << 20,
             reopen_backoff_min: Duration::from_millis(100),
             reopen_backoff_max: Duration::from_secs(5),
+            reserve_from_bytes: 1 << 20,
         }
     }
 }
@@ -77,6 +85,14 @@ impl FileEventStoreOptions {
     /// Sets the minimum log size before compaction.
     pub fn compact_min_bytes(mut self, bytes: u64) -> Self {
         self.compact_min_bytes = bytes;
+        self
+    }
+
+    /// Sets the log length from which zeros are kept written ahead of its
+    /// end (`u64::MAX`: never); see
+    /// [`reserve_from_bytes`](Self::reserve_from_bytes).
+    pub fn reserve_from_bytes(mut self, bytes: u64) -> Self {
+        self.reserve_from_bytes = bytes;
         self
     }
 
@@ -260,6 +276,7 @@ impl FileEventStore {
             log,
             log_number,
             log_bytes,
+            reservation: crate::reserve::Reservation::new(options.reserve_from_bytes),
             compact_min_bytes: options.compact_min_bytes,
             reopen_backoff: (
                 options.reopen_backoff_min,

@@ -82,14 +82,17 @@ pub(super) fn recover(dir: &Path, state: &State) -> Result<Recovered, Error> {
         let intact = check_header(&bytes, path, FileKind::Log, &mut report)?;
         let end = scan(&bytes, path, state, &mut report);
         report.files += 1;
+        // Zeros the commit thread wrote ahead of the log's end are neither
+        // torn nor damaged.
+        let data_end = crate::reserve::data_end(&bytes).max(end);
         if i + 1 == logs.len() {
-            report.torn_bytes = (bytes.len() - end) as u64;
+            report.torn_bytes = (data_end - end) as u64;
             newest = Some((*n, end as u64, intact));
-        } else if end < bytes.len() {
+        } else if end < data_end {
             report.damage.push(format!(
                 "{}@{end}: {} unreadable bytes at the end",
                 name(path),
-                bytes.len() - end
+                data_end - end
             ));
         }
     }
