@@ -218,6 +218,18 @@ fn ids_continue_after_reopen_and_are_never_reused() {
     });
 }
 
+/// Appends `event 1` … `event 5` to `g`.
+fn append_five(store: &FileEventStore, s: &SessionId, g: &StreamId) {
+    block_on(async {
+        for n in 1..=5 {
+            store
+                .append(s, g, format!("event {n}").into())
+                .await
+                .unwrap();
+        }
+    });
+}
+
 #[test]
 fn zeros_written_ahead_of_the_log_are_neither_torn_nor_damaged() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,14 +238,7 @@ fn zeros_written_ahead_of_the_log_are_neither_torn_nor_damaged() {
     {
         let options = FileEventStoreOptions::default().reserve_from_bytes(0);
         let store = FileEventStore::open_with(dir.path(), options).unwrap();
-        block_on(async {
-            for n in 1..=5 {
-                store
-                    .append(&s, &g, format!("event {n}").into())
-                    .await
-                    .unwrap();
-            }
-        });
+        append_five(&store, &s, &g);
     }
     let log = only_log(dir.path());
     let bytes = fs::read(&log).unwrap();
@@ -261,14 +266,7 @@ fn a_torn_tail_is_dropped_and_the_log_continues_after_it() {
     let g = StreamId::standalone();
     {
         let store = open(dir.path(), 100, 10);
-        block_on(async {
-            for n in 1..=5 {
-                store
-                    .append(&s, &g, format!("event {n}").into())
-                    .await
-                    .unwrap();
-            }
-        });
+        append_five(&store, &s, &g);
     }
     // Cut the last frame short, as a write interrupted by a crash leaves it.
     let log = only_log(dir.path());
