@@ -116,8 +116,17 @@ mod tests {
         let log = File::open(dir.path().join("log")).unwrap();
         let mut reservation = Reservation::new(0);
         reservation.keep(&log, 10, dir.path());
-        assert_eq!(reservation.retry_at, 10 + RESERVE);
         assert_eq!(reservation.end, 0);
+        // Writable again (space freed): nothing is tried before another
+        // RESERVE bytes of log, then it is.
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("log"))
+            .unwrap();
+        reservation.keep(&log, 9 + RESERVE, dir.path());
+        assert_eq!(log.metadata().unwrap().len(), 0, "not retried yet");
+        reservation.keep(&log, 10 + RESERVE, dir.path());
+        assert_eq!(log.metadata().unwrap().len(), 10 + 2 * RESERVE, "retried");
     }
 
     #[test]

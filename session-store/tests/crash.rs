@@ -3,9 +3,10 @@
 //! moment, reopens the directory and checks that nothing acknowledged is lost
 //! and nothing inconsistent is returned. Repeated on one directory, so each
 //! round also recovers from the previous round's crash, and the small
-//! compaction threshold makes compactions happen mid-crash too. Every log
-//! has zeros written ahead of its end (`reserve_from_bytes(0)`), so kills
-//! also land in batches written over them.
+//! compaction threshold makes compactions happen mid-crash too. Every other
+//! round the child keeps zeros written ahead of every log
+//! (`reserve_from_bytes(0)`), so kills also land in batches written over
+//! them; the other rounds append.
 //!
 //! While the child runs, the parent also checks that a second process cannot
 //! open the directory.
@@ -29,11 +30,16 @@ const ROUNDS: usize = 12;
 const WRITERS: usize = 16;
 
 fn options() -> FileStoreOptions {
-    // Zeros written ahead of every log from its start, so that kills land
-    // in batches written over them too.
-    FileStoreOptions::default()
-        .compact_min_bytes(64 << 10)
-        .reserve_from_bytes(0)
+    FileStoreOptions::default().compact_min_bytes(64 << 10)
+}
+
+/// The child's options: in rounds whose seed is even, zeros are written
+/// ahead of every log from its start, so that kills land in batches written
+/// over them; in the others batches append (the logs stay under the default
+/// threshold).
+fn child_options(seed: u64) -> FileStoreOptions {
+    let reserve_from = if seed.is_multiple_of(2) { 0 } else { u64::MAX };
+    options().reserve_from_bytes(reserve_from)
 }
 
 fn main() {
@@ -69,7 +75,9 @@ fn seed() -> u64 {
 /// updated, `X id version` closed.
 fn child(dir: &Path, seed: u64) {
     session_store::testkit::block_on(async move {
-        let store = Arc::new(FileStore::open_with(dir, options()).expect("child opens the store"));
+        let store = Arc::new(
+            FileStore::open_with(dir, child_options(seed)).expect("child opens the store"),
+        );
         let manager = Arc::new(SessionManager::new(
             store.clone(),
             Arc::new(SystemClock),
@@ -168,7 +176,8 @@ fn parent() {
         let mut child = Command::new(&exe)
             .arg("--child")
             .arg(dir.path())
-            .arg(rng.below(u64::MAX).to_string())
+            // Even rounds with reserved zeros, odd ones without.
+            .arg(((rng.below(u64::MAX) & !1) | (round as u64 & 1)).to_string())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

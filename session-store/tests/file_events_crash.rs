@@ -4,8 +4,9 @@
 //! event the bounds still keep is there, intact, and that no id was handed
 //! out twice. Repeated on one directory, so each round also recovers from the
 //! previous round's crash; the small compaction threshold makes compactions
-//! happen between and during crashes. Every log has zeros written ahead of
-//! its end (`reserve_from_bytes(0)`).
+//! happen between and during crashes. Every other round the child keeps
+//! zeros written ahead of every log (`reserve_from_bytes(0)`); the other
+//! rounds append.
 //!
 //! The child is this test binary run again with `crash_child` selected and
 //! the child's settings in an environment variable; without it, `crash_child`
@@ -34,9 +35,14 @@ fn options() -> FileEventStoreOptions {
         .events_per_stream(EVENTS_PER_STREAM)
         .streams_per_session(8)
         .compact_min_bytes(16 << 10)
-        // Zeros written ahead of every log from its start, so that kills
-        // also land in appends written over them.
-        .reserve_from_bytes(0)
+}
+
+/// The child's options: in rounds whose seed is even, zeros are written
+/// ahead of every log from its start, so that kills land in appends written
+/// over them; in the others appends extend the log.
+fn child_options(seed: u64) -> FileEventStoreOptions {
+    let reserve_from = if seed.is_multiple_of(2) { 0 } else { u64::MAX };
+    options().reserve_from_bytes(reserve_from)
 }
 
 fn session(i: usize) -> SessionId {
@@ -78,7 +84,9 @@ fn crash_child() {
         parts.next().unwrap().parse::<u64>().unwrap(),
     );
     session_store::testkit::block_on(async move {
-        let store = Arc::new(FileEventStore::open_with(&dir, options()).expect("the child opens"));
+        let store = Arc::new(
+            FileEventStore::open_with(&dir, child_options(seed)).expect("the child opens"),
+        );
         let out = Arc::new(Mutex::new(
             OpenOptions::new()
                 .create(true)
@@ -161,7 +169,8 @@ fn acknowledged_events_survive_kill_9() {
                     "{}|{}|{}",
                     events.display(),
                     ack_path.display(),
-                    rng.below(u64::MAX)
+                    // Even rounds with reserved zeros, odd ones without.
+                    (rng.below(u64::MAX) & !1) | (round as u64 & 1)
                 ),
             )
             .stdout(Stdio::null())

@@ -51,7 +51,8 @@ pub struct FileStoreOptions {
     /// Once the log is this long (1 MiB), the store keeps 1 MiB of zeros
     /// written and synced ahead of its end, so that a batch's `fdatasync`
     /// writes its data in place instead of also committing the file's new
-    /// size through the file system's journal (on ext4 about 1.8× faster).
+    /// size through the file system's journal (on ext4 here about 1.5× faster;
+    /// see BENCHMARKS.md).
     /// Reopening truncates the zeros. `u64::MAX` turns it off.
     pub reserve_from_bytes: u64,
 }
