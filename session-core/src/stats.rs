@@ -82,9 +82,8 @@ pub const SYNC_SECONDS_BUCKETS: [f64; 14] = [
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct GroupCommitStats {
-    /// Batches written and synced: each one `fdatasync` of the log (in the
-    /// file store, covering every `write` made while the sync before it ran).
-    /// Equals the last count of both histograms.
+    /// Batches written and synced: each one `write` and one `fdatasync` of
+    /// the log. Equals the last count of both histograms.
     pub batches: u64,
     /// Writes those batches carried (records stored or deleted, events
     /// appended, sessions removed), not the frames they took: a batch's own

@@ -6,7 +6,6 @@ pub(crate) mod dir;
 mod frame;
 mod index;
 mod recovery;
-mod syncer;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -26,7 +25,6 @@ use crate::Error;
 use crate::commit_stats::CommitStats;
 use committer::{Committer, Queue, Settings, Write as LogWrite};
 use index::{Durable, Index, Latest};
-use syncer::Syncer;
 
 pub(crate) use dir::LOCK_FILE;
 pub use recovery::RecoveryReport;
@@ -116,16 +114,11 @@ impl FileStoreOptions {
 /// - **What reads see.** Only acknowledged state: a read never returns a write
 ///   that a crash could still take away. (A compare-and-swap is checked against
 ///   the latest accepted write, so writers never wait on each other's sync.)
-/// - **Group commit.** One thread writes every queued write in one batch,
-///   and a second syncs what has been written: while one sync runs, the
-///   batches written meanwhile wait for the next, which covers them all.
-///   One writer pays one sync per write, 64 concurrent writers share a sync
-///   between them.
+/// - **Group commit.** One thread writes every queued write in one batch and
+///   syncs once: one writer pays one sync per write, 64 concurrent writers
+///   share a sync between them.
 /// - **What a crash can lose.** Writes not yet acknowledged: on open, a final
-///   batch without its commit frame is dropped and the log truncated; so is
-///   a batch of the newest log without its commit followed by later batches
-///   (written while it was synced, and kept by a machine crash that lost part
-///   of it), the later ones kept. A write
+///   batch without its commit frame is dropped and the log truncated. A write
 ///   whose future was dropped may or may not have been applied; one that
 ///   returned [`session_core::Error::Backend`] says which with its
 ///   [`outcome`](session_core::Error::outcome) (see "After an I/O error").
@@ -219,7 +212,7 @@ pub struct FileStore {
     queue: Arc<Queue>,
     max_record_bytes: usize,
     committer: Mutex<Option<JoinHandle<()>>>,
-    /// Counted by the commit and sync threads, read by
+    /// Counted by the commit thread, read by
     /// [`group_commit_stats`](SessionStore::group_commit_stats).
     stats: Arc<CommitStats>,
     report: RecoveryReport,
@@ -266,8 +259,6 @@ impl FileStore {
         index.load(recovered.entries);
         let queue = Arc::new(Queue::default());
         let stats = Arc::new(CommitStats::default());
-        let syncer = Syncer::start(index.clone(), queue.clone(), stats.clone())
-            .map_err(|e| Error::io("start the sync thread for", &dir, e))?;
         let committer = Committer {
             settings: Settings {
                 dir: dir.clone(),
@@ -279,14 +270,13 @@ impl FileStore {
             },
             index: index.clone(),
             queue: queue.clone(),
-            log: Arc::new(log),
+            log,
             log_seq,
             log_bytes,
             reservation: crate::reserve::Reservation::new(options.reserve_from_bytes),
             last_batch: recovered.last_batch,
             compaction: None,
             stats: stats.clone(),
-            syncer,
         };
         let handle = std::thread::Builder::new()
             .name("file-store-commit".into())
@@ -491,10 +481,10 @@ impl SessionStore for FileStore {
         }
     }
 
-    /// Counted by the sync thread for every `fdatasync` of the log since
-    /// [`open`](FileStore::open) (a batch: the writes of every `write` it
-    /// covers, records stored or deleted; commit frames are not writes), the
-    /// time it took (the `write`s are not timed), and failed batches. A write that has
+    /// Counted by the commit thread for every batch of the log since
+    /// [`open`](FileStore::open): its writes (records stored or deleted; the
+    /// batch's commit frame is not one), the time its `fdatasync` took (the
+    /// `write` before it is not timed), and failed batches. A write that has
     /// been acknowledged is already counted. Syncs of snapshots and of a
     /// reopened directory are not batches and are not counted.
     fn group_commit_stats(&self) -> Option<GroupCommitStats> {

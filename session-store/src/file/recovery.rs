@@ -276,24 +276,11 @@ impl Replay {
                 }
                 Read::Frame(f, next) => {
                     if let Some(previous) = batch_id.filter(|b| *b != f.batch) {
+                        damage.push(format!(
+                            "{name}@{pos}: commit of batch {previous} missing, applied since later batches follow"
+                        ));
                         self.last_batch = self.last_batch.max(previous);
-                        if tail == Tail::Drop {
-                            // The commit thread writes the next batch while
-                            // one is synced, and a crash of the machine can
-                            // keep the later one and lose part of the
-                            // earlier: a batch without its commit in the
-                            // newest log was never acknowledged.
-                            damage.push(format!(
-                                "{name}@{pos}: commit of batch {previous} missing, dropped as torn (later batches follow)"
-                            ));
-                            batch.clear();
-                            self.apply(&mut batch, &mut damage);
-                        } else {
-                            damage.push(format!(
-                                "{name}@{pos}: commit of batch {previous} missing, applied since later batches follow"
-                            ));
-                            self.apply(&mut batch, &mut damage);
-                        }
+                        self.apply(&mut batch, &mut damage);
                     }
                     batch_id = Some(f.batch);
                     let at = FrameAt {
@@ -576,61 +563,6 @@ mod tests {
         assert!(recovered.entries.contains_key(&a));
         assert_eq!(recovered.report.torn_bytes, torn.len() as u64);
         assert_eq!(recovered.log, Some((1, valid as u64)));
-    }
-
-    #[test]
-    fn in_the_newest_log_a_batch_without_its_commit_is_dropped_even_with_batches_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b, c) = (
-            SessionId::generate(),
-            SessionId::generate(),
-            SessionId::generate(),
-        );
-        let frames = |n: u64, ids: &[&SessionId]| {
-            let mut bytes = Vec::new();
-            for id in ids {
-                let payload = serde_json::to_vec(&record(id)).unwrap();
-                let crc = crc32fast::hash(&payload);
-                frame::encode_frame(&mut bytes, FrameKind::Put, id.as_str(), n, &payload, crc);
-            }
-            bytes
-        };
-        // Batch 2 (a new record of `a`, then `b`) was being synced when the
-        // machine died: its second frame and its commit were lost, the
-        // record of `a` made it with a torn payload. Batch 3, written while
-        // it was synced, made it whole.
-        let mut torn = frames(2, &[&a]);
-        let last = torn.len() - 1;
-        torn[last] ^= 0xff;
-        torn.extend(vec![0; 300]);
-        torn.extend(frames(3, &[&c]));
-        frame::encode_commit(&mut torn, 3, 1);
-        let bytes = log_bytes(1, &[&a], &torn, 0);
-        fs::write(dir::SESSIONS.log_path(dir.path(), 1), &bytes).unwrap();
-        let recovered = recover(dir.path()).unwrap();
-        assert!(
-            matches!(&recovered.entries[&a].0, Durable::Record(r) if r.id() == &a),
-            "the acknowledged record of `a` stands"
-        );
-        assert!(!recovered.entries.contains_key(&b));
-        assert!(recovered.entries.contains_key(&c));
-        assert!(recovered.report.corrupt.is_empty());
-        let damage = recovered.report.damage.join("; ");
-        assert!(
-            damage.contains("commit of batch 2 missing, dropped"),
-            "{damage}"
-        );
-        assert_eq!(recovered.log, Some((1, bytes.len() as u64)));
-
-        // In an older log the same batch is applied: a later log proves the
-        // commit thread went on after it.
-        fs::write(
-            dir::SESSIONS.log_path(dir.path(), 2),
-            log_bytes(4, &[], &[], 0),
-        )
-        .unwrap();
-        let recovered = recover(dir.path()).unwrap();
-        assert!(matches!(&recovered.entries[&a].0, Durable::Corrupt(_)));
     }
 
     #[test]

@@ -1,11 +1,9 @@
-//! Group commit: one thread appends every accepted write to the log and hands
-//! each batch to the sync thread ([`super::syncer`]), which syncs what has
-//! been written, then makes it visible and acknowledges it.
+//! Group commit: one thread appends every accepted write to the log, syncs
+//! once per batch, then makes the batch visible and acknowledges it.
 //!
-//! Writers queue while a batch is written, and the next batch takes all of
-//! them; batches written while a sync runs share the next sync: with one
-//! writer every write costs one sync, with 64 writers a sync carries up to 64
-//! writes.
+//! Writers queue while a sync is in progress, and the next batch takes all of
+//! them: with one writer every write costs one sync, with 64 writers a sync
+//! carries up to 64 writes.
 //!
 //! When a batch cannot be written or synced, the store refuses writes
 //! (failing them before they are queued) and this thread reopens the
@@ -27,7 +25,6 @@ use super::dir;
 use super::frame::{self, FileKind, FrameKind};
 use super::index::{Durable, Index, Shard};
 use super::recovery::{self, RecoveryReport};
-use super::syncer::{Syncer, Written};
 use crate::commit_stats::CommitStats;
 use crate::reserve::Reservation;
 
@@ -45,7 +42,7 @@ pub(crate) enum Write {
 }
 
 #[derive(Debug)]
-pub(crate) struct Op {
+struct Op {
     seq: u64,
     id: SessionId,
     write: Write,
@@ -57,10 +54,16 @@ struct QueueState {
     ops: Vec<Op>,
     next_seq: u64,
     stopping: bool,
+    /// How many queued writes the committer is waiting for; writers wake it
+    /// only on the first write and on reaching this, not on every write.
+    wanted: usize,
     /// Why the store refuses writes, while it does: set when a batch fails,
     /// cleared once the directory is reopened.
     failed: Option<Arc<str>>,
 }
+
+/// The longest a batch waits for writers it expects.
+const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// The queue between writers and the committer thread.
 #[derive(Debug, Default)]
@@ -75,8 +78,7 @@ pub(crate) fn refused(reason: &str) -> Error {
     Error::backend_msg(refusal(reason))
 }
 
-/// The message of a write refused while the store recovers from `reason`.
-pub(crate) fn refusal(reason: &str) -> String {
+fn refusal(reason: &str) -> String {
     format!("the file store refuses writes after an I/O error: {reason}; retrying")
 }
 
@@ -111,7 +113,7 @@ impl Queue {
             write,
             ack,
         });
-        let wake = state.ops.len() == 1;
+        let wake = state.ops.len() == 1 || state.ops.len() == state.wanted;
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -125,15 +127,11 @@ impl Queue {
     }
 
     /// Starts refusing writes for `reason`; returns the writes queued and
-    /// not taken yet, which never reached the disk. Wakes the committer, which
-    /// then finds nothing to take and reopens the directory.
-    pub(crate) fn fail(&self, reason: Arc<str>) -> Vec<Op> {
+    /// not taken yet, which never reached the disk.
+    fn fail(&self, reason: Arc<str>) -> Vec<Op> {
         let mut state = self.state.lock();
         state.failed = Some(reason);
-        let queued = std::mem::take(&mut state.ops);
-        drop(state);
-        self.ready.notify_one();
-        queued
+        std::mem::take(&mut state.ops)
     }
 
     /// Updates the reason writes are refused for.
@@ -142,7 +140,7 @@ impl Queue {
     }
 
     /// Accepts writes again.
-    pub(crate) fn recovered(&self) {
+    fn recovered(&self) {
         self.state.lock().failed = None;
     }
 
@@ -164,16 +162,29 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    /// Waits for work and takes all of it; `None` once stopping and drained,
-    /// and an empty batch once writes are refused (a sync failed: the
-    /// committer reopens the directory).
-    pub(crate) fn take(&self) -> Option<Vec<Op>> {
+    /// Waits for work; `None` once stopping and drained.
+    ///
+    /// Once there is work, waits up to `linger` for `expected` writes in all:
+    /// writers acknowledged by the previous batch are usually about to queue
+    /// their next write, and a batch that leaves without them costs them a
+    /// whole extra sync.
+    fn take(&self, expected: usize, linger: Duration) -> Option<Vec<Op>> {
         let mut state = self.state.lock();
-        while state.ops.is_empty() && !state.stopping && state.failed.is_none() {
+        while state.ops.is_empty() && !state.stopping {
             self.ready.wait(&mut state);
         }
+        if state.ops.len() < expected && !state.stopping {
+            state.wanted = expected;
+            let deadline = Instant::now() + linger;
+            while state.ops.len() < expected && !state.stopping {
+                if self.ready.wait_until(&mut state, deadline).timed_out() {
+                    break;
+                }
+            }
+            state.wanted = 0;
+        }
         if state.ops.is_empty() {
-            return (!state.stopping).then(Vec::new);
+            return None;
         }
         Some(std::mem::take(&mut state.ops))
     }
@@ -196,9 +207,7 @@ pub(crate) struct Committer {
     pub(crate) settings: Settings,
     pub(crate) index: Arc<Index>,
     pub(crate) queue: Arc<Queue>,
-    /// The log batches are written to; shared with the sync thread, which
-    /// syncs it.
-    pub(crate) log: Arc<File>,
+    pub(crate) log: File,
     pub(crate) log_seq: u64,
     pub(crate) log_bytes: u64,
     /// The zeros written ahead of the log's end (see [`crate::reserve`]).
@@ -207,26 +216,14 @@ pub(crate) struct Committer {
     pub(crate) compaction: Option<JoinHandle<()>>,
     /// What each batch is counted in: shared with the store handle.
     pub(crate) stats: Arc<CommitStats>,
-    /// The thread that syncs what this one writes.
-    pub(crate) syncer: Syncer,
 }
 
 impl Committer {
-    /// Runs until the queue stops, then waits for the sync thread and for a
-    /// compaction in progress.
+    /// Runs until the queue stops, then waits for a compaction in progress.
     pub(crate) fn run(mut self) {
         let mut buf = Vec::with_capacity(64 << 10);
-        while let Some(ops) = self.queue.take() {
-            if ops.is_empty() {
-                // Writes are refused: a sync failed.
-                if let Some(reason) = self.syncer.failure().or_else(|| self.queue.failure()) {
-                    self.syncer.drain();
-                    if !self.recover(&reason) {
-                        break;
-                    }
-                }
-                continue;
-            }
+        let (mut expected, mut linger) = (1, Duration::ZERO);
+        while let Some(ops) = self.queue.take(expected, linger) {
             self.last_batch += 1;
             let batch = self.last_batch;
             buf.clear();
@@ -243,25 +240,33 @@ impl Committer {
                 }
             }
             frame::encode_commit(&mut buf, batch, ops.len());
-            let path = dir::SESSIONS.log_path(&self.settings.dir, self.log_seq);
-            match (&*self.log).write_all(&buf) {
+            let started = Instant::now();
+            let mut synced = Duration::ZERO;
+            let written = self.log.write_all(&buf).and_then(|()| {
+                let syncing = Instant::now();
+                let sync = self.log.sync_data();
+                synced = syncing.elapsed();
+                sync
+            });
+            match written {
                 Ok(()) => {
+                    self.stats.committed(ops.len(), synced);
+                    // Wait for at most one sync (and at most `MAX_LINGER`)
+                    // for as many writes as this batch carried: a writer that
+                    // misses the batch waits a whole sync anyway.
+                    expected = ops.len();
+                    linger = started.elapsed().min(MAX_LINGER);
                     self.log_bytes += buf.len() as u64;
-                    self.syncer.hand(Written {
-                        ops,
-                        log: self.log.clone(),
-                        path,
-                    });
+                    self.apply(ops);
                     self.maybe_compact();
                     self.reservation
                         .keep(&self.log, self.log_bytes, &self.settings.dir);
                 }
                 Err(e) => {
-                    // What was handed over before is synced (or fails) first.
-                    self.syncer.drain();
                     self.stats.failed();
+                    let log = dir::SESSIONS.log_path(&self.settings.dir, self.log_seq);
                     let reason: Arc<str> =
-                        Arc::from(format!("cannot write {}: {e}", path.display()));
+                        Arc::from(format!("cannot write {}: {e}", log.display()));
                     tracing::error!(
                         dir = %self.settings.dir.display(),
                         "{reason}; writes are refused until the directory is reopened"
@@ -270,20 +275,15 @@ impl Committer {
                     // This batch may be on disk in part or in whole; the
                     // writes queued behind it never got there.
                     let unknown = format!("the write may not be durable: {reason}");
-                    fail(&self.index, ops, &unknown, WriteOutcome::Unknown);
-                    fail(
-                        &self.index,
-                        queued,
-                        &refusal(&reason),
-                        WriteOutcome::NotApplied,
-                    );
+                    self.fail(ops, &unknown, WriteOutcome::Unknown);
+                    self.fail(queued, &refusal(&reason), WriteOutcome::NotApplied);
+                    (expected, linger) = (1, Duration::ZERO);
                     if !self.recover(&reason) {
                         break;
                     }
                 }
             }
         }
-        self.syncer.drain();
         if let Some(compaction) = self.compaction.take() {
             let _ = compaction.join();
         }
@@ -315,7 +315,6 @@ impl Committer {
                         torn_bytes = report.torn_bytes,
                         "the file store reopened its directory after an I/O error and accepts writes again"
                     );
-                    self.syncer.recovered();
                     self.queue.recovered();
                     return true;
                 }
@@ -349,12 +348,37 @@ impl Committer {
         let log = dir::create_synced(&dir, &path, &frame::file_header(FileKind::Log))
             .map_err(|e| crate::Error::io("create log", &path, e))?;
         self.index.replace(entries);
-        self.log = Arc::new(log);
+        self.log = log;
         self.log_seq = next;
         self.log_bytes = frame::FILE_HEADER_LEN as u64;
         self.reservation.reset();
         self.last_batch = self.last_batch.max(recovered.last_batch);
         Ok(recovered.report)
+    }
+
+    fn apply(&self, ops: Vec<Op>) {
+        for op in ops {
+            let (durable, bytes) = match op.write {
+                Write::Put {
+                    record, payload, ..
+                } => (
+                    Some(Durable::Record(record)),
+                    frame::frame_len(op.id.as_str(), payload.len()) as u64,
+                ),
+                Write::Delete => (None, 0),
+            };
+            self.index.promote(&op.id, op.seq, durable, bytes);
+            let _ = op.ack.send(Ok(()));
+        }
+    }
+
+    /// Forgets `ops` (no longer pending) and fails each with `message`.
+    fn fail(&self, ops: Vec<Op>, message: &str, outcome: WriteOutcome) {
+        for op in ops {
+            self.index.rollback(&op.id, op.seq);
+            let error = Error::backend_msg(message).with_outcome(outcome);
+            let _ = op.ack.send(Err(error));
+        }
     }
 
     /// Starts a compaction when the log holds more than twice the live data
@@ -375,10 +399,8 @@ impl Committer {
                 let _ = done.join();
             }
         }
-        // Start the next log first, once everything written is synced and
-        // promoted: the snapshot then holds exactly what the earlier logs
-        // hold, because nothing is promoted until this thread writes again.
-        self.syncer.drain();
+        // Start the next log first: the snapshot then holds exactly what the
+        // earlier logs hold, because this thread is the only one promoting.
         let next = self.log_seq + 1;
         let path = dir::SESSIONS.log_path(&self.settings.dir, next);
         let log = match dir::create_synced(
@@ -392,7 +414,7 @@ impl Committer {
                 return;
             }
         };
-        self.log = Arc::new(log);
+        self.log = log;
         self.log_seq = next;
         self.log_bytes = frame::FILE_HEADER_LEN as u64;
         self.reservation.reset();
@@ -413,31 +435,159 @@ impl Committer {
     }
 }
 
-/// Promotes synced writes in `index` and acknowledges them.
-pub(crate) fn apply(index: &Index, ops: Vec<Op>) {
-    for op in ops {
-        let (durable, bytes) = match op.write {
-            Write::Put {
-                record, payload, ..
-            } => (
-                Some(Durable::Record(record)),
-                frame::frame_len(op.id.as_str(), payload.len()) as u64,
-            ),
-            Write::Delete => (None, 0),
-        };
-        index.promote(&op.id, op.seq, durable, bytes);
-        let _ = op.ack.send(Ok(()));
-    }
-}
-
-/// Forgets `ops` (no longer pending in `index`) and fails each with `message`.
-pub(crate) fn fail(index: &Index, ops: Vec<Op>, message: &str, outcome: WriteOutcome) {
-    for op in ops {
-        index.rollback(&op.id, op.seq);
-        let error = Error::backend_msg(message).with_outcome(outcome);
-        let _ = op.ack.send(Err(error));
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests {
+    use super::*;
+    use session_core::{ExpiryPolicy, NewSession, Timestamp};
+
+    /// A log the commit thread cannot write: every batch fails as a full or
+    /// broken disk would make it fail.
+    fn unwritable_log(dir: &std::path::Path) -> File {
+        let path = dir::SESSIONS.log_path(dir, 1);
+        std::fs::write(&path, frame::file_header(FileKind::Log)).unwrap();
+        File::open(&path).unwrap() // read-only: writes fail with EBADF
+    }
+
+    /// A committer on an unwritable log in `dir`, reopening after `backoff`.
+    fn start(
+        dir: &std::path::Path,
+        backoff: Duration,
+    ) -> (
+        Arc<Index>,
+        Arc<Queue>,
+        Arc<CommitStats>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let index = Arc::new(Index::new());
+        let queue = Arc::new(Queue::default());
+        let stats = Arc::new(CommitStats::default());
+        let committer = Committer {
+            settings: Settings {
+                dir: dir.to_path_buf(),
+                compact_min_bytes: u64::MAX,
+                reopen_backoff: (backoff, backoff),
+            },
+            index: index.clone(),
+            queue: queue.clone(),
+            log: unwritable_log(dir),
+            log_seq: 1,
+            log_bytes: frame::FILE_HEADER_LEN as u64,
+            reservation: Reservation::new(u64::MAX),
+            last_batch: 0,
+            compaction: None,
+            stats: stats.clone(),
+        };
+        let thread = std::thread::spawn(move || committer.run());
+        (index, queue, stats, thread)
+    }
+
+    fn record() -> SessionRecord {
+        SessionRecord::create(
+            SessionId::generate(),
+            NewSession::new(),
+            Timestamp::from_millis(1),
+            ExpiryPolicy::default(),
+        )
+    }
+
+    fn put(
+        index: &Index,
+        queue: &Queue,
+        record: &SessionRecord,
+    ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+        let (payload, crc) = frame::record_payload(record).unwrap();
+        let mut shard = index.lock(record.id());
+        let write = Write::Put {
+            record: record.clone(),
+            payload,
+            crc,
+        };
+        queue.push(&mut shard, record.id(), write)
+    }
+
+    #[test]
+    fn after_a_failed_write_the_store_refuses_writes_and_forgets_the_pending_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // No reopening during this test.
+        let (index, queue, stats, thread) = start(dir.path(), Duration::from_secs(3600));
+        let record = record();
+        let done = put(&index, &queue, &record).unwrap();
+        let failed = done.blocking_recv().unwrap().unwrap_err();
+        assert!(
+            failed.to_string().contains("may not be durable"),
+            "{failed}"
+        );
+        assert_eq!(
+            failed.outcome(),
+            Some(WriteOutcome::Unknown),
+            "the failed batch may be on disk"
+        );
+        assert!(index.durable(record.id()).is_none());
+        assert!(
+            index.lock(record.id()).slot(record.id()).is_none(),
+            "the failed write is no longer pending"
+        );
+        let refused = {
+            let mut shard = index.lock(record.id());
+            queue.push(&mut shard, record.id(), Write::Delete)
+        };
+        let refused = refused.unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.contains("refuses writes after an I/O error") && message.contains("retrying"),
+            "{message}"
+        );
+        assert_eq!(refused.outcome(), Some(WriteOutcome::NotApplied));
+        assert!(queue.failure().is_some());
+        let counted = stats.snapshot();
+        assert_eq!(counted.failed_batches, 1);
+        assert_eq!((counted.batches, counted.writes), (0, 0), "{counted:?}");
+        // Stopping does not wait for the next attempt to reopen.
+        queue.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn after_a_failed_write_the_directory_is_reopened_and_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, queue, stats, thread) = start(dir.path(), Duration::from_millis(5));
+        let lost = record();
+        let done = put(&index, &queue, &lost).unwrap();
+        assert!(done.blocking_recv().unwrap().is_err());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.failure().is_some() {
+            assert!(Instant::now() < deadline, "the store did not reopen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let kept = record();
+        let done = put(&index, &queue, &kept).unwrap();
+        done.blocking_recv().unwrap().unwrap();
+        assert!(matches!(index.durable(kept.id()), Some(Durable::Record(r)) if r == kept));
+        let counted = stats.snapshot();
+        assert_eq!(
+            (counted.failed_batches, counted.batches, counted.writes),
+            (1, 1, 1),
+            "the failed batch and the one after the reopening: {counted:?}"
+        );
+        queue.stop();
+        thread.join().unwrap();
+
+        // The reopened directory is a snapshot and a new log after it.
+        let names: Vec<String> = dir::SESSIONS
+            .list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, path)| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "log-0000000000000002.mcps",
+                "snapshot-0000000000000002.mcps"
+            ]
+        );
+        let recovered = recovery::recover(dir.path()).unwrap();
+        assert_eq!(recovered.entries.len(), 1);
+        assert!(recovered.entries.contains_key(kept.id()));
+    }
+}
