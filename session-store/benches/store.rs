@@ -19,6 +19,13 @@ use session_store::testkit::redis::RedisServer;
 use session_store::{FileStore, MemoryStore, RedisOptions, RedisStore, SystemClock};
 use tokio::runtime::Runtime;
 
+/// The allocator the `mcp-server` binary ships with (its `jemalloc`
+/// feature), so that the stores are measured as the server runs them. On
+/// glibc's allocator the durable-update benches spend a fifth of the
+/// writers' time growing per-thread heaps (`mprotect`), see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const PREFILL: usize = 10_000;
 /// Idle timeout of the sessions the sweep benchmark expires; every other
 /// session has the default 30 minutes.

@@ -688,10 +688,14 @@ impl Tasks {
         let mut current = self.load(id, principal).await?;
         let mut expected = current.version();
         for _ in 0..config.max_write_attempts.max(1) {
-            let task = TaskView::from_record(current.clone())?;
+            // The view owns the version it judges: no copy of the record.
+            let task = TaskView::from_record(current)?;
             let now = self.manager.clock().now();
             // Past its deadline (or ended by someone else): an unknown task.
-            let write = current.begin_write(now).map_err(|_| Error::NotFound)?;
+            let write = task
+                .record()
+                .begin_write(now)
+                .map_err(|_| Error::NotFound)?;
             let mut draft = Draft { write };
             let out = rule(&task, &mut draft)?;
             let mut write = draft.write;
@@ -712,7 +716,7 @@ impl Tasks {
                 }
                 .into());
             }
-            expected = current.version();
+            expected = task.version();
             match self.manager.store().compare_and_swap(&next, expected).await {
                 Ok(Cas::Swapped) => return Ok((TaskView::from_record(next)?, out)),
                 Ok(Cas::Conflict {

@@ -110,7 +110,11 @@ pub(crate) fn encode_frame(
 pub(crate) fn record_payload(
     record: &session_core::SessionRecord,
 ) -> Result<(Vec<u8>, u32), serde_json::Error> {
-    let payload = serde_json::to_vec(record)?;
+    // Room for a small record's JSON at once (serde_json starts at 128
+    // bytes and grows by copying); the buffer lives only until its batch is
+    // written.
+    let mut payload = Vec::with_capacity(512);
+    serde_json::to_writer(&mut payload, record)?;
     let crc = crc32fast::hash(&payload);
     Ok((payload, crc))
 }
