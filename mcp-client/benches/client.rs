@@ -9,7 +9,8 @@
 //! concurrent callers, and the client process's CPU time per call.
 //!
 //! Finds the server through `MCP_BENCH_SERVER` (default
-//! `target/release/mcp-server`) and Node with the SDK in `target/interop`
+//! `target/bench-server/mcp-server`, the release build `cargo xtask bench`
+//! copies there) and Node with the SDK in `target/interop`
 //! (installed by `cargo xtask interop`); a missing one is skipped with a note.
 
 use std::io::{BufRead, BufReader};
@@ -115,10 +116,10 @@ fn main() {
     let mut notes = Vec::new();
     let program = std::env::var_os("MCP_BENCH_SERVER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/release/mcp-server"));
+        .unwrap_or_else(|| root().join("target/bench-server/mcp-server"));
     if !program.exists() {
         println!(
-            "client-note: no mcp-server binary at {}; build it in release first (cargo xtask bench does)",
+            "client-note: no mcp-server binary at {}; run `cargo xtask bench client` (it builds the release server into target/bench-server), or set MCP_BENCH_SERVER",
             program.display()
         );
         return;

@@ -1186,15 +1186,19 @@ fn binary(var: &str, fallback: &str) -> Option<PathBuf> {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut notes = Notes::default();
-    // Measurements use the release build; a test run (`cargo test
+    // Measurements use the release build, as `cargo xtask bench` copies it
+    // out of `target/release` (where this very bench's build puts a
+    // bench-profile binary without LTO); a test run (`cargo test
     // --benches`) exercises this harness with the binary cargo built for it.
     let ours = if measuring() {
-        binary("MCP_BENCH_SERVER", "target/release/mcp-server")
+        binary("MCP_BENCH_SERVER", "target/bench-server/mcp-server")
     } else {
         Some(PathBuf::from(env!("CARGO_BIN_EXE_mcp-server")))
     };
     let Some(ours) = ours else {
-        eprintln!("http bench: build mcp-server in release first (cargo xtask bench does)");
+        eprintln!(
+            "http bench: no server binary: run `cargo xtask bench http` (it builds the release server into target/bench-server), or set MCP_BENCH_SERVER"
+        );
         return;
     };
     let store_dir = tempfile::tempdir().unwrap();

@@ -81,6 +81,28 @@ const RELEASE_SERVER: &[&str] = &[
     "mcp-server",
 ];
 
+/// Builds the release server (fat LTO, the binary users run) and copies it
+/// to `target/bench-server/mcp-server`, returning that path.
+///
+/// The copy is what the benchmarks run. `target/release/mcp-server` cannot
+/// be used: every `cargo bench` of a package with that binary builds it
+/// again under the bench profile (no LTO, 16 codegen units) and links the
+/// result to the same path, so a bench started after it would measure that
+/// build instead, about a fifth slower per call.
+fn bench_server() -> Result<String> {
+    cargo(RELEASE_SERVER)?;
+    let built = root().join("target/release/mcp-server");
+    let dir = root().join("target/bench-server");
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join("mcp-server");
+    // A fresh file, not an overwrite: a server of an earlier run may still
+    // be executing the old one.
+    let _ = std::fs::remove_file(&copy);
+    std::fs::copy(&built, &copy)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), copy.display()))?;
+    Ok(copy.display().to_string())
+}
+
 fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(env!("CARGO"))
@@ -234,14 +256,11 @@ fn bench(args: &[String]) -> Result<()> {
         )?;
     }
     if which == "all" || which == "http" {
-        cargo(RELEASE_SERVER)?;
+        let server = bench_server()?;
         let peers = build_peers();
         cargo(&["bench", "-p", "mcp-server", "--bench", "http", "--no-run"])?;
         let target = root().join("target");
-        let mut env = vec![(
-            "MCP_BENCH_SERVER",
-            target.join("release/mcp-server").display().to_string(),
-        )];
+        let mut env = vec![("MCP_BENCH_SERVER", server)];
         if peers {
             env.push((
                 "MCP_BENCH_RMCP",
@@ -284,14 +303,10 @@ fn bench(args: &[String]) -> Result<()> {
         )?;
     }
     if which == "all" || which == "client" {
-        cargo(RELEASE_SERVER)?;
+        let server = bench_server()?;
         // The TypeScript client compared against comes with the interop peers.
         interop::install_peers()?;
         cargo(&["bench", "-p", "mcp-client", "--bench", "client", "--no-run"])?;
-        let server = root()
-            .join("target/release/mcp-server")
-            .display()
-            .to_string();
         let pin = can_pin();
         run_bench(
             &["bench", "-p", "mcp-client", "--bench", "client"],
