@@ -587,3 +587,47 @@ async fn an_answer_over_the_state_limit_is_refused_naming_its_size_and_changes_n
     let done = until(&client, &id, "completed").await;
     assert_eq!(done["result"]["content"][0]["text"], "Hello Ada");
 }
+
+/// A task left without its lease and with no worker: what remains when the
+/// replica whose sweep removed a lapsed lease dies before its expiry hook
+/// writes the task's end. The next `tasks/get` gives it a watch lease, and
+/// the task fails within a lease of that, rather than reading `working`
+/// until its TTL.
+#[tokio::test]
+async fn a_task_left_without_its_lease_fails_within_a_lease_of_being_read() {
+    let store = Arc::new(MemoryStore::default());
+    let mut config = ServerConfig::default();
+    config.task_lease = Duration::from_millis(600);
+    let served = start_with(config, store.clone()).await;
+    // The task store swept every third of the lease, as a served binary does.
+    let sweeper = served.server.spawn_sweeper();
+    let client = declaring(&served.url);
+    let id = create(&client, "stoppable", json!({})).await;
+    // What the sweep does, without its hook: the lease record goes.
+    let lease = SessionId::parse(&id.replacen("task_", "lease_", 1)).unwrap();
+    assert!(
+        store.delete(&lease).await.unwrap(),
+        "a running task has a lease"
+    );
+    // Its worker learns at its next renewal that the lease is not its own,
+    // and stops without writing an end.
+    eventually("the worker to stop", || async {
+        served.server.tasks_running() == 0
+    })
+    .await;
+    assert_eq!(get(&client, &id).await["status"], "working");
+    let failed = until(&client, &id, "failed").await;
+    assert_eq!(failed["error"]["code"], -32603, "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("worker was lost")),
+        "{failed}"
+    );
+    // The watch lease went with its lapse.
+    eventually("the watch lease to go", || async {
+        store.load(&lease).await.unwrap().is_none()
+    })
+    .await;
+    sweeper.abort();
+}

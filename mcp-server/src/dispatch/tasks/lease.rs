@@ -129,6 +129,50 @@ impl TaskRuntime {
     }
 }
 
+impl TaskRuntime {
+    /// Makes sure a task that is not terminal, read by `tasks/get`, has a
+    /// lease that will speak for it if nobody works on it.
+    ///
+    /// A task has a lease from before its creation until its end is
+    /// written, except in one case: the replica whose sweep removed a
+    /// lapsed lease died before its expiry hook wrote the task's end (the
+    /// hook runs once, and the lease is gone). Such a task would read
+    /// `working` until its TTL. So a task found without a lease, and with
+    /// no worker here, gets a watch lease: a lease like any other, which
+    /// nobody renews, holding the task's id but no tool. It lapses after
+    /// one lease, and its expiry hook fails the task ("the task's worker
+    /// was lost"), exactly once across replicas, unless the task ended
+    /// meanwhile.
+    ///
+    /// Best effort: a store that fails gives no verdict, and a lease that
+    /// exists already (taken by a re-run, or by another replica's watch)
+    /// is left as it is.
+    pub(super) async fn watch(&self, view: &TaskView) {
+        if view.status().is_terminal() || self.running.lock().contains_key(view.id()) {
+            return;
+        }
+        let Some(id) = lease_id(view.id()) else {
+            return;
+        };
+        match self.tasks.manager().store().load(&id).await {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return,
+        }
+        let mut spec = SessionState::new();
+        spec.insert(field::TASK.into(), view.id().into());
+        match self
+            .take_lease(view.id(), view.owner(), view.ttl(), spec)
+            .await
+        {
+            Ok(_) => tracing::warn!(
+                task = %view.id(),
+                "a task has no lease and no worker here: it fails within a lease unless it ends"
+            ),
+            Err(e) => tracing::debug!(task = %view.id(), "no watch lease taken: {e}"),
+        }
+    }
+}
+
 /// Whether `record` is the lease `lease` (not another run's).
 fn holds(record: &SessionRecord, lease: &Lease) -> bool {
     record.state().get(field::HOLDER).and_then(Value::as_str) == Some(lease.holder.as_str())

@@ -42,7 +42,10 @@
 //! task, unless it is terminal already, is failed with -32603 ("the task's
 //! worker was lost"), or, for a tool declared
 //! [`rerun_safe`](crate::McpServerBuilder::rerun_safe), run again from the
-//! start under a new lease.
+//! start under a new lease. Should that replica die before it writes the
+//! task's end, the next `tasks/get` anywhere finds the task without a lease
+//! and gives it one that nobody renews ([`TaskRuntime::watch`]), so the task
+//! fails within a lease rather than reading `working` until its TTL.
 //!
 //! A `tasks/cancel` answered on any replica reaches the worker through the
 //! change feed every replica follows ([`TaskRuntime::heard`]), and through
@@ -603,6 +606,7 @@ impl Dispatcher {
                     .get(id, principal)
                     .await
                     .map_err(|e| store_error(&e))?;
+                runtime.watch(&view).await;
                 Ok(self.finish_value(ctx, &view.to_wire()))
             }
             "tasks/update" => {
