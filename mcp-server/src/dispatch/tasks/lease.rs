@@ -127,9 +127,7 @@ impl TaskRuntime {
             tracing::debug!(lease = %lease.id, "cannot give a task's lease up: {e}");
         }
     }
-}
 
-impl TaskRuntime {
     /// Makes sure a task that is not terminal, read by `tasks/get`, has a
     /// lease that will speak for it if nobody works on it.
     ///
