@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 mod interop;
+mod pgo;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -23,11 +24,15 @@ commands:
   interop  the official conformance suite and the TypeScript and Python SDK
            clients against our server (installs pinned peers into
            target/interop on first use)
-  bench [store|http|client] [-- CRITERION ARGS]
+  bench [store|http|client] [--pgo] [-- CRITERION ARGS]
            run the criterion benchmarks and print the figures as a table:
            session stores, the HTTP server beside rmcp, bare hyper and the
            TypeScript SDK 2.x server, the client beside the TypeScript SDK
            client
+  pgo      profile-guided builds of the server and of the bare hyper
+           ceiling (same training load for both) into target/pgo/bin;
+           `bench http --pgo` then runs them (needs `rustup component add
+           llvm-tools` and python3)
   deps     check that session-core depends on no runtime, network or
            file-system crate
   fmt      format the code
@@ -44,6 +49,9 @@ fn main() -> Result<()> {
         "test" => test()?,
         "bench" => bench(&args[1..])?,
         "interop" => interop::run()?,
+        "pgo" => {
+            pgo::build()?;
+        }
         "deps" => deps()?,
         "fmt" => cargo(&["fmt", "--all"])?,
         "help" | "--help" | "-h" => print!("{USAGE}"),
@@ -238,12 +246,16 @@ fn deps() -> Result<()> {
 }
 
 /// Runs the benchmarks (`store`, `http`, or both), then prints every
-/// criterion figure of this run and the notes the benches print.
+/// criterion figure of this run and the notes the benches print. With
+/// `--pgo` (after the bench's name), the HTTP bench runs profile-guided
+/// builds of our server and of the bare hyper ceiling ([`pgo`]).
 fn bench(args: &[String]) -> Result<()> {
-    let (which, extra) = match args.first().map(String::as_str) {
+    let (which, rest) = match args.first().map(String::as_str) {
         Some("store" | "http" | "client") => (args[0].as_str(), &args[1..]),
         _ => ("all", args),
     };
+    let pgo = rest.first().is_some_and(|a| a == "--pgo");
+    let extra = if pgo { &rest[1..] } else { rest };
     let started = std::time::SystemTime::now();
     let mut notes = Vec::new();
     if which == "all" || which == "store" {
@@ -256,23 +268,23 @@ fn bench(args: &[String]) -> Result<()> {
         )?;
     }
     if which == "all" || which == "http" {
-        let server = bench_server()?;
+        let mut server = bench_server()?;
         let peers = build_peers();
         cargo(&["bench", "-p", "mcp-server", "--bench", "http", "--no-run"])?;
         let target = root().join("target");
+        let mut hyper = target.join("peers/release/hyper-echo");
+        if pgo {
+            let built = pgo::build()?;
+            server = built.join("mcp-server").display().to_string();
+            hyper = built.join("hyper-echo");
+        }
         let mut env = vec![("MCP_BENCH_SERVER", server)];
         if peers {
             env.push((
                 "MCP_BENCH_RMCP",
                 target.join("peers/release/rmcp-echo").display().to_string(),
             ));
-            env.push((
-                "MCP_BENCH_HYPER",
-                target
-                    .join("peers/release/hyper-echo")
-                    .display()
-                    .to_string(),
-            ));
+            env.push(("MCP_BENCH_HYPER", hyper.display().to_string()));
         }
         // The TypeScript SDK 2.x server (modern tools/call) comes with the
         // interop peers; the script imports the SDK from where it sits.

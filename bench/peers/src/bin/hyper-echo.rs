@@ -5,7 +5,7 @@
 //! `params.arguments.text` (plus an `mcp-session-id` header for `initialize`);
 //! one without an `id` gets 202. DELETE gets 200, anything else 405.
 //! Listens on `--listen ADDR` (default `127.0.0.1:0`) and prints
-//! `listening on http://<addr>/mcp` once bound.
+//! `listening on http://<addr>/mcp` once bound. Exits on SIGINT.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -85,7 +85,13 @@ async fn main() -> std::io::Result<()> {
     drop(out);
 
     loop {
-        let (stream, _) = match listener.accept().await {
+        // SIGINT ends the process normally (a profile-instrumented build
+        // writes its profile then: `cargo xtask pgo`).
+        let accepted = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
             Ok(conn) => conn,
             Err(_) => continue,
         };
