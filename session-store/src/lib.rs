@@ -43,6 +43,7 @@
 //! ```
 
 mod clock;
+mod commit_queue;
 mod commit_stats;
 mod container;
 mod error;

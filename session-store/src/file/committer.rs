@@ -13,10 +13,10 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
 use session_core::{Error, SessionId, SessionRecord, WriteOutcome};
 use tokio::sync::oneshot;
 
@@ -25,6 +25,7 @@ use super::dir;
 use super::frame::{self, FileKind, FrameKind};
 use super::index::{Durable, Index, Shard};
 use super::recovery::{self, RecoveryReport};
+use crate::commit_queue::{CommitQueue, Refusal, reopen_with_backoff};
 use crate::commit_stats::CommitStats;
 use crate::reserve::Reservation;
 
@@ -41,6 +42,7 @@ pub(crate) enum Write {
     Delete,
 }
 
+/// One queued write: `seq` orders it among the writes of its session.
 #[derive(Debug)]
 struct Op {
     seq: u64,
@@ -49,27 +51,15 @@ struct Op {
     ack: oneshot::Sender<Result<(), Error>>,
 }
 
-#[derive(Debug, Default)]
-struct QueueState {
-    ops: Vec<Op>,
-    next_seq: u64,
-    stopping: bool,
-    /// How many queued writes the committer is waiting for; writers wake it
-    /// only on the first write and on reaching this, not on every write.
-    wanted: usize,
-    /// Why the store refuses writes, while it does: set when a batch fails,
-    /// cleared once the directory is reopened.
-    failed: Option<Arc<str>>,
-}
-
 /// The longest a batch waits for writers it expects.
 const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// The queue between writers and the committer thread.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
+    ops: CommitQueue<Op>,
+    /// Numbers the writes; only read and bumped under the queue's lock.
+    next_seq: AtomicU64,
 }
 
 /// The error of a write refused while the store recovers from `reason`:
@@ -93,100 +83,35 @@ impl Queue {
         write: Write,
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let (ack, done) = oneshot::channel();
-        let mut state = self.state.lock();
-        if let Some(reason) = &state.failed {
-            return Err(refused(reason));
-        }
-        if state.stopping {
-            return Err(Error::backend_msg("the file store is shutting down"));
-        }
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        let pending = match &write {
-            Write::Put { record, .. } => Some(record.clone()),
-            Write::Delete => None,
-        };
-        shard.set_pending(id, seq, pending);
-        state.ops.push(Op {
-            seq,
-            id: id.clone(),
-            write,
-            ack,
+        let queued = self.ops.push_with(|| {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let pending = match &write {
+                Write::Put { record, .. } => Some(record.clone()),
+                Write::Delete => None,
+            };
+            shard.set_pending(id, seq, pending);
+            Op {
+                seq,
+                id: id.clone(),
+                write,
+                ack,
+            }
         });
-        let wake = state.ops.len() == 1 || state.ops.len() == state.wanted;
-        drop(state);
-        if wake {
-            self.ready.notify_one();
+        match queued {
+            Ok(()) => Ok(done),
+            Err(Refusal::Failed(reason)) => Err(refused(&reason)),
+            Err(Refusal::Stopping) => Err(Error::backend_msg("the file store is shutting down")),
         }
-        Ok(done)
     }
 
     /// Why the store refuses writes, if it does.
     pub(crate) fn failure(&self) -> Option<Arc<str>> {
-        self.state.lock().failed.clone()
-    }
-
-    /// Starts refusing writes for `reason`; returns the writes queued and
-    /// not taken yet, which never reached the disk.
-    fn fail(&self, reason: Arc<str>) -> Vec<Op> {
-        let mut state = self.state.lock();
-        state.failed = Some(reason);
-        std::mem::take(&mut state.ops)
-    }
-
-    /// Updates the reason writes are refused for.
-    fn set_failure(&self, reason: Arc<str>) {
-        self.state.lock().failed = Some(reason);
-    }
-
-    /// Accepts writes again.
-    fn recovered(&self) {
-        self.state.lock().failed = None;
-    }
-
-    /// Waits `delay`, or less if the store stops; whether it stops.
-    fn pause(&self, delay: Duration) -> bool {
-        let deadline = Instant::now() + delay;
-        let mut state = self.state.lock();
-        while !state.stopping {
-            if self.ready.wait_until(&mut state, deadline).timed_out() {
-                break;
-            }
-        }
-        state.stopping
+        self.ops.failure()
     }
 
     /// Asks the committer to finish what is queued and stop.
     pub(crate) fn stop(&self) {
-        self.state.lock().stopping = true;
-        self.ready.notify_one();
-    }
-
-    /// Waits for work; `None` once stopping and drained.
-    ///
-    /// Once there is work, waits up to `linger` for `expected` writes in all:
-    /// writers acknowledged by the previous batch are usually about to queue
-    /// their next write, and a batch that leaves without them costs them a
-    /// whole extra sync.
-    fn take(&self, expected: usize, linger: Duration) -> Option<Vec<Op>> {
-        let mut state = self.state.lock();
-        while state.ops.is_empty() && !state.stopping {
-            self.ready.wait(&mut state);
-        }
-        if state.ops.len() < expected && !state.stopping {
-            state.wanted = expected;
-            let deadline = Instant::now() + linger;
-            while state.ops.len() < expected && !state.stopping {
-                if self.ready.wait_until(&mut state, deadline).timed_out() {
-                    break;
-                }
-            }
-            state.wanted = 0;
-        }
-        if state.ops.is_empty() {
-            return None;
-        }
-        Some(std::mem::take(&mut state.ops))
+        self.ops.stop();
     }
 }
 
@@ -223,7 +148,7 @@ impl Committer {
     pub(crate) fn run(mut self) {
         let mut buf = Vec::with_capacity(64 << 10);
         let (mut expected, mut linger) = (1, Duration::ZERO);
-        while let Some(ops) = self.queue.take(expected, linger) {
+        while let Some(ops) = self.queue.ops.take(expected, linger) {
             self.last_batch += 1;
             let batch = self.last_batch;
             buf.clear();
@@ -271,7 +196,7 @@ impl Committer {
                         dir = %self.settings.dir.display(),
                         "{reason}; writes are refused until the directory is reopened"
                     );
-                    let queued = self.queue.fail(reason.clone());
+                    let queued = self.queue.ops.fail(reason.clone());
                     // This batch may be on disk in part or in whole; the
                     // writes queued behind it never got there.
                     let unknown = format!("the write may not be durable: {reason}");
@@ -290,46 +215,31 @@ impl Committer {
     }
 
     /// After a failed batch, while writes are refused: reopens the directory
-    /// after `reopen_backoff.0`, then at intervals doubling up to
-    /// `reopen_backoff.1`, until it works (`true`: writes are accepted
-    /// again) or the store stops (`false`).
+    /// at growing intervals (see [`reopen_with_backoff`]) until it works
+    /// (`true`: writes are accepted again) or the store stops (`false`).
     ///
-    /// The failed `fsync` is never retried: reopening reads the directory
-    /// back as [`FileStore::open`](super::FileStore::open) does, rewrites
-    /// all of it into a new snapshot (so what reads then show, including a
-    /// failed batch the disk may hold, is durable from that snapshot's own
-    /// `fsync`, not from the failed one), starts a new log, and only then
-    /// replaces the in-memory state.
+    /// Reopening reads the directory back as
+    /// [`FileStore::open`](super::FileStore::open) does, rewrites all of it
+    /// into a new snapshot (so what reads then show, including a failed batch
+    /// the disk may hold, is durable from that snapshot's own `fsync`, not
+    /// from the failed one), starts a new log, and only then replaces the
+    /// in-memory state.
     fn recover(&mut self, cause: &str) -> bool {
-        let (mut delay, longest) = self.settings.reopen_backoff;
-        loop {
-            if self.queue.pause(delay) {
-                return false;
-            }
-            match self.reopen() {
-                Ok(report) => {
-                    tracing::info!(
-                        dir = %self.settings.dir.display(),
-                        sessions = report.sessions,
-                        corrupt = report.corrupt.len(),
-                        torn_bytes = report.torn_bytes,
-                        "the file store reopened its directory after an I/O error and accepts writes again"
-                    );
-                    self.queue.recovered();
-                    return true;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        dir = %self.settings.dir.display(),
-                        "reopening the file store failed, retrying in {:?}: {e}",
-                        delay.saturating_mul(2).min(longest)
-                    );
-                    self.queue
-                        .set_failure(Arc::from(format!("{cause} (reopening failed: {e})")));
-                }
-            }
-            delay = delay.saturating_mul(2).min(longest);
-        }
+        let queue = self.queue.clone();
+        let backoff = self.settings.reopen_backoff;
+        let reopened =
+            reopen_with_backoff(&queue.ops, backoff, cause, "file store", || self.reopen());
+        let Some(report) = reopened else {
+            return false;
+        };
+        tracing::info!(
+            dir = %self.settings.dir.display(),
+            sessions = report.sessions,
+            corrupt = report.corrupt.len(),
+            torn_bytes = report.torn_bytes,
+            "the file store reopened its directory after an I/O error and accepts writes again"
+        );
+        true
     }
 
     /// One attempt to reopen the directory; see [`recover`](Self::recover).

@@ -13,11 +13,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
 use session_core::{Error, SessionId, StreamId, WriteOutcome};
 use tokio::sync::oneshot;
 
@@ -25,6 +23,7 @@ use super::files;
 use super::format::{self, FileKind, FrameKind};
 use super::recovery::{self, EventRecoveryReport};
 use super::state::{Retained, State};
+use crate::commit_queue::{CommitQueue, Refusal, reopen_with_backoff};
 use crate::commit_stats::CommitStats;
 use crate::reserve::Reservation;
 
@@ -55,22 +54,10 @@ pub(super) struct Op {
     pub(super) ack: oneshot::Sender<Result<(), Error>>,
 }
 
-#[derive(Debug, Default)]
-struct QueueState {
-    ops: Vec<Op>,
-    stopping: bool,
-    /// Why the store refuses appends, while it does: set when a batch
-    /// fails, cleared once the directory is reopened.
-    failed: Option<Arc<str>>,
-}
-
 /// The queue between appenders and the commit thread.
 #[derive(Debug, Default)]
 pub(super) struct Queue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-    /// Whether `failed` is set, read without the lock.
-    failing: AtomicBool,
+    ops: CommitQueue<Op>,
 }
 
 /// The error of an operation refused while the store recovers from
@@ -82,30 +69,18 @@ fn refusal(reason: &str) -> String {
 impl Queue {
     /// Queues `op`. Callers hold the session's shard lock, so the log order
     /// of one session's operations is the order they were accepted in.
-    pub(super) fn push(&self, op: Op) {
-        let mut state = self.state.lock();
-        let refused = match &state.failed {
-            Some(reason) => Some(refusal(reason)),
-            None if state.stopping => Some("the event store is shutting down".into()),
-            None => None,
-        };
-        if let Some(message) = refused {
-            drop(state);
-            let _ = op.ack.send(Err(Error::backend_msg(message)));
-            return;
-        }
-        state.ops.push(op);
-        let wake = state.ops.len() == 1;
-        drop(state);
-        if wake {
-            self.ready.notify_one();
+    pub(super) fn push(&self, op: Op) -> Result<(), Error> {
+        match self.ops.push_with(|| op) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Failed(reason)) => Err(Error::backend_msg(refusal(&reason))),
+            Err(Refusal::Stopping) => Err(Error::backend_msg("the event store is shutting down")),
         }
     }
 
     /// `Err` (nothing applied) while the store refuses appends after an I/O
     /// error. Cheap while it does not.
     pub(super) fn check_failed(&self) -> Result<(), Error> {
-        if !self.failing.load(Ordering::Acquire) {
+        if !self.ops.is_failing() {
             return Ok(());
         }
         match self.failure() {
@@ -116,58 +91,12 @@ impl Queue {
 
     /// Why the store refuses appends, if it does.
     pub(super) fn failure(&self) -> Option<Arc<str>> {
-        self.state.lock().failed.clone()
-    }
-
-    /// Starts refusing appends for `reason`; returns the operations queued
-    /// and not taken yet, which never reached the disk.
-    fn fail(&self, reason: Arc<str>) -> Vec<Op> {
-        let mut state = self.state.lock();
-        state.failed = Some(reason);
-        self.failing.store(true, Ordering::Release);
-        std::mem::take(&mut state.ops)
-    }
-
-    /// Updates the reason appends are refused for.
-    fn set_failure(&self, reason: Arc<str>) {
-        self.state.lock().failed = Some(reason);
-    }
-
-    /// Accepts appends again.
-    fn recovered(&self) {
-        let mut state = self.state.lock();
-        state.failed = None;
-        self.failing.store(false, Ordering::Release);
-    }
-
-    /// Waits `delay`, or less if the store stops; whether it stops.
-    fn pause(&self, delay: Duration) -> bool {
-        let deadline = Instant::now() + delay;
-        let mut state = self.state.lock();
-        while !state.stopping {
-            if self.ready.wait_until(&mut state, deadline).timed_out() {
-                break;
-            }
-        }
-        state.stopping
+        self.ops.failure()
     }
 
     /// Asks the commit thread to finish what is queued and stop.
     pub(super) fn stop(&self) {
-        self.state.lock().stopping = true;
-        self.ready.notify_one();
-    }
-
-    /// Waits for work; `None` once stopping with nothing left.
-    fn take(&self) -> Option<Vec<Op>> {
-        let mut state = self.state.lock();
-        while state.ops.is_empty() && !state.stopping {
-            self.ready.wait(&mut state);
-        }
-        if state.ops.is_empty() {
-            return None;
-        }
-        Some(std::mem::take(&mut state.ops))
+        self.ops.stop();
     }
 }
 
@@ -196,7 +125,7 @@ impl Committer {
     /// Runs until the queue stops, then waits for a compaction in progress.
     pub(super) fn run(mut self) {
         let mut buf = Vec::with_capacity(64 << 10);
-        while let Some(ops) = self.queue.take() {
+        while let Some(ops) = self.queue.ops.take(1, Duration::ZERO) {
             buf.clear();
             // Events and removals; barriers write nothing.
             let mut writes = 0;
@@ -272,7 +201,7 @@ impl Committer {
                         dir = %self.dir.display(),
                         "{reason}; appends are refused until the directory is reopened"
                     );
-                    let queued = self.queue.fail(reason.clone());
+                    let queued = self.queue.ops.fail(reason.clone());
                     // This batch may be on disk in part or in whole; what
                     // was queued behind it never got there.
                     let unknown = format!("the event may not be durable: {reason}");
@@ -290,41 +219,26 @@ impl Committer {
     }
 
     /// After a failed batch, while appends are refused: reopens the
-    /// directory after `reopen_backoff.0`, then at intervals doubling up to
-    /// `reopen_backoff.1`, until it works (`true`) or the store stops
-    /// (`false`). As the session store's: the failed `fsync` is never
-    /// retried; the directory is read back as at a restart, rewritten into a
-    /// new snapshot and a new log started, and only then is the state read
-    /// back swapped in.
+    /// directory at growing intervals (see [`reopen_with_backoff`]) until it
+    /// works (`true`) or the store stops (`false`). As the session store's:
+    /// the directory is read back as at a restart, rewritten into a new
+    /// snapshot and a new log started, and only then is the state read back
+    /// swapped in.
     fn recover(&mut self, cause: &str) -> bool {
-        let (mut delay, longest) = self.reopen_backoff;
-        loop {
-            if self.queue.pause(delay) {
-                return false;
-            }
-            match self.reopen() {
-                Ok(report) => {
-                    tracing::info!(
-                        dir = %self.dir.display(),
-                        events = report.events,
-                        torn_bytes = report.torn_bytes,
-                        "the event store reopened its directory after an I/O error and accepts appends again"
-                    );
-                    self.queue.recovered();
-                    return true;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        dir = %self.dir.display(),
-                        "reopening the event store failed, retrying in {:?}: {e}",
-                        delay.saturating_mul(2).min(longest)
-                    );
-                    self.queue
-                        .set_failure(Arc::from(format!("{cause} (reopening failed: {e})")));
-                }
-            }
-            delay = delay.saturating_mul(2).min(longest);
-        }
+        let queue = self.queue.clone();
+        let backoff = self.reopen_backoff;
+        let reopened =
+            reopen_with_backoff(&queue.ops, backoff, cause, "event store", || self.reopen());
+        let Some(report) = reopened else {
+            return false;
+        };
+        tracing::info!(
+            dir = %self.dir.display(),
+            events = report.events,
+            torn_bytes = report.torn_bytes,
+            "the event store reopened its directory after an I/O error and accepts appends again"
+        );
+        true
     }
 
     /// One attempt to reopen the directory; see [`recover`](Self::recover).
@@ -551,7 +465,7 @@ mod tests {
                 crc: crc32fast::hash(data.as_bytes()),
             },
             ack,
-        });
+        })?;
         Ok(done)
     }
 

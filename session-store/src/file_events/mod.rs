@@ -360,7 +360,7 @@ impl EventStore for FileEventStore {
                     crc,
                 },
                 ack,
-            });
+            })?;
             seq
         };
         durable(done).await?;
@@ -396,7 +396,7 @@ impl EventStore for FileEventStore {
 
     async fn remove_session(&self, session: &SessionId) -> Result<()> {
         let (ack, done) = oneshot::channel();
-        let removing = {
+        let _counted = {
             let mut shard = self.state.lock(session);
             self.queue.check_failed()?;
             // A session with no events has nothing on disk, unless a removal
@@ -411,16 +411,16 @@ impl EventStore for FileEventStore {
             } else {
                 Work::Barrier
             };
-            let removing = matches!(work, Work::Remove);
+            // Counted down however this ends, even if the caller stops
+            // waiting.
+            let counted = matches!(work, Work::Remove).then_some(CountDown(&self.removals));
             self.queue.push(Op {
                 session: session.clone(),
                 work,
                 ack,
-            });
-            removing
+            })?;
+            counted
         };
-        // Counted down however this ends, even if the caller stops waiting.
-        let _counted = removing.then_some(CountDown(&self.removals));
         durable(done).await
     }
 
