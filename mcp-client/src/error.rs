@@ -81,6 +81,17 @@ pub enum Error {
         /// The task.
         task_id: String,
     },
+    /// A task followed by its id ([`Task::result`](crate::Task::result))
+    /// ended `failed`, with this error. (A call that became a task and
+    /// failed is reported as the call's [`Error::Rpc`], as if it had failed
+    /// at once.)
+    #[error("task {task_id} failed: {error}")]
+    TaskFailed {
+        /// The task.
+        task_id: String,
+        /// The task's error.
+        error: ErrorObject,
+    },
     /// The server asked for input (`input_required`) that the client's
     /// request handler refused or failed to give.
     #[error("the handler of the server's {method} failed: {error}")]

@@ -69,7 +69,14 @@ impl Client {
         };
         let outcome = guard.task.wait(method, created, options).await;
         guard.finish(&outcome).await;
-        outcome
+        // The task's failure is the request's, as if it had failed at once.
+        outcome.map_err(|e| match e {
+            Error::TaskFailed { error, .. } => Error::Rpc {
+                method: method.to_string(),
+                error,
+            },
+            other => other,
+        })
     }
 }
 
@@ -84,7 +91,7 @@ impl CancelOnDrop {
         // broke) leaves the task without anyone waiting: cancelled.
         let ended = matches!(
             outcome,
-            Ok(_) | Err(Error::TaskCancelled { .. } | Error::Rpc { .. })
+            Ok(_) | Err(Error::TaskCancelled { .. } | Error::TaskFailed { .. } | Error::Rpc { .. })
         );
         if !ended {
             let bound = self.task.client.request_timeout();
@@ -170,7 +177,7 @@ impl Task {
     ///
     /// # Errors
     ///
-    /// [`Error::Rpc`] with the task's error when it failed,
+    /// [`Error::TaskFailed`] with the task's error when it failed,
     /// [`Error::TaskCancelled`], [`Error::Timeout`], as
     /// [`get`](Self::get).
     pub async fn result(&self, options: RequestOptions) -> Result<Value> {
@@ -231,8 +238,8 @@ impl Task {
                                 format!("task {} failed without an error", self.id),
                             )
                         });
-                    return Err(Error::Rpc {
-                        method: method.to_string(),
+                    return Err(Error::TaskFailed {
+                        task_id: self.id.clone(),
                         error,
                     });
                 }

@@ -85,6 +85,19 @@ async fn start(store: &Store, config: ServerConfig, steps: Arc<AtomicU64>) -> Se
             },
         )
         .task_support("stoppable", TaskSupport::WhenDeclared)
+        .tool(
+            tool("broken", "Fails in a task", json!({"type": "object"})),
+            |_, _| async {
+                // Not at once: a tool done at its first poll is answered
+                // directly, with no task.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(session_core::wire::ErrorObject::new(
+                    -32603,
+                    "the disk is gone",
+                ))
+            },
+        )
+        .task_support("broken", TaskSupport::Always)
         .config(config)
         .build();
     serve(server).await
@@ -456,5 +469,44 @@ async fn a_task_whose_input_cannot_be_given_is_cancelled() {
         view["status"], "cancelled",
         "nobody waits for it any more: {view}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_is_the_calls_error_to_its_caller_and_a_task_error_to_a_follower() {
+    let server = start(&Store::Memory, ServerConfig::default(), Arc::default()).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let client = Client::connect_http(
+        &server.url,
+        options().on_event(move |e| seen.lock().unwrap().push(e.clone())),
+    )
+    .await
+    .unwrap();
+    // The caller sees what a call failing at once would give it.
+    let failed = client.call_tool("broken", json!({})).await;
+    match &failed {
+        Err(Error::Rpc { method, error }) => {
+            assert_eq!(method, "tools/call");
+            assert_eq!(error.code, -32603);
+            assert!(error.message.contains("the disk is gone"), "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Followed by its id, the failure is the task's, not tasks/get's.
+    let seen = events.lock().unwrap().clone();
+    let id = task_created(&seen).unwrap_or_else(|| panic!("a task: {seen:?}"));
+    let followed = client.task(&id).result(RequestOptions::default()).await;
+    match followed {
+        Err(e @ Error::TaskFailed { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.starts_with(&format!("task {id} failed: "))
+                    && message.contains("the disk is gone"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     server.stop().await;
 }
