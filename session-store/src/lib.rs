@@ -42,6 +42,7 @@
 //! # }).unwrap();
 //! ```
 
+mod active_log;
 mod clock;
 mod commit_queue;
 mod commit_stats;

@@ -9,12 +9,9 @@
 //! (failing them before they are queued) and this thread reopens the
 //! directory at growing intervals until that works: see [`Committer::recover`].
 
-use std::fs::File;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use session_core::{Error, SessionId, SessionRecord, WriteOutcome};
@@ -25,9 +22,9 @@ use super::dir;
 use super::frame::{self, FileKind, FrameKind};
 use super::index::{Durable, Index, Shard};
 use super::recovery::{self, RecoveryReport};
+use crate::active_log::ActiveLog;
 use crate::commit_queue::{CommitQueue, Refusal, reopen_with_backoff};
 use crate::commit_stats::CommitStats;
-use crate::reserve::Reservation;
 
 /// A write accepted into the queue.
 #[derive(Debug)]
@@ -132,13 +129,8 @@ pub(crate) struct Committer {
     pub(crate) settings: Settings,
     pub(crate) index: Arc<Index>,
     pub(crate) queue: Arc<Queue>,
-    pub(crate) log: File,
-    pub(crate) log_seq: u64,
-    pub(crate) log_bytes: u64,
-    /// The zeros written ahead of the log's end (see [`crate::reserve`]).
-    pub(crate) reservation: Reservation,
+    pub(crate) log: ActiveLog,
     pub(crate) last_batch: u64,
-    pub(crate) compaction: Option<JoinHandle<()>>,
     /// What each batch is counted in: shared with the store handle.
     pub(crate) stats: Arc<CommitStats>,
 }
@@ -166,30 +158,21 @@ impl Committer {
             }
             frame::encode_commit(&mut buf, batch, ops.len());
             let started = Instant::now();
-            let mut synced = Duration::ZERO;
-            let written = self.log.write_all(&buf).and_then(|()| {
-                let syncing = Instant::now();
-                let sync = self.log.sync_data();
-                synced = syncing.elapsed();
-                sync
-            });
-            match written {
-                Ok(()) => {
+            match self.log.append(&buf) {
+                Ok(synced) => {
                     self.stats.committed(ops.len(), synced);
                     // Wait for at most one sync (and at most `MAX_LINGER`)
                     // for as many writes as this batch carried: a writer that
                     // misses the batch waits a whole sync anyway.
                     expected = ops.len();
                     linger = started.elapsed().min(MAX_LINGER);
-                    self.log_bytes += buf.len() as u64;
                     self.apply(ops);
                     self.maybe_compact();
-                    self.reservation
-                        .keep(&self.log, self.log_bytes, &self.settings.dir);
+                    self.log.keep_reserve(&self.settings.dir);
                 }
                 Err(e) => {
                     self.stats.failed();
-                    let log = dir::SESSIONS.log_path(&self.settings.dir, self.log_seq);
+                    let log = self.log.path(&self.settings.dir);
                     let reason: Arc<str> =
                         Arc::from(format!("cannot write {}: {e}", log.display()));
                     tracing::error!(
@@ -209,9 +192,7 @@ impl Committer {
                 }
             }
         }
-        if let Some(compaction) = self.compaction.take() {
-            let _ = compaction.join();
-        }
+        self.log.wait_for_compaction();
     }
 
     /// After a failed batch, while writes are refused: reopens the directory
@@ -244,9 +225,7 @@ impl Committer {
 
     /// One attempt to reopen the directory; see [`recover`](Self::recover).
     fn reopen(&mut self) -> Result<RecoveryReport, crate::Error> {
-        if let Some(compaction) = self.compaction.take() {
-            let _ = compaction.join();
-        }
+        self.log.wait_for_compaction();
         let dir = self.settings.dir.clone();
         dir::probe(&dir).map_err(|e| crate::Error::io("write a probe file in", &dir, e))?;
         let recovered = recovery::recover(&dir)?;
@@ -258,10 +237,7 @@ impl Committer {
         let log = dir::create_synced(&dir, &path, &frame::file_header(FileKind::Log))
             .map_err(|e| crate::Error::io("create log", &path, e))?;
         self.index.replace(entries);
-        self.log = log;
-        self.log_seq = next;
-        self.log_bytes = frame::FILE_HEADER_LEN as u64;
-        self.reservation.reset();
+        self.log.switch_to(log, next);
         self.last_batch = self.last_batch.max(recovered.last_batch);
         Ok(recovered.report)
     }
@@ -298,57 +274,31 @@ impl Committer {
             .settings
             .compact_min_bytes
             .max(self.index.bytes().saturating_mul(2));
-        if self.log_bytes <= threshold {
-            return;
-        }
-        if let Some(running) = &self.compaction {
-            if !running.is_finished() {
-                return;
-            }
-            if let Some(done) = self.compaction.take() {
-                let _ = done.join();
-            }
-        }
-        // Start the next log first: the snapshot then holds exactly what the
-        // earlier logs hold, because this thread is the only one promoting.
-        let next = self.log_seq + 1;
-        let path = dir::SESSIONS.log_path(&self.settings.dir, next);
-        let log = match dir::create_synced(
+        // The snapshot holds exactly what the earlier logs hold: this thread
+        // is the only one promoting writes.
+        let index = &self.index;
+        self.log.compact_past(
+            threshold,
             &self.settings.dir,
-            &path,
-            &frame::file_header(FileKind::Log),
-        ) {
-            Ok(log) => log,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "cannot start a new log, compaction postponed: {e}");
-                return;
-            }
-        };
-        self.log = log;
-        self.log_seq = next;
-        self.log_bytes = frame::FILE_HEADER_LEN as u64;
-        self.reservation.reset();
-        let entries = self.index.snapshot();
-        let dir = self.settings.dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("file-store-compact".into())
-            .spawn(move || {
-                let entries = entries.iter().map(|(id, durable)| (id, durable));
-                if let Err(e) = compact::write_snapshot(&dir, next, entries) {
-                    tracing::warn!(dir = %dir.display(), "compaction failed, the logs are kept: {e}");
-                }
-            });
-        match spawned {
-            Ok(handle) => self.compaction = Some(handle),
-            Err(e) => tracing::warn!("cannot start the compaction thread: {e}"),
-        }
+            "file-store-compact",
+            || index.snapshot(),
+            |dir, next, entries| {
+                compact::write_snapshot(
+                    dir,
+                    next,
+                    entries.iter().map(|(id, durable)| (id, durable)),
+                )
+            },
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reserve::Reservation;
     use session_core::{ExpiryPolicy, NewSession, Timestamp};
+    use std::fs::File;
 
     /// A log the commit thread cannot write: every batch fails as a full or
     /// broken disk would make it fail.
@@ -379,12 +329,15 @@ mod tests {
             },
             index: index.clone(),
             queue: queue.clone(),
-            log: unwritable_log(dir),
-            log_seq: 1,
-            log_bytes: frame::FILE_HEADER_LEN as u64,
-            reservation: Reservation::new(u64::MAX),
+            log: ActiveLog::new(
+                dir::SESSIONS,
+                frame::file_header(FileKind::Log),
+                unwritable_log(dir),
+                1,
+                frame::FILE_HEADER_LEN as u64,
+                Reservation::new(u64::MAX),
+            ),
             last_batch: 0,
-            compaction: None,
             stats: stats.clone(),
         };
         let thread = std::thread::spawn(move || committer.run());

@@ -22,6 +22,7 @@ use session_core::{
 use tokio::sync::oneshot;
 
 use crate::Error;
+use crate::active_log::ActiveLog;
 use crate::commit_stats::CommitStats;
 use committer::{Committer, Queue, Settings, Write as LogWrite};
 use index::{Durable, Index, Latest};
@@ -270,12 +271,15 @@ impl FileStore {
             },
             index: index.clone(),
             queue: queue.clone(),
-            log,
-            log_seq,
-            log_bytes,
-            reservation: crate::reserve::Reservation::new(options.reserve_from_bytes),
+            log: ActiveLog::new(
+                dir::SESSIONS,
+                frame::file_header(frame::FileKind::Log),
+                log,
+                log_seq,
+                log_bytes,
+                crate::reserve::Reservation::new(options.reserve_from_bytes),
+            ),
             last_batch: recovered.last_batch,
-            compaction: None,
             stats: stats.clone(),
         };
         let handle = std::thread::Builder::new()

@@ -13,8 +13,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use session_core::{Error, SessionId, StreamId, WriteOutcome};
 use tokio::sync::oneshot;
@@ -23,9 +22,9 @@ use super::files;
 use super::format::{self, FileKind, FrameKind};
 use super::recovery::{self, EventRecoveryReport};
 use super::state::{Retained, State};
+use crate::active_log::ActiveLog;
 use crate::commit_queue::{CommitQueue, Refusal, reopen_with_backoff};
 use crate::commit_stats::CommitStats;
-use crate::reserve::Reservation;
 
 /// What an operation writes.
 #[derive(Debug)]
@@ -106,17 +105,12 @@ pub(super) struct Committer {
     pub(super) dir: PathBuf,
     pub(super) state: Arc<State>,
     pub(super) queue: Arc<Queue>,
-    pub(super) log: File,
-    pub(super) log_number: u64,
-    pub(super) log_bytes: u64,
-    /// The zeros written ahead of the log's end (see [`crate::reserve`]).
-    pub(super) reservation: Reservation,
+    pub(super) log: ActiveLog,
     /// Compact once the log exceeds this and twice the retained data.
     pub(super) compact_min_bytes: u64,
     /// After an I/O error: the wait before the first attempt to reopen the
     /// directory, doubled after each failed attempt up to the second value.
     pub(super) reopen_backoff: (Duration, Duration),
-    pub(super) compaction: Option<JoinHandle<()>>,
     /// What each batch is counted in: shared with the store handle.
     pub(super) stats: Arc<CommitStats>,
 }
@@ -171,30 +165,23 @@ impl Committer {
                 }
             }
             // A batch of barriers alone is neither written nor counted.
-            let mut synced = None;
             let written = if buf.is_empty() {
-                Ok(())
+                Ok(None)
             } else {
-                self.log.write_all(&buf).and_then(|()| {
-                    let syncing = Instant::now();
-                    let sync = self.log.sync_data();
-                    synced = Some(syncing.elapsed());
-                    sync
-                })
+                self.log.append(&buf).map(Some)
             };
             match written {
-                Ok(()) => {
+                Ok(synced) => {
                     if let Some(took) = synced {
                         self.stats.committed(writes, took);
                     }
-                    self.log_bytes += buf.len() as u64;
                     self.publish(ops);
                     self.maybe_compact();
-                    self.reservation.keep(&self.log, self.log_bytes, &self.dir);
+                    self.log.keep_reserve(&self.dir);
                 }
                 Err(e) => {
                     self.stats.failed();
-                    let log = files::EVENTS.log_path(&self.dir, self.log_number);
+                    let log = self.log.path(&self.dir);
                     let reason: Arc<str> =
                         Arc::from(format!("cannot write {}: {e}", log.display()));
                     tracing::error!(
@@ -213,9 +200,7 @@ impl Committer {
                 }
             }
         }
-        if let Some(compaction) = self.compaction.take() {
-            let _ = compaction.join();
-        }
+        self.log.wait_for_compaction();
     }
 
     /// After a failed batch, while appends are refused: reopens the
@@ -243,9 +228,7 @@ impl Committer {
 
     /// One attempt to reopen the directory; see [`recover`](Self::recover).
     fn reopen(&mut self) -> Result<EventRecoveryReport, crate::Error> {
-        if let Some(compaction) = self.compaction.take() {
-            let _ = compaction.join();
-        }
+        self.log.wait_for_compaction();
         let dir = self.dir.clone();
         files::probe(&dir).map_err(|e| crate::Error::io("write a probe file in", &dir, e))?;
         let fresh = self.state.empty_like();
@@ -257,10 +240,7 @@ impl Committer {
         let log = files::create_synced(&dir, &path, &format::file_header(FileKind::Log))
             .map_err(|e| crate::Error::io("create event log", &path, e))?;
         self.state.replace_with(fresh);
-        self.log = log;
-        self.log_number = next;
-        self.log_bytes = format::FILE_HEADER_LEN as u64;
-        self.reservation.reset();
+        self.log.switch_to(log, next);
         Ok(recovered.report)
     }
 
@@ -285,48 +265,14 @@ impl Committer {
         let threshold = self
             .compact_min_bytes
             .max(self.state.live_bytes().saturating_mul(2));
-        if self.log_bytes <= threshold {
-            return;
-        }
-        if let Some(running) = &self.compaction {
-            if !running.is_finished() {
-                return;
-            }
-            if let Some(done) = self.compaction.take() {
-                let _ = done.join();
-            }
-        }
-        // Start the next log first. Between batches everything written is
-        // durable and visible, so the snapshot of the durable state holds
-        // exactly what the earlier logs hold; what is queued goes to the new
-        // log.
-        let next = self.log_number + 1;
-        let path = files::EVENTS.log_path(&self.dir, next);
-        let log = match files::create_synced(&self.dir, &path, &format::file_header(FileKind::Log))
-        {
-            Ok(log) => log,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "cannot start a new event log, compaction postponed: {e}");
-                return;
-            }
-        };
-        self.log = log;
-        self.log_number = next;
-        self.log_bytes = format::FILE_HEADER_LEN as u64;
-        self.reservation.reset();
-        let retained = self.state.retained();
-        let dir = self.dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("event-store-compact".into())
-            .spawn(move || {
-                if let Err(e) = write_snapshot(&dir, next, &retained) {
-                    tracing::warn!(dir = %dir.display(), "event compaction failed, the logs are kept: {e}");
-                }
-            });
-        match spawned {
-            Ok(handle) => self.compaction = Some(handle),
-            Err(e) => tracing::warn!("cannot start the event compaction thread: {e}"),
-        }
+        let state = &self.state;
+        self.log.compact_past(
+            threshold,
+            &self.dir,
+            "event-store-compact",
+            || state.retained(),
+            |dir, next, retained| write_snapshot(dir, next, &retained),
+        );
     }
 }
 
@@ -409,7 +355,10 @@ fn write_temp(temp: &Path, retained: &[Retained]) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::file_events::state::Limits;
+    use crate::reserve::Reservation;
     use session_core::EventId;
+    use std::thread::JoinHandle;
+    use std::time::Instant;
 
     /// A commit thread on a log it cannot write (opened read-only: every
     /// batch fails as on a full or broken disk), reopening after `backoff`.
@@ -429,13 +378,16 @@ mod tests {
             dir: dir.to_path_buf(),
             state: state.clone(),
             queue: queue.clone(),
-            log: File::open(&path).unwrap(),
-            log_number: 1,
-            log_bytes: format::FILE_HEADER_LEN as u64,
-            reservation: Reservation::new(u64::MAX),
+            log: ActiveLog::new(
+                files::EVENTS,
+                format::file_header(FileKind::Log),
+                File::open(&path).unwrap(),
+                1,
+                format::FILE_HEADER_LEN as u64,
+                Reservation::new(u64::MAX),
+            ),
             compact_min_bytes: u64::MAX,
             reopen_backoff: (backoff, backoff),
-            compaction: None,
             stats: stats.clone(),
         };
         let thread = std::thread::spawn(move || committer.run());

@@ -22,6 +22,7 @@ use session_core::{
 use tokio::sync::oneshot;
 
 use crate::Error;
+use crate::active_log::ActiveLog;
 use crate::commit_stats::CommitStats;
 use committer::{Committer, Op, Queue, Work};
 use state::{Limits, State};
@@ -273,16 +274,19 @@ impl FileEventStore {
             dir: dir.clone(),
             state: state.clone(),
             queue: queue.clone(),
-            log,
-            log_number,
-            log_bytes,
-            reservation: crate::reserve::Reservation::new(options.reserve_from_bytes),
+            log: ActiveLog::new(
+                files::EVENTS,
+                format::file_header(format::FileKind::Log),
+                log,
+                log_number,
+                log_bytes,
+                crate::reserve::Reservation::new(options.reserve_from_bytes),
+            ),
             compact_min_bytes: options.compact_min_bytes,
             reopen_backoff: (
                 options.reopen_backoff_min,
                 options.reopen_backoff_max.max(options.reopen_backoff_min),
             ),
-            compaction: None,
             stats: stats.clone(),
         };
         let handle = std::thread::Builder::new()
