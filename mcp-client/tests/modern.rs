@@ -103,6 +103,14 @@ async fn start(store: &Store, config: ServerConfig, steps: Arc<AtomicU64>) -> Se
     serve(server).await
 }
 
+/// A client of `url` with `options`, and the events it emits, as they come.
+async fn recorded(url: &str, options: ClientOptions) -> (Client, Arc<Mutex<Vec<ClientEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let options = options.on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    (Client::connect_http(url, options).await.unwrap(), events)
+}
+
 /// Declares elicitation (with no handler).
 fn asking() -> ClientOptions {
     options().capabilities(json!({"elicitation": {}}))
@@ -301,14 +309,7 @@ async fn input_required_is_answered_by_the_request_handler() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_followed_to_its_end_and_resumed_by_another_client() {
     let server = start(&Store::Memory, ServerConfig::default(), Arc::default()).await;
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    let client = Client::connect_http(
-        &server.url,
-        answering().on_event(move |e| seen.lock().unwrap().push(e.clone())),
-    )
-    .await
-    .unwrap();
+    let (client, events) = recorded(&server.url, answering()).await;
     // `slow` becomes a task when the request declares the extension.
     let done = client
         .call_tool("slow", json!({"steps": 3, "delay_ms": 20}))
@@ -381,14 +382,7 @@ async fn a_task_is_followed_to_its_end_and_resumed_by_another_client() {
 async fn a_task_that_never_finishes_is_cancelled_at_the_total_timeout() {
     let steps = Arc::new(AtomicU64::new(0));
     let server = start(&Store::Memory, ServerConfig::default(), steps.clone()).await;
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    let client = Client::connect_http(
-        &server.url,
-        options().on_event(move |e| seen.lock().unwrap().push(e.clone())),
-    )
-    .await
-    .unwrap();
+    let (client, events) = recorded(&server.url, options()).await;
     let timed_out = client
         .call_tool_with(
             "stoppable",
@@ -446,21 +440,13 @@ async fn list_changes_arrive_on_the_listen_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_input_cannot_be_given_is_cancelled() {
     let server = start(&Store::Memory, ServerConfig::default(), Arc::default()).await;
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    let client = Client::connect_http(
-        &server.url,
-        asking()
-            .on_request(|_, _| async {
-                Err(session_core::wire::ErrorObject::new(
-                    -32000,
-                    "the user went away",
-                ))
-            })
-            .on_event(move |e| seen.lock().unwrap().push(e.clone())),
-    )
-    .await
-    .unwrap();
+    let refusing = asking().on_request(|_, _| async {
+        Err(session_core::wire::ErrorObject::new(
+            -32000,
+            "the user went away",
+        ))
+    });
+    let (client, events) = recorded(&server.url, refusing).await;
     let failed = client.call_tool("ask_task", json!({})).await;
     assert!(matches!(failed, Err(Error::Input { .. })), "{failed:?}");
     let id = task_created(&events.lock().unwrap()).expect("a task");
@@ -475,14 +461,7 @@ async fn a_task_whose_input_cannot_be_given_is_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_task_is_the_calls_error_to_its_caller_and_a_task_error_to_a_follower() {
     let server = start(&Store::Memory, ServerConfig::default(), Arc::default()).await;
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    let client = Client::connect_http(
-        &server.url,
-        options().on_event(move |e| seen.lock().unwrap().push(e.clone())),
-    )
-    .await
-    .unwrap();
+    let (client, events) = recorded(&server.url, options()).await;
     // The caller sees what a call failing at once would give it.
     let failed = client.call_tool("broken", json!({})).await;
     match &failed {
